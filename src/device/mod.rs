@@ -1,0 +1,76 @@
+//! Devices a tensor's storage can live on.
+
+pub mod alloc;
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::{Error, Result};
+
+/// Where a tensor's storage lives.
+///
+/// `Cpu` is the reference engine. `Cuda(n)` and `Emu` (the CUDA backend's code path run on
+/// the CPU by the kernel emulator) are answered by the CUDA backend; until it is built into
+/// this crate they report `Error::Unavailable` rather than panicking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Device {
+    #[default]
+    Cpu,
+    Cuda(usize),
+    Emu,
+}
+
+impl Device {
+    /// The best device present: a CUDA GPU when one can be used, else the CPU.
+    pub fn auto() -> Device {
+        Device::Cpu
+    }
+
+    /// The tracking allocator that counts this device's bytes.
+    pub fn tracker(self) -> Result<&'static alloc::Tracker> {
+        match self {
+            Device::Cpu => Ok(alloc::cpu_tracker()),
+            other => Err(Error::Unavailable(format!(
+                "device {other}: the CUDA backend is not part of this build (only `cpu` is available)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+            Device::Emu => write!(f, "emu"),
+        }
+    }
+}
+
+impl FromStr for Device {
+    type Err = Error;
+    /// Parses `cpu`, `cuda`, `cuda:N`, `emu` and `auto`.
+    fn from_str(s: &str) -> Result<Device> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "emu" => Ok(Device::Emu),
+            "auto" => Ok(Device::auto()),
+            "cuda" => Ok(Device::Cuda(0)),
+            _ => {
+                if let Some(n) = s.strip_prefix("cuda:") {
+                    n.parse().map(Device::Cuda).map_err(|_| {
+                        Error::invalid(
+                            "device",
+                            format!("`{s}`: the GPU index after `cuda:` must be a number"),
+                        )
+                    })
+                } else {
+                    Err(Error::invalid(
+                        "device",
+                        format!("`{s}`: expected auto, cpu, cuda, cuda:N or emu"),
+                    ))
+                }
+            }
+        }
+    }
+}

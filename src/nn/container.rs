@@ -1,0 +1,260 @@
+//! Containers: `Sequential` and the residual block.
+
+use std::any::Any;
+use std::collections::HashMap;
+
+use super::{no_forward, BackpropMode, LayerName, Module, Param};
+use crate::device::alloc::Category;
+use crate::tensor::{Float, Tensor};
+use crate::{with_dtype, Error, Result};
+
+/// Children run in order; backward runs them in reverse.
+pub struct Sequential {
+    name: LayerName,
+    pub layers: Vec<Box<dyn Module>>,
+}
+
+impl Sequential {
+    pub fn new(path: &str, layers: Vec<Box<dyn Module>>) -> Self {
+        Sequential {
+            name: LayerName::new(path),
+            layers,
+        }
+    }
+}
+
+impl Module for Sequential {
+    fn path(&self) -> &str {
+        &self.name.path
+    }
+    fn describe(&self) -> String {
+        format!("Sequential({} layers)", self.layers.len())
+    }
+    fn infer(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = x.clone();
+        for l in &self.layers {
+            h = l.infer(&h)?;
+        }
+        Ok(h)
+    }
+    fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
+        let mut h = x.clone();
+        for l in &mut self.layers {
+            h = l.forward(&h)?;
+        }
+        Ok(h)
+    }
+    fn backward(&mut self, g: &Tensor) -> Result<Tensor> {
+        let mut g = g.clone();
+        for l in self.layers.iter_mut().rev() {
+            g = l.backward(&g)?;
+        }
+        Ok(g)
+    }
+    fn visit_params(&mut self, f: &mut dyn FnMut(&str, &mut Param)) {
+        for l in &mut self.layers {
+            l.visit_params(f);
+        }
+    }
+    fn state_dict(&self, out: &mut Vec<(String, Tensor)>) {
+        for l in &self.layers {
+            l.state_dict(out);
+        }
+    }
+    fn load_state_dict(&mut self, map: &mut HashMap<String, Tensor>) -> Result<()> {
+        for l in &mut self.layers {
+            l.load_state_dict(map)?;
+        }
+        Ok(())
+    }
+    fn set_backprop(&mut self, plan: &dyn Fn(&str) -> BackpropMode) {
+        for l in &mut self.layers {
+            l.set_backprop(plan);
+        }
+    }
+    fn clear_saved(&mut self) {
+        for l in &mut self.layers {
+            l.clear_saved();
+        }
+    }
+    fn children(&self) -> Vec<&dyn Module> {
+        self.layers.iter().map(|l| l.as_ref()).collect()
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// out = relu(main(x) + shortcut(x)), the shortcut being the identity when absent (the
+/// CIFAR ResNet basic block). The final ReLU keeps its output for backward.
+pub struct Residual {
+    name: LayerName,
+    pub main: Sequential,
+    pub shortcut: Option<Sequential>,
+    pub relu: bool,
+    /// relu(main + shortcut) of the last training forward (the mask of the final ReLU);
+    /// `None` inside when there is no final ReLU.
+    saved: Option<Option<Tensor>>,
+}
+
+impl Residual {
+    pub fn new(path: &str, main: Sequential, shortcut: Option<Sequential>, relu: bool) -> Self {
+        Residual {
+            name: LayerName::new(path),
+            main,
+            shortcut,
+            relu,
+            saved: None,
+        }
+    }
+
+    fn add_relu<T: Float>(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        if a.shape() != b.shape() {
+            return Err(Error::shape(
+                &self.name.path,
+                format!(
+                    "residual branch output {:?} does not match shortcut output {:?}",
+                    a.shape(),
+                    b.shape()
+                ),
+            ));
+        }
+        let mut out = Tensor::zeros_in(a.shape(), a.dtype(), Category::Workspace)?;
+        let (av, bv) = (a.as_slice::<T>()?, b.as_slice::<T>()?);
+        for ((o, &p), &q) in out.data_mut::<T>()?.iter_mut().zip(av).zip(bv) {
+            let s = p + q;
+            *o = if self.relu && s < T::zero() {
+                T::zero()
+            } else {
+                s
+            };
+        }
+        Ok(out)
+    }
+
+    fn relu_back<T: Float>(&self, g: &Tensor, y: &Tensor) -> Result<Tensor> {
+        let mut out = Tensor::zeros_in(g.shape(), g.dtype(), Category::Workspace)?;
+        for ((o, &gv), &yv) in out
+            .data_mut::<T>()?
+            .iter_mut()
+            .zip(g.as_slice::<T>()?)
+            .zip(y.as_slice::<T>()?)
+        {
+            *o = if yv > T::zero() { gv } else { T::zero() };
+        }
+        Ok(out)
+    }
+
+    fn add<T: Float>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let mut out = Tensor::zeros_in(a.shape(), a.dtype(), Category::Workspace)?;
+        for ((o, &p), &q) in out
+            .data_mut::<T>()?
+            .iter_mut()
+            .zip(a.as_slice::<T>()?)
+            .zip(b.as_slice::<T>()?)
+        {
+            *o = p + q;
+        }
+        Ok(out)
+    }
+}
+
+impl Module for Residual {
+    fn path(&self) -> &str {
+        &self.name.path
+    }
+    fn describe(&self) -> String {
+        format!(
+            "Residual({} layers, {} shortcut)",
+            self.main.layers.len(),
+            if self.shortcut.is_some() {
+                "projection"
+            } else {
+                "identity"
+            }
+        )
+    }
+    fn infer(&self, x: &Tensor) -> Result<Tensor> {
+        let a = self.main.infer(x)?;
+        let b = match &self.shortcut {
+            Some(s) => s.infer(x)?,
+            None => x.clone(),
+        };
+        let _s = self.name.scope();
+        with_dtype!(a.dtype(), T => self.add_relu::<T>(&a, &b))
+    }
+    fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
+        let a = self.main.forward(x)?;
+        let b = match &mut self.shortcut {
+            Some(s) => s.forward(x)?,
+            None => x.clone(),
+        };
+        let _s = self.name.scope();
+        let y = with_dtype!(a.dtype(), T => self.add_relu::<T>(&a, &b))?;
+        self.saved = Some(self.relu.then(|| y.keep_for_backward()));
+        Ok(y)
+    }
+    fn backward(&mut self, g: &Tensor) -> Result<Tensor> {
+        let y = self
+            .saved
+            .take()
+            .ok_or_else(|| no_forward(&self.name.path))?;
+        let g = {
+            let _s = self.name.scope();
+            match &y {
+                Some(y) => with_dtype!(g.dtype(), T => self.relu_back::<T>(g, y))?,
+                None => g.clone(),
+            }
+        };
+        drop(y);
+        let da = self.main.backward(&g)?;
+        let db = match &mut self.shortcut {
+            Some(s) => s.backward(&g)?,
+            None => g,
+        };
+        let _s = self.name.scope();
+        with_dtype!(da.dtype(), T => Self::add::<T>(&da, &db))
+    }
+    fn visit_params(&mut self, f: &mut dyn FnMut(&str, &mut Param)) {
+        self.main.visit_params(f);
+        if let Some(s) = &mut self.shortcut {
+            s.visit_params(f);
+        }
+    }
+    fn state_dict(&self, out: &mut Vec<(String, Tensor)>) {
+        self.main.state_dict(out);
+        if let Some(s) = &self.shortcut {
+            s.state_dict(out);
+        }
+    }
+    fn load_state_dict(&mut self, map: &mut HashMap<String, Tensor>) -> Result<()> {
+        self.main.load_state_dict(map)?;
+        if let Some(s) = &mut self.shortcut {
+            s.load_state_dict(map)?;
+        }
+        Ok(())
+    }
+    fn set_backprop(&mut self, plan: &dyn Fn(&str) -> BackpropMode) {
+        self.main.set_backprop(plan);
+        if let Some(s) = &mut self.shortcut {
+            s.set_backprop(plan);
+        }
+    }
+    fn clear_saved(&mut self) {
+        self.saved = None;
+        self.main.clear_saved();
+        if let Some(s) = &mut self.shortcut {
+            s.clear_saved();
+        }
+    }
+    fn children(&self) -> Vec<&dyn Module> {
+        let mut v: Vec<&dyn Module> = vec![&self.main];
+        if let Some(s) = &self.shortcut {
+            v.push(s);
+        }
+        v
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

@@ -1,0 +1,254 @@
+//! Layers with explicit forward and backward, in the spirit of llm.c: a `Module` owns its
+//! parameters and decides what it keeps for backward; containers call their children in
+//! order and in reverse. There is no general tape: models are trees built from specs.
+
+pub mod container;
+pub mod conv;
+pub mod gradcheck;
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+use crate::device::alloc::{self, Category};
+use crate::tensor::{Float, Tensor};
+use crate::{Error, Result};
+
+/// What a quadratic layer keeps between forward and backward (hybrid back-propagation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackpropMode {
+    /// Keep what reverse-mode autodiff would keep: every branch output backward reads.
+    #[default]
+    Stored,
+    /// Keep only the layer input (and per-channel statistics); backward recomputes the
+    /// branch outputs with one GEMM and applies closed-form gradients.
+    Recompute,
+}
+
+impl std::str::FromStr for BackpropMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "stored" => Ok(BackpropMode::Stored),
+            "recompute" => Ok(BackpropMode::Recompute),
+            _ => Err(Error::invalid(
+                "backprop mode",
+                format!("`{s}`: expected `stored` or `recompute`"),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for BackpropMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackpropMode::Stored => "stored",
+            BackpropMode::Recompute => "recompute",
+        })
+    }
+}
+
+/// The role of a parameter (or of a slice of a stacked parameter); optimizers use it to
+/// form parameter groups (the quadratic optimizer treats second-order weights apart).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamKind {
+    /// Weight of a first-order map (a conv/linear layer, or a quadratic layer's linear term).
+    Weight,
+    Bias,
+    /// Weight of a branch that enters a product or square (second order).
+    QuadWeight,
+    /// Bias of a branch that enters a product or square.
+    QuadBias,
+    /// Batch-norm scale (gamma).
+    NormScale,
+    /// Batch-norm shift (beta).
+    NormShift,
+}
+
+/// A contiguous slice of a parameter's elements with one role.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Segment {
+    pub range: Range<usize>,
+    pub kind: ParamKind,
+}
+
+/// A trainable tensor with its gradient.
+#[derive(Debug)]
+pub struct Param {
+    pub value: Tensor,
+    pub grad: Option<Tensor>,
+    /// Roles of its element ranges; they cover the tensor, in order.
+    pub segments: Vec<Segment>,
+}
+
+impl Param {
+    /// A parameter of a single role; its storage is charged to `Category::Parameter`.
+    pub fn new(value: Tensor, kind: ParamKind) -> Param {
+        let n = value.numel();
+        Self::with_segments(value, vec![Segment { range: 0..n, kind }])
+    }
+
+    pub fn with_segments(value: Tensor, segments: Vec<Segment>) -> Param {
+        value.retag(Category::Parameter);
+        Param {
+            value,
+            grad: None,
+            segments,
+        }
+    }
+
+    /// The role of the whole parameter when it has one role, else of its first segment.
+    pub fn kind(&self) -> ParamKind {
+        self.segments[0].kind
+    }
+
+    /// Add `g` (same length as the parameter) into the gradient, allocating it on first use.
+    pub fn accumulate_grad<T: Float>(&mut self, g: &[T]) -> Result<()> {
+        if g.len() != self.value.numel() {
+            return Err(Error::shape(
+                "Param::accumulate_grad",
+                format!(
+                    "gradient has {} elements, parameter {:?} has {}",
+                    g.len(),
+                    self.value.shape(),
+                    self.value.numel()
+                ),
+            ));
+        }
+        match &mut self.grad {
+            Some(t) => {
+                for (a, &b) in t.data_mut::<T>()?.iter_mut().zip(g) {
+                    *a += b;
+                }
+            }
+            None => {
+                let t = Tensor::from_vec_in(
+                    g.to_vec(),
+                    self.value.shape(),
+                    self.value.device(),
+                    Category::Gradient,
+                )?;
+                self.grad = Some(t);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn zero_grad(&mut self) {
+        self.grad = None;
+    }
+}
+
+/// A layer's full dotted path (its PyTorch state-dict prefix) and its interned id, which
+/// the tracking allocator charges the layer's allocations to.
+#[derive(Clone, Debug)]
+pub struct LayerName {
+    pub path: String,
+    pub id: u32,
+}
+
+impl LayerName {
+    pub fn new(path: &str) -> Self {
+        LayerName {
+            path: path.to_string(),
+            id: alloc::layer_id(path),
+        }
+    }
+    /// `path.leaf`, or `leaf` at the root.
+    pub fn key(&self, leaf: &str) -> String {
+        if self.path.is_empty() {
+            leaf.to_string()
+        } else {
+            format!("{}.{leaf}", self.path)
+        }
+    }
+    /// Charge allocations on this thread to this layer until the guard drops.
+    pub fn scope(&self) -> alloc::ScopeGuard {
+        alloc::scope_layer(self.id)
+    }
+}
+
+/// A network layer or container.
+pub trait Module: Send + Sync + Any {
+    /// The layer's full dotted path ("layer1.0.conv1"); empty for a root container.
+    fn path(&self) -> &str;
+
+    /// A short description for messages and tables ("Conv2d(3→16, k3, s1)").
+    fn describe(&self) -> String;
+
+    /// Eval-mode forward: nothing is kept, batch norm uses running statistics. Takes `&self`
+    /// so that one model serves many threads.
+    fn infer(&self, x: &Tensor) -> Result<Tensor>;
+
+    /// Training-mode forward: keeps what `backward` needs.
+    fn forward(&mut self, x: &Tensor) -> Result<Tensor>;
+
+    /// Given dL/d(output of the last `forward`), accumulate parameter gradients, release
+    /// what forward kept, and return dL/d(input).
+    fn backward(&mut self, grad_out: &Tensor) -> Result<Tensor>;
+
+    /// Visit every parameter with its full state-dict name.
+    fn visit_params(&mut self, _f: &mut dyn FnMut(&str, &mut Param)) {}
+
+    /// Append state-dict entries (parameters and buffers) under PyTorch names.
+    fn state_dict(&self, _out: &mut Vec<(String, Tensor)>) {}
+
+    /// Take this module's entries out of `map` and load them; a missing entry or a shape
+    /// mismatch is an error naming the entry.
+    fn load_state_dict(&mut self, _map: &mut HashMap<String, Tensor>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Set the back-propagation mode of every quadratic layer below: `plan` maps a layer
+    /// path to its mode.
+    fn set_backprop(&mut self, _plan: &dyn Fn(&str) -> BackpropMode) {}
+
+    /// Drop whatever a forward kept (after an aborted step).
+    fn clear_saved(&mut self) {}
+
+    /// Direct children, in forward order.
+    fn children(&self) -> Vec<&dyn Module> {
+        Vec::new()
+    }
+
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// Take entry `key` out of `map`, checking its shape; error names the entry.
+pub fn take_entry(map: &mut HashMap<String, Tensor>, key: &str, shape: &[usize]) -> Result<Tensor> {
+    let t = map
+        .remove(key)
+        .ok_or_else(|| Error::invalid("state dict", format!("missing entry `{key}`")))?;
+    if t.shape() != shape {
+        return Err(Error::shape(
+            "load_state_dict",
+            format!(
+                "entry `{key}` has shape {:?}, the model expects {:?}",
+                t.shape(),
+                shape
+            ),
+        ));
+    }
+    Ok(t)
+}
+
+/// Replace a parameter's value from a state-dict entry (converted to its dtype).
+pub fn load_param(p: &mut Param, map: &mut HashMap<String, Tensor>, key: &str) -> Result<()> {
+    let t = take_entry(map, key, &p.value.shape().to_vec())?;
+    let t = t.to_dtype(p.value.dtype())?;
+    t.retag(Category::Parameter);
+    p.value = t;
+    p.grad = None;
+    Ok(())
+}
+
+/// The error for `backward` called without a matching `forward`.
+pub fn no_forward(path: &str) -> Error {
+    Error::state(format!(
+        "layer `{path}`: backward called without a training forward"
+    ))
+}

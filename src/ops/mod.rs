@@ -1,0 +1,80 @@
+//! Ops: one file per op family. Each holds the CPU code (generic over `Float`, so gradient
+//! checks run in f64) and, once the CUDA backend lands, the launch of its kernel beside it.
+
+pub mod conv;
+pub mod gemm;
+pub mod norm;
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use crate::device::alloc::{cpu_tracker, Category, TrackedVec};
+use crate::tensor::Float;
+
+/// A zeroed host buffer charged to workspace (im2col columns, per-thread partial sums).
+pub fn workspace<T: Float>(len: usize) -> TrackedVec<T> {
+    TrackedVec::filled(T::zero(), len, cpu_tracker(), Category::Workspace)
+}
+
+/// Split `0..n` into at most one contiguous range per rayon thread.
+pub fn chunk_ranges(n: usize) -> Vec<Range<usize>> {
+    let t = rayon::current_num_threads().max(1).min(n.max(1));
+    let base = n / t;
+    let extra = n % t;
+    let mut out = Vec::with_capacity(t);
+    let mut start = 0;
+    for i in 0..t {
+        let len = base + usize::from(i < extra);
+        out.push(start..start + len);
+        start += len;
+    }
+    out
+}
+
+/// Run `f(items, out_chunk, scratch)` over contiguous chunks of `n` items in parallel, where
+/// item `i` owns `out[i * per_item..(i + 1) * per_item]` and each chunk gets one scratch
+/// value. Returns the per-chunk results in order.
+pub fn par_item_chunks<T, S, R, F>(
+    out: &mut [T],
+    per_item: usize,
+    n: usize,
+    scratch: &mut [S],
+    f: F,
+) -> Vec<R>
+where
+    T: Send,
+    S: Send,
+    R: Send,
+    F: Fn(Range<usize>, &mut [T], &mut S) -> R + Sync,
+{
+    let ranges = chunk_ranges(n);
+    assert!(
+        scratch.len() >= ranges.len(),
+        "par_item_chunks: one scratch per chunk"
+    );
+    assert_eq!(out.len(), n * per_item, "par_item_chunks: output length");
+    let mut parts: Vec<(Range<usize>, &mut [T])> = Vec::with_capacity(ranges.len());
+    let mut rest = out;
+    for r in ranges {
+        let (head, tail) = rest.split_at_mut(r.len() * per_item);
+        parts.push((r, head));
+        rest = tail;
+    }
+    parts
+        .into_par_iter()
+        .zip(scratch.par_iter_mut())
+        .map(|((r, o), s)| f(r, o, s))
+        .collect()
+}
+
+/// Sum per-chunk partial buffers into the first one and return it.
+pub fn reduce_partials<T: Float>(mut parts: Vec<Vec<T>>) -> Vec<T> {
+    let mut acc = parts.remove(0);
+    for p in parts {
+        for (a, b) in acc.iter_mut().zip(p) {
+            *a += b;
+        }
+    }
+    acc
+}

@@ -1,0 +1,434 @@
+//! The tensor type: a shape, a dtype and a contiguous row-major storage on a device.
+//!
+//! Layouts follow PyTorch so that checkpoints interoperate: activations are NCHW, conv
+//! weights OIHW, linear weights (out, in). Tensors are immutable values that share their
+//! storage (`Arc`); an op returns a new tensor. In-place updates (optimizer steps, gradient
+//! accumulation) go through `data_mut`, which requires the storage not to be shared.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal, Uniform};
+
+use crate::device::alloc::{Category, TrackedVec, Tracker};
+use crate::device::Device;
+use crate::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    F32,
+    F64,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F64 => 8,
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DType::F32 => "f32",
+            DType::F64 => "f64",
+        })
+    }
+}
+
+/// Element storage of a host tensor.
+#[derive(Debug)]
+pub enum CpuData {
+    F32(TrackedVec<f32>),
+    F64(TrackedVec<f64>),
+}
+
+/// The element types the CPU engine computes in.
+pub trait Float:
+    num_traits::Float
+    + num_traits::NumAssign
+    + Copy
+    + Default
+    + Send
+    + Sync
+    + fmt::Debug
+    + fmt::Display
+    + std::iter::Sum
+    + 'static
+{
+    const DTYPE: DType;
+    fn of(v: f64) -> Self;
+    fn f64(self) -> f64;
+    fn slice(d: &CpuData) -> Option<&[Self]>;
+    fn slice_mut(d: &mut CpuData) -> Option<&mut [Self]>;
+    fn wrap(v: TrackedVec<Self>) -> CpuData;
+}
+
+impl Float for f32 {
+    const DTYPE: DType = DType::F32;
+    #[inline(always)]
+    fn of(v: f64) -> Self {
+        v as f32
+    }
+    #[inline(always)]
+    fn f64(self) -> f64 {
+        self as f64
+    }
+    fn slice(d: &CpuData) -> Option<&[Self]> {
+        match d {
+            CpuData::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn slice_mut(d: &mut CpuData) -> Option<&mut [Self]> {
+        match d {
+            CpuData::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn wrap(v: TrackedVec<Self>) -> CpuData {
+        CpuData::F32(v)
+    }
+}
+
+impl Float for f64 {
+    const DTYPE: DType = DType::F64;
+    #[inline(always)]
+    fn of(v: f64) -> Self {
+        v
+    }
+    #[inline(always)]
+    fn f64(self) -> f64 {
+        self
+    }
+    fn slice(d: &CpuData) -> Option<&[Self]> {
+        match d {
+            CpuData::F64(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn slice_mut(d: &mut CpuData) -> Option<&mut [Self]> {
+        match d {
+            CpuData::F64(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn wrap(v: TrackedVec<Self>) -> CpuData {
+        CpuData::F64(v)
+    }
+}
+
+/// Run `$body` with `$T` bound to the Rust element type of `$dtype`.
+#[macro_export]
+macro_rules! with_dtype {
+    ($dtype:expr, $T:ident => $body:expr) => {
+        match $dtype {
+            $crate::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            $crate::DType::F64 => {
+                type $T = f64;
+                $body
+            }
+        }
+    };
+}
+
+#[derive(Debug)]
+pub struct Storage {
+    device: Device,
+    data: CpuData,
+}
+
+impl Storage {
+    fn alloc(&self) -> &crate::device::alloc::Allocation {
+        match &self.data {
+            CpuData::F32(v) => v.alloc(),
+            CpuData::F64(v) => v.alloc(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    storage: Arc<Storage>,
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Tensor({:?}, {}, {})",
+            self.shape,
+            self.dtype(),
+            self.device()
+        )
+    }
+}
+
+fn numel_of(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+fn tracker_for(device: Device) -> Result<&'static Tracker> {
+    device.tracker()
+}
+
+impl Tensor {
+    /// A tensor owning `data` (length must equal the product of `shape`), charged to `category`.
+    pub fn from_vec_in<T: Float>(
+        data: Vec<T>,
+        shape: &[usize],
+        device: Device,
+        category: Category,
+    ) -> Result<Tensor> {
+        if data.len() != numel_of(shape) {
+            return Err(Error::shape(
+                "Tensor::from_vec",
+                format!(
+                    "{} elements do not fill shape {:?} ({} elements)",
+                    data.len(),
+                    shape,
+                    numel_of(shape)
+                ),
+            ));
+        }
+        let tracker = tracker_for(device)?;
+        let data = T::wrap(TrackedVec::from_vec(data, tracker, category));
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            storage: Arc::new(Storage { device, data }),
+        })
+    }
+
+    /// A host tensor of workspace memory.
+    pub fn from_vec<T: Float>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
+        Self::from_vec_in(data, shape, Device::Cpu, Category::Workspace)
+    }
+
+    pub fn full_in(
+        value: f64,
+        shape: &[usize],
+        dtype: DType,
+        device: Device,
+        category: Category,
+    ) -> Result<Tensor> {
+        let n = numel_of(shape);
+        with_dtype!(dtype, T => Self::from_vec_in(vec![T::of(value); n], shape, device, category))
+    }
+
+    pub fn zeros(shape: &[usize], dtype: DType) -> Result<Tensor> {
+        Self::full_in(0.0, shape, dtype, Device::Cpu, Category::Workspace)
+    }
+
+    pub fn zeros_in(shape: &[usize], dtype: DType, category: Category) -> Result<Tensor> {
+        Self::full_in(0.0, shape, dtype, Device::Cpu, category)
+    }
+
+    /// Standard-normal samples times `std`, from a seeded ChaCha8 stream (reproducible).
+    pub fn randn(shape: &[usize], dtype: DType, std: f64, seed: u64) -> Result<Tensor> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let n = numel_of(shape);
+        let v: Vec<f64> = (0..n)
+            .map(|_| StandardNormal.sample(&mut rng))
+            .map(|x: f64| x * std)
+            .collect();
+        Self::from_f64(&v, shape, dtype)
+    }
+
+    /// Uniform samples in [lo, hi), from a seeded ChaCha8 stream.
+    pub fn rand_uniform(
+        shape: &[usize],
+        dtype: DType,
+        lo: f64,
+        hi: f64,
+        seed: u64,
+    ) -> Result<Tensor> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let dist = Uniform::new(lo, hi)
+            .map_err(|e| Error::invalid("uniform range", format!("[{lo}, {hi}): {e}")))?;
+        let v: Vec<f64> = (0..numel_of(shape))
+            .map(|_| dist.sample(&mut rng))
+            .collect();
+        Self::from_f64(&v, shape, dtype)
+    }
+
+    /// A workspace tensor of `dtype` from f64 values.
+    pub fn from_f64(v: &[f64], shape: &[usize], dtype: DType) -> Result<Tensor> {
+        with_dtype!(dtype, T => Self::from_vec(v.iter().map(|&x| T::of(x)).collect::<Vec<T>>(), shape))
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+    pub fn numel(&self) -> usize {
+        numel_of(&self.shape)
+    }
+    pub fn dtype(&self) -> DType {
+        match self.storage.data {
+            CpuData::F32(_) => DType::F32,
+            CpuData::F64(_) => DType::F64,
+        }
+    }
+    pub fn device(&self) -> Device {
+        self.storage.device
+    }
+    /// Bytes of element storage (shared storage counted in full).
+    pub fn bytes(&self) -> u64 {
+        self.storage.alloc().bytes()
+    }
+    pub fn category(&self) -> Category {
+        self.storage.alloc().category()
+    }
+    /// True when both tensors view the same storage.
+    pub fn same_storage(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.storage, &other.storage)
+    }
+
+    /// Re-charge this tensor's storage to `category` and the current layer.
+    pub fn retag(&self, category: Category) {
+        self.storage.alloc().retag(category)
+    }
+
+    /// Mark this storage as kept for backward (a no-op when it already is).
+    pub fn keep_for_backward(&self) -> Tensor {
+        if self.category() != Category::SavedForBackward {
+            self.retag(Category::SavedForBackward);
+        }
+        self.clone()
+    }
+
+    /// The elements as a slice of `T`; an error names the dtype mismatch.
+    pub fn as_slice<T: Float>(&self) -> Result<&[T]> {
+        T::slice(&self.storage.data).ok_or_else(|| {
+            Error::dtype(
+                "Tensor::as_slice",
+                format!("tensor is {}, asked for {}", self.dtype(), T::DTYPE),
+            )
+        })
+    }
+
+    /// Mutable elements; the storage must not be shared with another tensor.
+    pub fn data_mut<T: Float>(&mut self) -> Result<&mut [T]> {
+        let dtype = self.dtype();
+        let st = Arc::get_mut(&mut self.storage).ok_or_else(|| {
+            Error::state("Tensor::data_mut: storage is shared with another tensor")
+        })?;
+        T::slice_mut(&mut st.data).ok_or_else(|| {
+            Error::dtype(
+                "Tensor::data_mut",
+                format!("tensor is {dtype}, asked for {}", T::DTYPE),
+            )
+        })
+    }
+
+    pub fn to_vec<T: Float>(&self) -> Result<Vec<T>> {
+        Ok(self.as_slice::<T>()?.to_vec())
+    }
+
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        with_dtype!(self.dtype(), T => self.as_slice::<T>().map(|s| s.iter().map(|v| v.f64()).collect()).unwrap_or_default())
+    }
+
+    /// Same storage, new shape with the same number of elements.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        if numel_of(shape) != self.numel() {
+            return Err(Error::shape(
+                "reshape",
+                format!(
+                    "cannot view {:?} ({} elements) as {:?}",
+                    self.shape,
+                    self.numel(),
+                    shape
+                ),
+            ));
+        }
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            storage: self.storage.clone(),
+        })
+    }
+
+    /// A copy in another dtype (a plain copy when it already has it).
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        let cat = self.category();
+        let v = self.to_f64_vec();
+        with_dtype!(dtype, T => Self::from_vec_in(v.iter().map(|&x| T::of(x)).collect::<Vec<T>>(), &self.shape, self.device(), cat))
+    }
+
+    /// A deep copy charged to `category`.
+    pub fn copy_in(&self, category: Category) -> Result<Tensor> {
+        with_dtype!(self.dtype(), T => Self::from_vec_in(self.as_slice::<T>()?.to_vec(), &self.shape, self.device(), category))
+    }
+
+    /// The dims of a 4-d tensor, or a shape error naming `what`.
+    pub fn dims4(&self, what: &str) -> Result<(usize, usize, usize, usize)> {
+        match self.shape[..] {
+            [a, b, c, d] => Ok((a, b, c, d)),
+            _ => Err(Error::shape(
+                what,
+                format!(
+                    "expected a 4-d (N, C, H, W) tensor, got shape {:?}",
+                    self.shape
+                ),
+            )),
+        }
+    }
+
+    /// The dims of a 2-d tensor, or a shape error naming `what`.
+    pub fn dims2(&self, what: &str) -> Result<(usize, usize)> {
+        match self.shape[..] {
+            [a, b] => Ok((a, b)),
+            _ => Err(Error::shape(
+                what,
+                format!(
+                    "expected a 2-d (N, features) tensor, got shape {:?}",
+                    self.shape
+                ),
+            )),
+        }
+    }
+
+    /// Error unless `other` has this tensor's shape and dtype.
+    pub fn check_same(&self, other: &Tensor, op: &str) -> Result<()> {
+        if self.shape != other.shape {
+            return Err(Error::shape(
+                op,
+                format!("shapes differ: {:?} vs {:?}", self.shape, other.shape),
+            ));
+        }
+        if self.dtype() != other.dtype() {
+            return Err(Error::dtype(
+                op,
+                format!("dtypes differ: {} vs {}", self.dtype(), other.dtype()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Largest absolute elementwise difference (shapes must match).
+    pub fn max_abs_diff(&self, other: &Tensor) -> Result<f64> {
+        if self.shape != other.shape {
+            return Err(Error::shape(
+                "max_abs_diff",
+                format!("{:?} vs {:?}", self.shape, other.shape),
+            ));
+        }
+        Ok(self
+            .to_f64_vec()
+            .iter()
+            .zip(other.to_f64_vec())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max))
+    }
+}

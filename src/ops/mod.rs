@@ -1,9 +1,13 @@
 //! Ops: one file per op family. Each holds the CPU code (generic over `Float`, so gradient
 //! checks run in f64) and, once the CUDA backend lands, the launch of its kernel beside it.
 
+pub mod act;
 pub mod conv;
 pub mod gemm;
+pub mod linear;
+pub mod loss;
 pub mod norm;
+pub mod pool;
 
 use std::ops::Range;
 

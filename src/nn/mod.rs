@@ -2,9 +2,14 @@
 //! parameters and decides what it keeps for backward; containers call their children in
 //! order and in reverse. There is no general tape: models are trees built from specs.
 
+pub mod act;
 pub mod container;
 pub mod conv;
 pub mod gradcheck;
+pub mod linear;
+pub mod loss;
+pub mod norm;
+pub mod pool;
 
 use std::any::Any;
 use std::collections::HashMap;

@@ -1,0 +1,252 @@
+//! Parameter-free layers: ReLU, Flatten and Dropout.
+
+use std::any::Any;
+
+use super::{no_forward, LayerName, Module};
+use crate::device::alloc::{cpu_tracker, Category, TrackedVec};
+use crate::ops::act as ops;
+use crate::tensor::{Float, Tensor};
+use crate::{with_dtype, Error, Result};
+
+/// Error unless g has the shape and dtype of the tensor the layer produced / consumed.
+fn check_grad(path: &str, g: &Tensor, shape: &[usize], dtype: crate::DType) -> Result<()> {
+    if g.shape() != shape || g.dtype() != dtype {
+        return Err(Error::shape(
+            path,
+            format!(
+                "output gradient {:?} ({}), expected {:?} ({dtype})",
+                g.shape(),
+                g.dtype(),
+                shape
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// y = max(x, 0), any shape.
+pub struct ReLU {
+    name: LayerName,
+    /// The output of the last training forward, y (same shape as x): its positive entries
+    /// are the gradient mask. Keeping y rather than x lets the next layer share the storage
+    /// (a following conv keeps the same tensor as its input).
+    saved: Option<Tensor>,
+}
+
+impl ReLU {
+    pub fn new(path: &str) -> ReLU {
+        ReLU {
+            name: LayerName::new(path),
+            saved: None,
+        }
+    }
+
+    fn run<T: Float>(&self, x: &Tensor) -> Result<Tensor> {
+        let mut y = Tensor::zeros_in(x.shape(), x.dtype(), Category::Workspace)?;
+        ops::relu_forward(x.as_slice::<T>()?, y.data_mut::<T>()?);
+        Ok(y)
+    }
+
+    fn back<T: Float>(&mut self, g: &Tensor) -> Result<Tensor> {
+        let y = self
+            .saved
+            .take()
+            .ok_or_else(|| no_forward(&self.name.path))?;
+        check_grad(&self.name.path, g, y.shape(), y.dtype())?;
+        let mut dx = Tensor::zeros_in(y.shape(), y.dtype(), Category::Workspace)?;
+        ops::relu_backward(g.as_slice::<T>()?, y.as_slice::<T>()?, dx.data_mut::<T>()?);
+        Ok(dx)
+    }
+}
+
+impl Module for ReLU {
+    fn path(&self) -> &str {
+        &self.name.path
+    }
+    fn describe(&self) -> String {
+        "ReLU".to_string()
+    }
+    fn infer(&self, x: &Tensor) -> Result<Tensor> {
+        let _s = self.name.scope();
+        with_dtype!(x.dtype(), T => self.run::<T>(x))
+    }
+    fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
+        let _s = self.name.scope();
+        let y = with_dtype!(x.dtype(), T => self.run::<T>(x))?;
+        self.saved = Some(y.keep_for_backward());
+        Ok(y)
+    }
+    fn backward(&mut self, g: &Tensor) -> Result<Tensor> {
+        let _s = self.name.scope();
+        with_dtype!(g.dtype(), T => self.back::<T>(g))
+    }
+    fn clear_saved(&mut self) {
+        self.saved = None;
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// (N, d1, d2, ...) → (N, d1·d2·...): PyTorch's `nn.Flatten()` (start_dim = 1). The output
+/// shares the input's storage.
+pub struct Flatten {
+    name: LayerName,
+    /// The input shape of the last training forward (no data is kept).
+    saved: Option<Vec<usize>>,
+}
+
+impl Flatten {
+    pub fn new(path: &str) -> Flatten {
+        Flatten {
+            name: LayerName::new(path),
+            saved: None,
+        }
+    }
+
+    fn out_shape(&self, x: &Tensor) -> Result<[usize; 2]> {
+        let s = x.shape();
+        if s.len() < 2 {
+            return Err(Error::shape(
+                &self.name.path,
+                format!("expected an input of rank ≥ 2 (N, ...), got shape {s:?}"),
+            ));
+        }
+        Ok([s[0], s[1..].iter().product()])
+    }
+}
+
+impl Module for Flatten {
+    fn path(&self) -> &str {
+        &self.name.path
+    }
+    fn describe(&self) -> String {
+        "Flatten".to_string()
+    }
+    fn infer(&self, x: &Tensor) -> Result<Tensor> {
+        x.reshape(&self.out_shape(x)?)
+    }
+    fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
+        let y = x.reshape(&self.out_shape(x)?)?;
+        self.saved = Some(x.shape().to_vec());
+        Ok(y)
+    }
+    fn backward(&mut self, g: &Tensor) -> Result<Tensor> {
+        let shape = self
+            .saved
+            .take()
+            .ok_or_else(|| no_forward(&self.name.path))?;
+        let out = [shape[0], shape[1..].iter().product()];
+        if g.shape() != out {
+            return Err(Error::shape(
+                &self.name.path,
+                format!("output gradient {:?}, expected {out:?}", g.shape()),
+            ));
+        }
+        g.reshape(&shape)
+    }
+    fn clear_saved(&mut self) {
+        self.saved = None;
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Inverted dropout, PyTorch's `nn.Dropout(p)`: in training each element is zeroed with
+/// probability p and the survivors are scaled by 1/(1 − p); `infer` is the identity.
+///
+/// The k-th training forward (k = 0, 1, ...) draws its mask from ChaCha8 stream k of key
+/// `seed`, so a run is reproducible from the seed and does not depend on the thread count.
+pub struct Dropout {
+    name: LayerName,
+    pub p: f64,
+    pub seed: u64,
+    /// Training forwards so far: the stream the next mask is drawn from.
+    pub calls: u64,
+    /// The input shape and keep-mask (one byte per element, 1 = kept; charged to
+    /// `Category::SavedForBackward`) of the last training forward; no mask when p = 0.
+    saved: Option<(Vec<usize>, Option<TrackedVec<u8>>)>,
+}
+
+impl Dropout {
+    /// p must be in [0, 1).
+    pub fn new(path: &str, p: f64, seed: u64) -> Result<Dropout> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::invalid(
+                format!("dropout layer `{path}`"),
+                format!("probability p must be in [0, 1), got {p}"),
+            ));
+        }
+        Ok(Dropout {
+            name: LayerName::new(path),
+            p,
+            seed,
+            calls: 0,
+            saved: None,
+        })
+    }
+
+    /// The keep-mask of the last training forward (1 = kept), while it is held.
+    pub fn mask(&self) -> Option<&[u8]> {
+        self.saved
+            .as_ref()
+            .and_then(|(_, m)| m.as_ref().map(|m| m.as_slice()))
+    }
+
+    /// 1/(1 − p): the factor applied to kept elements.
+    pub fn scale(&self) -> f64 {
+        1.0 / (1.0 - self.p)
+    }
+
+    fn apply<T: Float>(x: &Tensor, mask: &[u8], scale: f64) -> Result<Tensor> {
+        let mut y = Tensor::zeros_in(x.shape(), x.dtype(), Category::Workspace)?;
+        ops::dropout_apply(x.as_slice::<T>()?, mask, T::of(scale), y.data_mut::<T>()?);
+        Ok(y)
+    }
+}
+
+impl Module for Dropout {
+    fn path(&self) -> &str {
+        &self.name.path
+    }
+    fn describe(&self) -> String {
+        format!("Dropout(p={})", self.p)
+    }
+    fn infer(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.clone())
+    }
+    fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
+        let _s = self.name.scope();
+        if self.p == 0.0 {
+            self.saved = Some((x.shape().to_vec(), None));
+            return Ok(x.clone());
+        }
+        let mut mask =
+            TrackedVec::filled(0u8, x.numel(), cpu_tracker(), Category::SavedForBackward);
+        ops::dropout_mask(&mut mask, self.p, self.seed, self.calls);
+        self.calls += 1;
+        let y = with_dtype!(x.dtype(), T => Self::apply::<T>(x, &mask, self.scale()))?;
+        self.saved = Some((x.shape().to_vec(), Some(mask)));
+        Ok(y)
+    }
+    fn backward(&mut self, g: &Tensor) -> Result<Tensor> {
+        let _s = self.name.scope();
+        let (shape, mask) = self
+            .saved
+            .take()
+            .ok_or_else(|| no_forward(&self.name.path))?;
+        check_grad(&self.name.path, g, &shape, g.dtype())?;
+        match mask {
+            None => Ok(g.clone()),
+            // the same map as forward: dx = g · mask · scale
+            Some(m) => with_dtype!(g.dtype(), T => Self::apply::<T>(g, &m, self.scale())),
+        }
+    }
+    fn clear_saved(&mut self) {
+        self.saved = None;
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

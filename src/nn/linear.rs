@@ -1,0 +1,203 @@
+//! Linear: PyTorch's `nn.Linear`, y = x Wᵀ + b with x (N, in), W (out, in), b (out).
+
+use std::any::Any;
+use std::collections::HashMap;
+
+use super::conv::default_init;
+use super::{load_param, no_forward, LayerName, Module, Param, ParamKind};
+use crate::device::alloc::Category;
+use crate::ops::linear as ops;
+use crate::tensor::{DType, Float, Tensor};
+use crate::{with_dtype, Error, Result};
+
+pub struct Linear {
+    name: LayerName,
+    pub in_features: usize,
+    pub out_features: usize,
+    /// W: (out, in).
+    pub weight: Param,
+    /// b: (out).
+    pub bias: Option<Param>,
+    /// The input of the last training forward, x: (N, in).
+    saved: Option<Tensor>,
+}
+
+impl Linear {
+    /// A linear layer with PyTorch's default init: W, b ~ U(−1/√in, 1/√in).
+    pub fn new(
+        path: &str,
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        dtype: DType,
+        seed: u64,
+    ) -> Result<Linear> {
+        if in_features == 0 || out_features == 0 {
+            return Err(Error::invalid(
+                format!("linear layer `{path}`"),
+                format!("features must be positive (in {in_features}, out {out_features})"),
+            ));
+        }
+        let name = LayerName::new(path);
+        let _s = name.scope();
+        let w = default_init(&[out_features, in_features], in_features, dtype, seed)?;
+        let bias = if bias {
+            Some(Param::new(
+                default_init(&[out_features], in_features, dtype, seed ^ 0x5eed)?,
+                ParamKind::Bias,
+            ))
+        } else {
+            None
+        };
+        Ok(Linear {
+            name,
+            in_features,
+            out_features,
+            weight: Param::new(w, ParamKind::Weight),
+            bias,
+            saved: None,
+        })
+    }
+
+    /// Check x: (N, in) with N > 0 and the layer's dtype; returns N.
+    fn check_input(&self, x: &Tensor) -> Result<usize> {
+        let path = &self.name.path;
+        let (n, f) = x.dims2(path)?;
+        if f != self.in_features {
+            return Err(Error::shape(
+                path,
+                format!(
+                    "input has {f} features, the layer expects {} (input shape {:?})",
+                    self.in_features,
+                    x.shape()
+                ),
+            ));
+        }
+        if n == 0 {
+            return Err(Error::shape(
+                path,
+                format!("input batch is empty (shape {:?})", x.shape()),
+            ));
+        }
+        if x.dtype() != self.weight.value.dtype() {
+            return Err(Error::dtype(
+                path,
+                format!(
+                    "input is {}, the layer's parameters are {}",
+                    x.dtype(),
+                    self.weight.value.dtype()
+                ),
+            ));
+        }
+        Ok(n)
+    }
+
+    fn run<T: Float>(&self, x: &Tensor) -> Result<Tensor> {
+        let n = self.check_input(x)?;
+        let mut y = Tensor::zeros_in(&[n, self.out_features], x.dtype(), Category::Workspace)?;
+        let bias = match &self.bias {
+            Some(b) => Some(b.value.as_slice::<T>()?),
+            None => None,
+        };
+        ops::linear_forward(
+            x.as_slice::<T>()?,
+            n,
+            self.in_features,
+            self.out_features,
+            self.weight.value.as_slice::<T>()?,
+            bias,
+            y.data_mut::<T>()?,
+            rayon::current_num_threads(),
+        );
+        Ok(y)
+    }
+
+    fn back<T: Float>(&mut self, g: &Tensor) -> Result<Tensor> {
+        let x = self
+            .saved
+            .take()
+            .ok_or_else(|| no_forward(&self.name.path))?;
+        let n = self.check_input(&x)?;
+        if g.shape() != [n, self.out_features] || g.dtype() != x.dtype() {
+            return Err(Error::shape(
+                &self.name.path,
+                format!(
+                    "output gradient {:?} ({}), expected {:?} ({})",
+                    g.shape(),
+                    g.dtype(),
+                    [n, self.out_features],
+                    x.dtype()
+                ),
+            ));
+        }
+        let mut dx = Tensor::zeros_in(x.shape(), x.dtype(), Category::Workspace)?;
+        let (dw, db) = ops::linear_backward(
+            x.as_slice::<T>()?,
+            n,
+            self.in_features,
+            self.out_features,
+            self.weight.value.as_slice::<T>()?,
+            g.as_slice::<T>()?,
+            Some(dx.data_mut::<T>()?),
+            rayon::current_num_threads(),
+        );
+        self.weight.accumulate_grad(&dw)?;
+        if let Some(b) = &mut self.bias {
+            b.accumulate_grad(&db)?;
+        }
+        Ok(dx)
+    }
+}
+
+impl Module for Linear {
+    fn path(&self) -> &str {
+        &self.name.path
+    }
+    fn describe(&self) -> String {
+        format!(
+            "Linear({}→{}{})",
+            self.in_features,
+            self.out_features,
+            if self.bias.is_some() { "" } else { ", no bias" }
+        )
+    }
+    fn infer(&self, x: &Tensor) -> Result<Tensor> {
+        let _s = self.name.scope();
+        with_dtype!(x.dtype(), T => self.run::<T>(x))
+    }
+    fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
+        let _s = self.name.scope();
+        let y = with_dtype!(x.dtype(), T => self.run::<T>(x))?;
+        self.saved = Some(x.keep_for_backward());
+        Ok(y)
+    }
+    fn backward(&mut self, g: &Tensor) -> Result<Tensor> {
+        let _s = self.name.scope();
+        with_dtype!(g.dtype(), T => self.back::<T>(g))
+    }
+    fn visit_params(&mut self, f: &mut dyn FnMut(&str, &mut Param)) {
+        f(&self.name.key("weight"), &mut self.weight);
+        if let Some(b) = &mut self.bias {
+            f(&self.name.key("bias"), b);
+        }
+    }
+    fn state_dict(&self, out: &mut Vec<(String, Tensor)>) {
+        out.push((self.name.key("weight"), self.weight.value.clone()));
+        if let Some(b) = &self.bias {
+            out.push((self.name.key("bias"), b.value.clone()));
+        }
+    }
+    fn load_state_dict(&mut self, map: &mut HashMap<String, Tensor>) -> Result<()> {
+        load_param(&mut self.weight, map, &self.name.key("weight"))?;
+        if let Some(b) = &mut self.bias {
+            load_param(b, map, &self.name.key("bias"))?;
+        }
+        Ok(())
+    }
+    fn clear_saved(&mut self) {
+        self.saved = None;
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

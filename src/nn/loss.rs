@@ -1,0 +1,90 @@
+//! Softmax cross-entropy (PyTorch's `nn.CrossEntropyLoss(label_smoothing=ε)`, mean over the
+//! batch) and top-1 accuracy. The loss is not a `Module`: it takes class targets and ends
+//! the forward pass by returning the loss together with dL/dlogits.
+
+use crate::device::alloc::Category;
+use crate::ops::loss as ops;
+use crate::tensor::{Float, Tensor};
+use crate::{with_dtype, Error, Result};
+
+const OP: &str = "SoftmaxCrossEntropy";
+
+/// loss_i = (1 − ε)(−log p_{y_i}) + ε·mean_k(−log p_k), p = softmax(logits_i); the loss is
+/// the mean over the batch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SoftmaxCrossEntropy {
+    /// ε in [0, 1).
+    pub label_smoothing: f64,
+}
+
+/// Check logits (N, K) against N targets < K; returns (N, K).
+fn check(op: &str, logits: &Tensor, targets: &[usize]) -> Result<(usize, usize)> {
+    let (n, k) = logits.dims2(&format!("{op}: logits"))?;
+    if n == 0 || k == 0 {
+        return Err(Error::shape(
+            op,
+            format!("logits {:?} are empty", logits.shape()),
+        ));
+    }
+    if targets.len() != n {
+        return Err(Error::shape(
+            op,
+            format!(
+                "{} targets for a batch of {n} logits rows (shape {:?})",
+                targets.len(),
+                logits.shape()
+            ),
+        ));
+    }
+    if let Some((i, &t)) = targets.iter().enumerate().find(|(_, &t)| t >= k) {
+        return Err(Error::invalid(
+            format!("{op} target"),
+            format!("targets[{i}] = {t} is out of range for {k} classes"),
+        ));
+    }
+    Ok((n, k))
+}
+
+impl SoftmaxCrossEntropy {
+    pub fn new(label_smoothing: f64) -> Result<SoftmaxCrossEntropy> {
+        if !(0.0..1.0).contains(&label_smoothing) {
+            return Err(Error::invalid(
+                OP,
+                format!("label_smoothing must be in [0, 1), got {label_smoothing}"),
+            ));
+        }
+        Ok(SoftmaxCrossEntropy { label_smoothing })
+    }
+
+    /// The mean loss over the batch and dL/dlogits (N, classes), in the logits' dtype.
+    /// logits: (N, classes); targets: N class indices.
+    pub fn forward(&self, logits: &Tensor, targets: &[usize]) -> Result<(f64, Tensor)> {
+        let (n, k) = check(OP, logits, targets)?;
+        with_dtype!(logits.dtype(), T => self.run::<T>(logits, targets, n, k))
+    }
+
+    fn run<T: Float>(
+        &self,
+        logits: &Tensor,
+        targets: &[usize],
+        n: usize,
+        k: usize,
+    ) -> Result<(f64, Tensor)> {
+        let mut grad = Tensor::zeros_in(&[n, k], logits.dtype(), Category::Workspace)?;
+        let loss = ops::softmax_cross_entropy(
+            logits.as_slice::<T>()?,
+            targets,
+            k,
+            self.label_smoothing,
+            grad.data_mut::<T>()?,
+        );
+        Ok((loss, grad))
+    }
+}
+
+/// How many rows of logits (N, classes) have their largest entry (the first, on ties) at the
+/// target class. Errors as `SoftmaxCrossEntropy::forward`.
+pub fn accuracy_count(logits: &Tensor, targets: &[usize]) -> Result<usize> {
+    let (_, k) = check("accuracy_count", logits, targets)?;
+    with_dtype!(logits.dtype(), T => Ok(ops::accuracy_count(logits.as_slice::<T>()?, targets, k)))
+}

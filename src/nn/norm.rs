@@ -1,0 +1,338 @@
+//! BatchNorm: PyTorch's `nn.BatchNorm1d` and `nn.BatchNorm2d` (affine, tracking running
+//! statistics), on top of the per-channel math in `ops::norm`.
+//!
+//! Inputs are viewed as (N, C, L): L = H·W for 2-d, L = 1 for a 1-d (N, C) input and L for
+//! a 1-d (N, C, L) input. Training normalises with the batch mean and *biased* variance and
+//! updates running_mean / running_var with the *unbiased* variance:
+//! `running = (1 − momentum)·running + momentum·batch` (PyTorch's momentum convention).
+//! `infer` normalises with the running statistics and changes nothing.
+
+use std::any::Any;
+use std::collections::HashMap;
+
+use super::{load_param, no_forward, take_entry, LayerName, Module, Param, ParamKind};
+use crate::device::alloc::Category;
+use crate::ops::norm as ops;
+use crate::tensor::{DType, Float, Tensor};
+use crate::{with_dtype, Error, Result};
+
+/// Which PyTorch class the layer mirrors; it fixes the input ranks accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BnKind {
+    /// `BatchNorm1d`: (N, C) or (N, C, L).
+    D1,
+    /// `BatchNorm2d`: (N, C, H, W).
+    D2,
+}
+
+/// What a training forward keeps: x (N, C, ...) and per-channel mean, rstd (C).
+struct Saved {
+    x: Tensor,
+    mean: Tensor,
+    rstd: Tensor,
+}
+
+/// Batch normalisation over channel dim 1.
+///
+/// State-dict entries use PyTorch's names: `<path>.weight`, `<path>.bias` (parameters) and
+/// `<path>.running_mean`, `<path>.running_var` (buffers). PyTorch's `num_batches_tracked`
+/// is not kept (it only matters for momentum = None, which is not supported): `state_dict`
+/// does not emit it, and `load_state_dict` accepts and discards it when present.
+pub struct BatchNorm {
+    name: LayerName,
+    pub kind: BnKind,
+    pub num_features: usize,
+    pub eps: f64,
+    pub momentum: f64,
+    /// γ: (C), init 1.
+    pub weight: Param,
+    /// β: (C), init 0.
+    pub bias: Param,
+    /// (C), init 0; charged to `Category::Parameter` (model state, not a gradient target).
+    pub running_mean: Tensor,
+    /// (C), init 1; charged to `Category::Parameter`.
+    pub running_var: Tensor,
+    saved: Option<Saved>,
+}
+
+impl BatchNorm {
+    /// `BatchNorm2d(num_features, eps, momentum)`; input (N, C, H, W). PyTorch's defaults
+    /// are eps = 1e-5, momentum = 0.1.
+    pub fn new_2d(
+        path: &str,
+        num_features: usize,
+        eps: f64,
+        momentum: f64,
+        dtype: DType,
+    ) -> Result<BatchNorm> {
+        Self::new(path, BnKind::D2, num_features, eps, momentum, dtype)
+    }
+
+    /// `BatchNorm1d(num_features, eps, momentum)`; input (N, C) or (N, C, L).
+    pub fn new_1d(
+        path: &str,
+        num_features: usize,
+        eps: f64,
+        momentum: f64,
+        dtype: DType,
+    ) -> Result<BatchNorm> {
+        Self::new(path, BnKind::D1, num_features, eps, momentum, dtype)
+    }
+
+    fn new(
+        path: &str,
+        kind: BnKind,
+        c: usize,
+        eps: f64,
+        momentum: f64,
+        dtype: DType,
+    ) -> Result<BatchNorm> {
+        let what = format!("batch-norm layer `{path}`");
+        if c == 0 {
+            return Err(Error::invalid(what, "num_features must be positive"));
+        }
+        if !(eps.is_finite() && eps >= 0.0) {
+            return Err(Error::invalid(
+                what,
+                format!("eps must be finite and ≥ 0, got {eps}"),
+            ));
+        }
+        if !(0.0..=1.0).contains(&momentum) {
+            return Err(Error::invalid(
+                what,
+                format!("momentum must be in [0, 1], got {momentum}"),
+            ));
+        }
+        let name = LayerName::new(path);
+        let _s = name.scope();
+        let full =
+            |v: f64| Tensor::full_in(v, &[c], dtype, crate::Device::Cpu, Category::Parameter);
+        Ok(BatchNorm {
+            name,
+            kind,
+            num_features: c,
+            eps,
+            momentum,
+            weight: Param::new(full(1.0)?, ParamKind::NormScale),
+            bias: Param::new(full(0.0)?, ParamKind::NormShift),
+            running_mean: full(0.0)?,
+            running_var: full(1.0)?,
+            saved: None,
+        })
+    }
+
+    /// Check x's rank, channels, emptiness and dtype; returns (N, C, L).
+    fn dims(&self, x: &Tensor) -> Result<(usize, usize, usize)> {
+        let path = &self.name.path;
+        let s = x.shape();
+        let (n, c, l) = match (self.kind, s) {
+            (BnKind::D2, &[n, c, h, w]) => (n, c, h * w),
+            (BnKind::D1, &[n, c]) => (n, c, 1),
+            (BnKind::D1, &[n, c, l]) => (n, c, l),
+            (BnKind::D2, _) => {
+                return Err(Error::shape(
+                    path,
+                    format!("BatchNorm2d expects a 4-d (N, C, H, W) input, got shape {s:?}"),
+                ))
+            }
+            (BnKind::D1, _) => {
+                return Err(Error::shape(
+                    path,
+                    format!(
+                        "BatchNorm1d expects a 2-d (N, C) or 3-d (N, C, L) input, got shape {s:?}"
+                    ),
+                ))
+            }
+        };
+        if c != self.num_features {
+            return Err(Error::shape(
+                path,
+                format!(
+                    "input has {c} channels, the layer expects {} (input shape {s:?})",
+                    self.num_features
+                ),
+            ));
+        }
+        if n == 0 || l == 0 {
+            return Err(Error::shape(
+                path,
+                format!("input {s:?} is empty (batch or spatial size 0)"),
+            ));
+        }
+        if x.dtype() != self.weight.value.dtype() {
+            return Err(Error::dtype(
+                path,
+                format!(
+                    "input is {}, the layer's parameters are {}",
+                    x.dtype(),
+                    self.weight.value.dtype()
+                ),
+            ));
+        }
+        Ok((n, c, l))
+    }
+
+    fn run_eval<T: Float>(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = self.dims(x)?;
+        let mut y = Tensor::zeros_in(x.shape(), x.dtype(), Category::Workspace)?;
+        let rstd = ops::rstd(self.running_var.as_slice::<T>()?, self.eps);
+        ops::normalize(
+            x.as_slice::<T>()?,
+            dims,
+            self.running_mean.as_slice::<T>()?,
+            &rstd,
+            self.weight.value.as_slice::<T>()?,
+            self.bias.value.as_slice::<T>()?,
+            y.data_mut::<T>()?,
+        );
+        Ok(y)
+    }
+
+    fn run_train<T: Float>(&mut self, x: &Tensor) -> Result<Tensor> {
+        let (n, c, l) = self.dims(x)?;
+        if n * l == 1 {
+            return Err(Error::shape(
+                &self.name.path,
+                format!(
+                    "expected more than 1 value per channel when training, got input shape {:?}",
+                    x.shape()
+                ),
+            ));
+        }
+        let xs = x.as_slice::<T>()?;
+        let (mean, var) = ops::batch_stats(xs, n, c, l);
+        let rstd = ops::rstd(&var, self.eps);
+        let mut y = Tensor::zeros_in(x.shape(), x.dtype(), Category::Workspace)?;
+        ops::normalize(
+            xs,
+            (n, c, l),
+            &mean,
+            &rstd,
+            self.weight.value.as_slice::<T>()?,
+            self.bias.value.as_slice::<T>()?,
+            y.data_mut::<T>()?,
+        );
+        // New buffers rather than an in-place update: a state_dict taken earlier shares the
+        // old storage and must keep its values.
+        let mut rm = self.running_mean.as_slice::<T>()?.to_vec();
+        let mut rv = self.running_var.as_slice::<T>()?.to_vec();
+        ops::update_running(&mut rm, &mut rv, &mean, &var, n * l, self.momentum);
+        self.running_mean = Tensor::from_vec_in(rm, &[c], x.device(), Category::Parameter)?;
+        self.running_var = Tensor::from_vec_in(rv, &[c], x.device(), Category::Parameter)?;
+        self.saved = Some(Saved {
+            x: x.keep_for_backward(),
+            mean: Tensor::from_vec_in(mean, &[c], x.device(), Category::SavedForBackward)?,
+            rstd: Tensor::from_vec_in(rstd, &[c], x.device(), Category::SavedForBackward)?,
+        });
+        Ok(y)
+    }
+
+    fn back<T: Float>(&mut self, g: &Tensor) -> Result<Tensor> {
+        let s = self
+            .saved
+            .take()
+            .ok_or_else(|| no_forward(&self.name.path))?;
+        let dims = self.dims(&s.x)?;
+        if g.shape() != s.x.shape() || g.dtype() != s.x.dtype() {
+            return Err(Error::shape(
+                &self.name.path,
+                format!(
+                    "output gradient {:?} ({}), expected {:?} ({})",
+                    g.shape(),
+                    g.dtype(),
+                    s.x.shape(),
+                    s.x.dtype()
+                ),
+            ));
+        }
+        let (xs, gs) = (s.x.as_slice::<T>()?, g.as_slice::<T>()?);
+        let (mean, rstd) = (s.mean.as_slice::<T>()?, s.rstd.as_slice::<T>()?);
+        // dβ = Σ g, dγ = Σ g·x̂ (per channel)
+        let (sum_g, sum_gx) = ops::grad_sums(xs, gs, dims, mean, rstd);
+        let mut dx = Tensor::zeros_in(s.x.shape(), s.x.dtype(), Category::Workspace)?;
+        ops::backward_input(
+            xs,
+            gs,
+            dims,
+            mean,
+            rstd,
+            self.weight.value.as_slice::<T>()?,
+            &sum_g,
+            &sum_gx,
+            dx.data_mut::<T>()?,
+        );
+        self.weight.accumulate_grad(&sum_gx)?;
+        self.bias.accumulate_grad(&sum_g)?;
+        Ok(dx)
+    }
+
+    fn load_buffer(
+        &self,
+        map: &mut HashMap<String, Tensor>,
+        leaf: &str,
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let t = take_entry(map, &self.name.key(leaf), &[self.num_features])?.to_dtype(dtype)?;
+        t.retag(Category::Parameter);
+        Ok(t)
+    }
+}
+
+impl Module for BatchNorm {
+    fn path(&self) -> &str {
+        &self.name.path
+    }
+    fn describe(&self) -> String {
+        format!(
+            "BatchNorm{}({}, eps={}, momentum={})",
+            match self.kind {
+                BnKind::D1 => "1d",
+                BnKind::D2 => "2d",
+            },
+            self.num_features,
+            self.eps,
+            self.momentum
+        )
+    }
+    fn infer(&self, x: &Tensor) -> Result<Tensor> {
+        let _s = self.name.scope();
+        with_dtype!(x.dtype(), T => self.run_eval::<T>(x))
+    }
+    fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
+        let _s = self.name.scope();
+        with_dtype!(x.dtype(), T => self.run_train::<T>(x))
+    }
+    fn backward(&mut self, g: &Tensor) -> Result<Tensor> {
+        let _s = self.name.scope();
+        with_dtype!(g.dtype(), T => self.back::<T>(g))
+    }
+    fn visit_params(&mut self, f: &mut dyn FnMut(&str, &mut Param)) {
+        f(&self.name.key("weight"), &mut self.weight);
+        f(&self.name.key("bias"), &mut self.bias);
+    }
+    fn state_dict(&self, out: &mut Vec<(String, Tensor)>) {
+        out.push((self.name.key("weight"), self.weight.value.clone()));
+        out.push((self.name.key("bias"), self.bias.value.clone()));
+        out.push((self.name.key("running_mean"), self.running_mean.clone()));
+        out.push((self.name.key("running_var"), self.running_var.clone()));
+    }
+    fn load_state_dict(&mut self, map: &mut HashMap<String, Tensor>) -> Result<()> {
+        let _s = self.name.scope();
+        load_param(&mut self.weight, map, &self.name.key("weight"))?;
+        load_param(&mut self.bias, map, &self.name.key("bias"))?;
+        let dtype = self.weight.value.dtype();
+        let rm = self.load_buffer(map, "running_mean", dtype)?;
+        let rv = self.load_buffer(map, "running_var", dtype)?;
+        self.running_mean = rm;
+        self.running_var = rv;
+        // PyTorch's step counter: not used (momentum is always a number here)
+        map.remove(&self.name.key("num_batches_tracked"));
+        Ok(())
+    }
+    fn clear_saved(&mut self) {
+        self.saved = None;
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

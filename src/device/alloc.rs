@@ -247,6 +247,7 @@ pub fn emu_tracker() -> &'static Tracker {
 
 // ---- layer names -------------------------------------------------------------------------
 
+#[allow(clippy::type_complexity)]
 static LAYERS: OnceLock<Mutex<(Vec<String>, HashMap<String, u32>)>> = OnceLock::new();
 
 fn layers() -> &'static Mutex<(Vec<String>, HashMap<String, u32>)> {

@@ -5,6 +5,7 @@
 pub mod container;
 pub mod conv;
 pub mod gradcheck;
+pub mod quadratic;
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -238,7 +239,7 @@ pub fn take_entry(map: &mut HashMap<String, Tensor>, key: &str, shape: &[usize])
 
 /// Replace a parameter's value from a state-dict entry (converted to its dtype).
 pub fn load_param(p: &mut Param, map: &mut HashMap<String, Tensor>, key: &str) -> Result<()> {
-    let t = take_entry(map, key, &p.value.shape().to_vec())?;
+    let t = take_entry(map, key, p.value.shape())?;
     let t = t.to_dtype(p.value.dtype())?;
     t.retag(Category::Parameter);
     p.value = t;

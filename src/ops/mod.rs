@@ -4,6 +4,7 @@
 pub mod conv;
 pub mod gemm;
 pub mod norm;
+pub mod quadratic;
 
 use std::ops::Range;
 

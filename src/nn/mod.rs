@@ -10,6 +10,7 @@ pub mod linear;
 pub mod loss;
 pub mod norm;
 pub mod pool;
+pub mod quadratic;
 
 use std::any::Any;
 use std::collections::HashMap;

@@ -8,6 +8,7 @@ pub mod linear;
 pub mod loss;
 pub mod norm;
 pub mod pool;
+pub mod quadratic;
 
 use std::ops::Range;
 

@@ -1,0 +1,126 @@
+//! A model: its spec, its module tree and the loss, with the training step every tool uses.
+
+use crate::device::alloc::{scope_phase, Phase};
+use crate::nn::container::Sequential;
+use crate::nn::loss::SoftmaxCrossEntropy;
+use crate::nn::spec::{BuildOptions, ModelSpec};
+use crate::nn::{BackpropMode, Module};
+use crate::optim::Optimizer;
+use crate::tensor::Tensor;
+use crate::{Error, Result};
+
+pub struct Model {
+    pub spec: ModelSpec,
+    pub net: Sequential,
+    pub loss: SoftmaxCrossEntropy,
+}
+
+/// What one training step measured.
+#[derive(Clone, Copy, Debug)]
+pub struct StepOutput {
+    /// Mean loss over the batch.
+    pub loss: f64,
+    /// Samples whose arg-max logit is the target.
+    pub correct: usize,
+}
+
+impl Model {
+    /// Type-check `spec` and build it with fresh weights.
+    pub fn build(spec: &ModelSpec, opts: BuildOptions) -> Result<Model> {
+        let net = spec.build(opts)?;
+        Ok(Model { spec: spec.clone(), net, loss: SoftmaxCrossEntropy::new(0.0)? })
+    }
+
+    /// Error unless x is (N, *input) with N ≥ 1.
+    pub fn check_input(&self, x: &Tensor) -> Result<()> {
+        let s = x.shape();
+        if s.len() != self.spec.input.len() + 1 || s[1..] != self.spec.input[..] || s[0] == 0 {
+            return Err(Error::shape(
+                format!("model `{}`", self.spec.name),
+                format!("input has shape {:?}, expected (N, {:?}) with N ≥ 1", s, self.spec.input),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Forward, loss, backward and one optimizer update on the batch (x, targets).
+    pub fn train_step(&mut self, x: &Tensor, targets: &[usize], opt: &mut dyn Optimizer) -> Result<StepOutput> {
+        self.check_input(x)?;
+        let logits = {
+            let _p = scope_phase(Phase::Forward);
+            self.net.forward(x)
+        };
+        let logits = match logits {
+            Ok(l) => l,
+            Err(e) => {
+                self.net.clear_saved();
+                return Err(e);
+            }
+        };
+        let (loss, grad, correct) = {
+            let _p = scope_phase(Phase::Backward);
+            match self.loss.forward(&logits, targets) {
+                Ok((l, g)) => (l, g, crate::nn::loss::accuracy_count(&logits, targets)?),
+                Err(e) => {
+                    self.net.clear_saved();
+                    return Err(e);
+                }
+            }
+        };
+        drop(logits);
+        {
+            let _p = scope_phase(Phase::Backward);
+            self.net.backward(&grad)?;
+        }
+        drop(grad);
+        {
+            let _p = scope_phase(Phase::Optimizer);
+            opt.step(&mut self.net)?;
+        }
+        Ok(StepOutput { loss, correct })
+    }
+
+    /// Eval-mode logits (N, classes).
+    pub fn predict(&self, x: &Tensor) -> Result<Tensor> {
+        self.check_input(x)?;
+        self.net.infer(x)
+    }
+
+    /// Eval-mode mean loss and number of correct predictions on (x, targets).
+    pub fn evaluate(&self, x: &Tensor, targets: &[usize]) -> Result<StepOutput> {
+        let logits = self.predict(x)?;
+        let (loss, _) = self.loss.forward(&logits, targets)?;
+        Ok(StepOutput { loss, correct: crate::nn::loss::accuracy_count(&logits, targets)? })
+    }
+
+    /// Set every quadratic layer's back-propagation mode (model-wide, then per-layer overrides).
+    pub fn set_backprop(&mut self, default: BackpropMode, overrides: std::collections::BTreeMap<String, BackpropMode>) -> Result<()> {
+        let mut spec = self.spec.clone();
+        spec.backprop = default;
+        spec.backprop_overrides = overrides;
+        spec.check()?;
+        self.net.set_backprop(&|p| spec.mode_of(p));
+        self.spec = spec;
+        Ok(())
+    }
+
+    /// One training-mode forward whose saved state is kept until `net_clear` (for
+    /// measuring what a forward keeps for backward).
+    pub fn net_forward_for_accounting(&mut self, x: &Tensor) -> Result<Tensor> {
+        self.check_input(x)?;
+        let _p = scope_phase(Phase::Forward);
+        self.net.forward(x)
+    }
+
+    /// Drop whatever the last forward kept.
+    pub fn net_clear(&mut self) {
+        self.net.clear_saved();
+    }
+
+    /// Number of trainable parameter elements.
+    pub fn num_params(&mut self) -> usize {
+        let mut n = 0;
+        self.net.visit_params(&mut |_, p| n += p.value.numel());
+        n
+    }
+}

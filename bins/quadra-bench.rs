@@ -1,1 +1,124 @@
-fn main() {}
+//! Training-step benchmark: images/s and memory kept for backward of a zoo model, in each
+//! back-propagation mode, measured the way ../shared/bench/torch_ref.py measures PyTorch
+//! (same model, batch, SGD settings, thread count), printed as one JSON line per mode.
+//!
+//!     quadra-bench --model qresnet14 --batch 64 --steps 5 --threads 2 --backprop both
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+use quadra::device::alloc::cpu_tracker;
+use quadra::model::Model;
+use quadra::nn::spec::BuildOptions;
+use quadra::nn::BackpropMode;
+use quadra::optim::Sgd;
+use quadra::{Category, DType, Tensor};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Modes {
+    Stored,
+    Recompute,
+    Both,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Time full training steps (forward, loss, backward, SGD) of a zoo model"
+)]
+struct Args {
+    /// Zoo model (see `quadra::models::MODELS`).
+    #[arg(long, default_value = "qresnet14")]
+    model: String,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Worker threads (0: all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    #[arg(long, value_enum, default_value_t = Modes::Both)]
+    backprop: Modes,
+}
+
+fn run(args: &Args, mode: BackpropMode) -> Result<serde_json::Value> {
+    let mut spec = quadra::models::get(&args.model, None, 10)?;
+    spec.backprop = mode;
+    let mut model = Model::build(
+        &spec,
+        BuildOptions {
+            dtype: DType::F32,
+            seed: 0,
+        },
+    )?;
+    let mut opt = Sgd::new(0.1, 0.9, 5e-4, false)?;
+    let mut shape = vec![args.batch];
+    shape.extend(&spec.input);
+    let x = Tensor::randn(&shape, DType::F32, 1.0, 1)?;
+    x.retag(Category::Data);
+    let y: Vec<usize> = (0..args.batch)
+        .map(|i| (i * 7 + 3) % spec.num_classes)
+        .collect();
+    let params = model.num_params();
+
+    // bytes kept for backward by one forward pass (each storage once; parameters apart)
+    let tracker = cpu_tracker();
+    let before = tracker.current(Category::SavedForBackward);
+    let _ = model.net_forward_for_accounting(&x)?;
+    let saved = tracker.current(Category::SavedForBackward) - before;
+    model.net_clear();
+
+    for _ in 0..args.warmup {
+        model.train_step(&x, &y, &mut opt)?;
+    }
+    tracker.reset_peak();
+    let t0 = Instant::now();
+    let mut loss = 0.0;
+    for _ in 0..args.steps {
+        loss = model.train_step(&x, &y, &mut opt)?.loss;
+    }
+    let dt = t0.elapsed().as_secs_f64();
+    let snap = tracker.snapshot();
+    Ok(serde_json::json!({
+        "engine": format!("quadra-{}", env!("CARGO_PKG_VERSION")),
+        "model": args.model,
+        "device": "cpu",
+        "backprop": mode.to_string(),
+        "batch": args.batch,
+        "threads": rayon::current_num_threads(),
+        "params": params,
+        "images_per_s": (args.batch * args.steps) as f64 / dt,
+        "step_ms": 1000.0 * dt / args.steps as f64,
+        "loss": loss,
+        "saved_for_backward_mib": saved as f64 / 1048576.0,
+        "peak_tracked_mib": snap.peak_total as f64 / 1048576.0,
+    }))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.batch > 0 && args.steps > 0,
+        "--batch and --steps must be positive"
+    );
+    if args.threads > 0 {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(args.threads)
+            .build_global()
+            .context("setting up the thread pool")?;
+    }
+    let modes: &[BackpropMode] = match args.backprop {
+        Modes::Stored => &[BackpropMode::Stored],
+        Modes::Recompute => &[BackpropMode::Recompute],
+        Modes::Both => &[BackpropMode::Stored, BackpropMode::Recompute],
+    };
+    for &m in modes {
+        println!("{}", run(&args, m)?);
+    }
+    Ok(())
+}

@@ -6,10 +6,14 @@
 //! back-propagation (`stored` / `recompute`), model specs and a tracking allocator that
 //! accounts every byte kept for backward.
 
+pub mod data;
 pub mod device;
 pub mod error;
+pub mod model;
+pub mod models;
 pub mod nn;
 pub mod ops;
+pub mod optim;
 pub mod tensor;
 
 pub use device::alloc::{Category, Phase};

@@ -28,7 +28,11 @@ impl Model {
     /// Type-check `spec` and build it with fresh weights.
     pub fn build(spec: &ModelSpec, opts: BuildOptions) -> Result<Model> {
         let net = spec.build(opts)?;
-        Ok(Model { spec: spec.clone(), net, loss: SoftmaxCrossEntropy::new(0.0)? })
+        Ok(Model {
+            spec: spec.clone(),
+            net,
+            loss: SoftmaxCrossEntropy::new(0.0)?,
+        })
     }
 
     /// Error unless x is (N, *input) with N ≥ 1.
@@ -37,14 +41,22 @@ impl Model {
         if s.len() != self.spec.input.len() + 1 || s[1..] != self.spec.input[..] || s[0] == 0 {
             return Err(Error::shape(
                 format!("model `{}`", self.spec.name),
-                format!("input has shape {:?}, expected (N, {:?}) with N ≥ 1", s, self.spec.input),
+                format!(
+                    "input has shape {:?}, expected (N, {:?}) with N ≥ 1",
+                    s, self.spec.input
+                ),
             ));
         }
         Ok(())
     }
 
     /// Forward, loss, backward and one optimizer update on the batch (x, targets).
-    pub fn train_step(&mut self, x: &Tensor, targets: &[usize], opt: &mut dyn Optimizer) -> Result<StepOutput> {
+    pub fn train_step(
+        &mut self,
+        x: &Tensor,
+        targets: &[usize],
+        opt: &mut dyn Optimizer,
+    ) -> Result<StepOutput> {
         self.check_input(x)?;
         let logits = {
             let _p = scope_phase(Phase::Forward);
@@ -90,11 +102,18 @@ impl Model {
     pub fn evaluate(&self, x: &Tensor, targets: &[usize]) -> Result<StepOutput> {
         let logits = self.predict(x)?;
         let (loss, _) = self.loss.forward(&logits, targets)?;
-        Ok(StepOutput { loss, correct: crate::nn::loss::accuracy_count(&logits, targets)? })
+        Ok(StepOutput {
+            loss,
+            correct: crate::nn::loss::accuracy_count(&logits, targets)?,
+        })
     }
 
     /// Set every quadratic layer's back-propagation mode (model-wide, then per-layer overrides).
-    pub fn set_backprop(&mut self, default: BackpropMode, overrides: std::collections::BTreeMap<String, BackpropMode>) -> Result<()> {
+    pub fn set_backprop(
+        &mut self,
+        default: BackpropMode,
+        overrides: std::collections::BTreeMap<String, BackpropMode>,
+    ) -> Result<()> {
         let mut spec = self.spec.clone();
         spec.backprop = default;
         spec.backprop_overrides = overrides;

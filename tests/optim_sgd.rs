@@ -15,12 +15,21 @@ fn run(nesterov: bool) -> Vec<f64> {
     // a 1x1 conv with 2 input channels and 1 output: its weight is a 2-vector
     let mut m = Conv2d::new("c", ConvGeom::square(2, 1, 1, 1, 0), false, DType::F64, 0).unwrap();
     let mut sd = HashMap::new();
-    sd.insert("c.weight".to_string(), Tensor::from_vec(vec![1.0f64, -2.0], &[1, 2, 1, 1]).unwrap());
+    sd.insert(
+        "c.weight".to_string(),
+        Tensor::from_vec(vec![1.0f64, -2.0], &[1, 2, 1, 1]).unwrap(),
+    );
     m.load_state_dict(&mut sd).unwrap();
     let mut opt = Sgd::new(0.1, 0.9, 0.01, nesterov).unwrap();
     for step in 0..3 {
         m.visit_params(&mut |_, p| {
-            let g = Tensor::from_vec_in(vec![0.5f64, -1.0 + step as f64], &[1, 2, 1, 1], quadra::Device::Cpu, Category::Gradient).unwrap();
+            let g = Tensor::from_vec_in(
+                vec![0.5f64, -1.0 + step as f64],
+                &[1, 2, 1, 1],
+                quadra::Device::Cpu,
+                Category::Gradient,
+            )
+            .unwrap();
             p.grad = Some(g);
         });
         opt.step(&mut m).unwrap();

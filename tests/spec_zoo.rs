@@ -10,7 +10,10 @@ use quadra::nn::spec::{BuildOptions, ModelSpec};
 use quadra::nn::{BackpropMode, Module};
 
 fn fixture(name: &str) -> BTreeMap<String, Vec<usize>> {
-    let path = format!("{}/tests/fixtures/{name}_state_dict.txt", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/{name}_state_dict.txt",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(&path).unwrap();
     text.lines()
         .filter(|l| !l.starts_with('#'))
@@ -25,16 +28,27 @@ fn fixture(name: &str) -> BTreeMap<String, Vec<usize>> {
 #[test]
 fn zoo_state_dicts_match_the_pytorch_reference() {
     // parameter counts printed by torch_ref.py's modules: sum(p.numel() for p in m.parameters())
-    for (name, torch_params) in [("qresnet14", 520_282usize), ("qvgg7", 12_304_330), ("resnet32", 466_906), ("vgg13", 9_416_010)] {
+    for (name, torch_params) in [
+        ("qresnet14", 520_282usize),
+        ("qvgg7", 12_304_330),
+        ("resnet32", 466_906),
+        ("vgg13", 9_416_010),
+    ] {
         let spec = models::get(name, None, 10).unwrap();
         let mut net = spec.build(BuildOptions::default()).unwrap();
         let mut sd = Vec::new();
         net.state_dict(&mut sd);
-        let ours: BTreeMap<String, Vec<usize>> = sd.iter().map(|(k, t)| (k.clone(), t.shape().to_vec())).collect();
+        let ours: BTreeMap<String, Vec<usize>> = sd
+            .iter()
+            .map(|(k, t)| (k.clone(), t.shape().to_vec()))
+            .collect();
         let want = fixture(name);
         let missing: Vec<_> = want.keys().filter(|k| !ours.contains_key(*k)).collect();
         let extra: Vec<_> = ours.keys().filter(|k| !want.contains_key(*k)).collect();
-        assert!(missing.is_empty() && extra.is_empty(), "{name}: missing {missing:?}, extra {extra:?}");
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{name}: missing {missing:?}, extra {extra:?}"
+        );
         assert_eq!(ours, want, "{name}: shapes differ");
         let mut n = 0;
         net.visit_params(&mut |_, p| n += p.value.numel());
@@ -57,7 +71,9 @@ fn qcnn_json() -> serde_json::Value {
 }
 
 fn err_of(v: serde_json::Value) -> String {
-    match ModelSpec::from_json(&v.to_string()).and_then(|s| s.build(BuildOptions::default()).map(|_| ())) {
+    match ModelSpec::from_json(&v.to_string())
+        .and_then(|s| s.build(BuildOptions::default()).map(|_| ()))
+    {
         Ok(()) => panic!("expected an error for {v}"),
         Err(e) => e.to_string(),
     }
@@ -115,7 +131,10 @@ fn bad_specs_are_clear_errors() {
     let e = err_of(v);
     assert!(e.contains("lazy"), "{e}");
 
-    assert!(models::get("resnet7", None, 10).unwrap_err().to_string().contains("qresnet14"));
+    assert!(models::get("resnet7", None, 10)
+        .unwrap_err()
+        .to_string()
+        .contains("qresnet14"));
 }
 
 #[test]
@@ -123,7 +142,8 @@ fn per_layer_backprop_overrides_are_applied() {
     use quadra::nn::quadratic::QuadConv2d;
     let mut spec = models::get("qcnn", None, 10).unwrap();
     spec.backprop = BackpropMode::Recompute;
-    spec.backprop_overrides.insert("conv2".into(), BackpropMode::Stored);
+    spec.backprop_overrides
+        .insert("conv2".into(), BackpropMode::Stored);
     let net = spec.build(BuildOptions::default()).unwrap();
     let mut modes = Vec::new();
     for l in net.children() {
@@ -131,7 +151,13 @@ fn per_layer_backprop_overrides_are_applied() {
             modes.push((q.path().to_string(), q.mode()));
         }
     }
-    assert_eq!(modes, vec![("conv1".to_string(), BackpropMode::Recompute), ("conv2".to_string(), BackpropMode::Stored)]);
+    assert_eq!(
+        modes,
+        vec![
+            ("conv1".to_string(), BackpropMode::Recompute),
+            ("conv2".to_string(), BackpropMode::Stored)
+        ]
+    );
 }
 
 #[test]
@@ -141,5 +167,8 @@ fn optimizer_rejects_absurd_hyper_parameters() {
     assert!(Sgd::new(f64::INFINITY, 0.9, 0.0, false).is_err());
     assert!(Sgd::new(0.1, 1.5, 0.0, false).is_err());
     assert!(Sgd::new(0.1, 0.9, 2.0, false).is_err());
-    assert!(Sgd::new(0.1, 0.0, 0.0, true).unwrap_err().to_string().contains("Nesterov"));
+    assert!(Sgd::new(0.1, 0.0, 0.0, true)
+        .unwrap_err()
+        .to_string()
+        .contains("Nesterov"));
 }

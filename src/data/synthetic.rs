@@ -20,15 +20,30 @@ pub struct Synthetic {
 
 impl Synthetic {
     pub fn new(shape: [usize; 3], classes: usize, noise: f32, seed: u64) -> Result<Synthetic> {
-        ensure_valid!(classes >= 2, "synthetic dataset", "needs at least 2 classes, got {classes}");
-        ensure_valid!(shape.iter().all(|&d| d > 0), "synthetic dataset", "shape {shape:?} has a zero dimension");
+        ensure_valid!(
+            classes >= 2,
+            "synthetic dataset",
+            "needs at least 2 classes, got {classes}"
+        );
+        ensure_valid!(
+            shape.iter().all(|&d| d > 0),
+            "synthetic dataset",
+            "shape {shape:?} has a zero dimension"
+        );
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let [c, h, w] = shape;
         // smooth prototypes: a sum of a few random sinusoids per class
         let prototypes = (0..classes)
             .map(|_| {
                 let waves: Vec<(f32, f32, f32, f32)> = (0..3)
-                    .map(|_| (rng.random_range(0.2..1.2), rng.random_range(0.2..1.2), rng.random_range(0.0..6.28), rng.random_range(-1.0..1.0)))
+                    .map(|_| {
+                        (
+                            rng.random_range(0.2..1.2),
+                            rng.random_range(0.2..1.2),
+                            rng.random_range(0.0..6.28),
+                            rng.random_range(-1.0..1.0),
+                        )
+                    })
                     .collect();
                 let mut img = vec![0f32; c * h * w];
                 for ch in 0..c {
@@ -36,7 +51,9 @@ impl Synthetic {
                         for x in 0..w {
                             img[(ch * h + y) * w + x] = waves
                                 .iter()
-                                .map(|&(fy, fx, ph, a)| a * (fy * y as f32 + fx * x as f32 + ph + ch as f32).sin())
+                                .map(|&(fy, fx, ph, a)| {
+                                    a * (fy * y as f32 + fx * x as f32 + ph + ch as f32).sin()
+                                })
                                 .sum();
                         }
                     }
@@ -44,7 +61,12 @@ impl Synthetic {
                 img
             })
             .collect();
-        Ok(Synthetic { shape, classes, prototypes, noise })
+        Ok(Synthetic {
+            shape,
+            classes,
+            prototypes,
+            noise,
+        })
     }
 
     /// `n` samples drawn with `seed`: images (n, C, H, W) charged to `Category::Data`, labels.
@@ -55,13 +77,19 @@ impl Synthetic {
         let mut ys = Vec::with_capacity(n);
         for _ in 0..n {
             let y = rng.random_range(0..self.classes);
-            let (dy, dx) = (rng.random_range(-1i64..=1) as isize, rng.random_range(-1i64..=1) as isize);
+            let (dy, dx) = (
+                rng.random_range(-1i64..=1) as isize,
+                rng.random_range(-1i64..=1) as isize,
+            );
             let contrast: f32 = rng.random_range(0.6..1.4);
             let p = &self.prototypes[y];
             for ch in 0..c {
                 for yy in 0..h as isize {
                     for xx in 0..w as isize {
-                        let (sy, sx) = ((yy + dy).clamp(0, h as isize - 1) as usize, (xx + dx).clamp(0, w as isize - 1) as usize);
+                        let (sy, sx) = (
+                            (yy + dy).clamp(0, h as isize - 1) as usize,
+                            (xx + dx).clamp(0, w as isize - 1) as usize,
+                        );
                         let z: f32 = StandardNormal.sample(&mut rng);
                         xs.push(p[(ch * h + sy) * w + sx] * contrast + self.noise * z);
                     }

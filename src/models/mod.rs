@@ -7,8 +7,14 @@ use crate::{Error, Result};
 
 /// Zoo entries: name and a one-line description.
 pub const MODELS: &[(&str, &str)] = &[
-    ("qresnet14", "QuadraLib QResNet-14 for CIFAR (3 stages × 2 quadratic basic blocks), 0.52 M parameters"),
-    ("qresnet10", "QResNet-10: 3 stages × 1 quadratic basic block"),
+    (
+        "qresnet14",
+        "QuadraLib QResNet-14 for CIFAR (3 stages × 2 quadratic basic blocks), 0.52 M parameters",
+    ),
+    (
+        "qresnet10",
+        "QResNet-10: 3 stages × 1 quadratic basic block",
+    ),
     ("resnet20", "CIFAR ResNet-20 (He et al.), first order"),
     ("resnet32", "CIFAR ResNet-32, first order"),
     ("resnet56", "CIFAR ResNet-56, first order"),
@@ -18,12 +24,27 @@ pub const MODELS: &[(&str, &str)] = &[
     ("vgg13", "VGG-13 (CIFAR variant, BN), first order"),
     ("vgg16", "VGG-16 (CIFAR variant, BN), first order"),
     ("vgg19", "VGG-19 (CIFAR variant, BN), first order"),
-    ("cnn", "small CNN for 28×28 single-channel images, first order"),
-    ("qcnn", "small quadratic CNN for 28×28 single-channel images"),
+    (
+        "cnn",
+        "small CNN for 28×28 single-channel images, first order",
+    ),
+    (
+        "qcnn",
+        "small quadratic CNN for 28×28 single-channel images",
+    ),
     ("mlp", "two-layer perceptron for 28×28 images"),
 ];
 
-fn conv(name: &str, cin: usize, cout: usize, k: usize, stride: usize, pad: usize, bias: bool, quad: Option<NeuronType>) -> LayerSpec {
+fn conv(
+    name: &str,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    bias: bool,
+    quad: Option<NeuronType>,
+) -> LayerSpec {
     let name = Some(name.to_string());
     let (kernel_size, stride, padding) = (Pair::One(k), Pair::One(stride), Pair::One(pad));
     match quad {
@@ -39,27 +60,53 @@ fn conv(name: &str, cin: usize, cout: usize, k: usize, stride: usize, pad: usize
             groups: 1,
             bias,
         },
-        None => LayerSpec::Conv2d { name, in_channels: cin, out_channels: cout, kernel_size, stride, padding, dilation: Pair::One(1), groups: 1, bias },
+        None => LayerSpec::Conv2d {
+            name,
+            in_channels: cin,
+            out_channels: cout,
+            kernel_size,
+            stride,
+            padding,
+            dilation: Pair::One(1),
+            groups: 1,
+            bias,
+        },
     }
 }
 
 fn bn2d(name: &str, c: usize) -> LayerSpec {
-    LayerSpec::BatchNorm2d { name: Some(name.to_string()), num_features: c, eps: 1e-5, momentum: 0.1 }
+    LayerSpec::BatchNorm2d {
+        name: Some(name.to_string()),
+        num_features: c,
+        eps: 1e-5,
+        momentum: 0.1,
+    }
 }
 
 fn relu(name: &str) -> LayerSpec {
-    LayerSpec::Relu { name: Some(name.to_string()) }
+    LayerSpec::Relu {
+        name: Some(name.to_string()),
+    }
 }
 
 fn linear(name: &str, i: usize, o: usize) -> LayerSpec {
-    LayerSpec::Linear { name: Some(name.to_string()), in_features: i, out_features: o, bias: true }
+    LayerSpec::Linear {
+        name: Some(name.to_string()),
+        in_features: i,
+        out_features: o,
+        bias: true,
+    }
 }
 
 /// CIFAR ResNet (torch_ref.py `ResNet`): stem conv3x3(3→16) + BN + ReLU, three stages of
 /// basic blocks with 16/32/64 planes, global average pooling, linear. Quadratic blocks use
 /// quadratic convs with branch biases (as the published QResNet-14 checkpoint).
 fn resnet(name: &str, blocks: [usize; 3], quad: Option<NeuronType>, classes: usize) -> ModelSpec {
-    let mut layers = vec![conv("conv1", 3, 16, 3, 1, 1, false, None), bn2d("bn1", 16), relu("relu")];
+    let mut layers = vec![
+        conv("conv1", 3, 16, 3, 1, 1, false, None),
+        bn2d("bn1", 16),
+        relu("relu"),
+    ];
     let mut cin = 16;
     for (i, (&planes, &n)) in [16usize, 32, 64].iter().zip(&blocks).enumerate() {
         let mut stage = Vec::new();
@@ -73,7 +120,12 @@ fn resnet(name: &str, blocks: [usize; 3], quad: Option<NeuronType>, classes: usi
                 conv("conv2", planes, planes, 3, 1, 1, bias, quad),
                 bn2d("bn2", planes),
             ];
-            let shortcut = (stride != 1 || cin != planes).then(|| vec![conv("0", cin, planes, 1, stride, 0, false, None), bn2d("1", planes)]);
+            let shortcut = (stride != 1 || cin != planes).then(|| {
+                vec![
+                    conv("0", cin, planes, 1, stride, 0, false, None),
+                    bn2d("1", planes),
+                ]
+            });
             stage.push(LayerSpec::Residual {
                 name: Some(j.to_string()),
                 layers: main,
@@ -83,11 +135,23 @@ fn resnet(name: &str, blocks: [usize; 3], quad: Option<NeuronType>, classes: usi
             });
             cin = planes;
         }
-        layers.push(LayerSpec::Sequential { name: Some(format!("layer{}", i + 1)), layers: stage });
+        layers.push(LayerSpec::Sequential {
+            name: Some(format!("layer{}", i + 1)),
+            layers: stage,
+        });
     }
-    layers.push(LayerSpec::GlobalAvgPool { name: Some("pool".into()) });
+    layers.push(LayerSpec::GlobalAvgPool {
+        name: Some("pool".into()),
+    });
     layers.push(linear("linear", 64, classes));
-    ModelSpec { name: name.into(), input: vec![3, 32, 32], num_classes: classes, layers, backprop: Default::default(), backprop_overrides: Default::default() }
+    ModelSpec {
+        name: name.into(),
+        input: vec![3, 32, 32],
+        num_classes: classes,
+        layers,
+        backprop: Default::default(),
+        backprop_overrides: Default::default(),
+    }
 }
 
 /// CIFAR VGG (torch_ref.py `VGG`): `features` = [conv, BN, ReLU]… with max-pooling at "M",
@@ -99,7 +163,12 @@ fn vgg(name: &str, cfg: &[usize], quad: Option<NeuronType>, classes: usize) -> M
     for &v in cfg {
         let idx = feats.len();
         if v == M {
-            feats.push(LayerSpec::MaxPool2d { name: Some(idx.to_string()), kernel_size: Pair::One(2), stride: Some(Pair::One(2)), padding: Pair::One(0) });
+            feats.push(LayerSpec::MaxPool2d {
+                name: Some(idx.to_string()),
+                kernel_size: Pair::One(2),
+                stride: Some(Pair::One(2)),
+                padding: Pair::One(0),
+            });
         } else {
             feats.push(conv(&idx.to_string(), cin, v, 3, 1, 1, true, quad));
             feats.push(bn2d(&(idx + 1).to_string(), v));
@@ -108,11 +177,23 @@ fn vgg(name: &str, cfg: &[usize], quad: Option<NeuronType>, classes: usize) -> M
         }
     }
     let layers = vec![
-        LayerSpec::Sequential { name: Some("features".into()), layers: feats },
-        LayerSpec::Flatten { name: Some("flatten".into()) },
+        LayerSpec::Sequential {
+            name: Some("features".into()),
+            layers: feats,
+        },
+        LayerSpec::Flatten {
+            name: Some("flatten".into()),
+        },
         linear("classifier", 512, classes),
     ];
-    ModelSpec { name: name.into(), input: vec![3, 32, 32], num_classes: classes, layers, backprop: Default::default(), backprop_overrides: Default::default() }
+    ModelSpec {
+        name: name.into(),
+        input: vec![3, 32, 32],
+        num_classes: classes,
+        layers,
+        backprop: Default::default(),
+        backprop_overrides: Default::default(),
+    }
 }
 
 /// Small CNN for 28×28×1 inputs: two conv-BN-ReLU-maxpool stages (16, 32 channels) and a
@@ -123,26 +204,65 @@ fn small_cnn(name: &str, quad: Option<NeuronType>, classes: usize) -> ModelSpec 
         conv("conv1", 1, 16, 3, 1, 1, bias, quad),
         bn2d("bn1", 16),
         relu("relu1"),
-        LayerSpec::MaxPool2d { name: Some("pool1".into()), kernel_size: Pair::One(2), stride: None, padding: Pair::One(0) },
+        LayerSpec::MaxPool2d {
+            name: Some("pool1".into()),
+            kernel_size: Pair::One(2),
+            stride: None,
+            padding: Pair::One(0),
+        },
         conv("conv2", 16, 32, 3, 1, 1, bias, quad),
         bn2d("bn2", 32),
         relu("relu2"),
-        LayerSpec::MaxPool2d { name: Some("pool2".into()), kernel_size: Pair::One(2), stride: None, padding: Pair::One(0) },
-        LayerSpec::Flatten { name: Some("flatten".into()) },
+        LayerSpec::MaxPool2d {
+            name: Some("pool2".into()),
+            kernel_size: Pair::One(2),
+            stride: None,
+            padding: Pair::One(0),
+        },
+        LayerSpec::Flatten {
+            name: Some("flatten".into()),
+        },
         linear("fc", 32 * 7 * 7, classes),
     ];
-    ModelSpec { name: name.into(), input: vec![1, 28, 28], num_classes: classes, layers, backprop: Default::default(), backprop_overrides: Default::default() }
+    ModelSpec {
+        name: name.into(),
+        input: vec![1, 28, 28],
+        num_classes: classes,
+        layers,
+        backprop: Default::default(),
+        backprop_overrides: Default::default(),
+    }
 }
 
 fn mlp(classes: usize) -> ModelSpec {
-    let layers = vec![LayerSpec::Flatten { name: Some("flatten".into()) }, linear("fc1", 784, 256), relu("relu"), linear("fc2", 256, classes)];
-    ModelSpec { name: "mlp".into(), input: vec![1, 28, 28], num_classes: classes, layers, backprop: Default::default(), backprop_overrides: Default::default() }
+    let layers = vec![
+        LayerSpec::Flatten {
+            name: Some("flatten".into()),
+        },
+        linear("fc1", 784, 256),
+        relu("relu"),
+        linear("fc2", 256, classes),
+    ];
+    ModelSpec {
+        name: "mlp".into(),
+        input: vec![1, 28, 28],
+        num_classes: classes,
+        layers,
+        backprop: Default::default(),
+        backprop_overrides: Default::default(),
+    }
 }
 
 const VGG11: &[usize] = &[64, 0, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0];
-const VGG13: &[usize] = &[64, 64, 0, 128, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0];
-const VGG16: &[usize] = &[64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0];
-const VGG19: &[usize] = &[64, 64, 0, 128, 128, 0, 256, 256, 256, 256, 0, 512, 512, 512, 512, 0, 512, 512, 512, 512, 0];
+const VGG13: &[usize] = &[
+    64, 64, 0, 128, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0,
+];
+const VGG16: &[usize] = &[
+    64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0,
+];
+const VGG19: &[usize] = &[
+    64, 64, 0, 128, 128, 0, 256, 256, 256, 256, 0, 512, 512, 512, 512, 0, 512, 512, 512, 512, 0,
+];
 const QVGG7: &[usize] = &[64, 64, 0, 128, 128, 0, 256, 0, 512, 0, 512, 0];
 
 /// The zoo model `name` with `classes` outputs. Quadratic models use `neuron`
@@ -166,7 +286,10 @@ pub fn get(name: &str, neuron: Option<NeuronType>, classes: usize) -> Result<Mod
         "mlp" => mlp(classes),
         _ => {
             let names: Vec<&str> = MODELS.iter().map(|m| m.0).collect();
-            return Err(Error::invalid("model", format!("unknown model `{name}`; the zoo has: {}", names.join(", "))));
+            return Err(Error::invalid(
+                "model",
+                format!("unknown model `{name}`; the zoo has: {}", names.join(", ")),
+            ));
         }
     })
 }

@@ -11,6 +11,7 @@ pub mod loss;
 pub mod norm;
 pub mod pool;
 pub mod quadratic;
+pub mod spec;
 
 use std::any::Any;
 use std::collections::HashMap;

@@ -271,7 +271,16 @@ fn geom(
     groups: usize,
 ) -> Result<ConvGeom> {
     let (kh, kw) = k.hw();
-    let g = ConvGeom { c_in, c_out, kh, kw, stride: s.hw(), padding: p.hw(), dilation: d.hw(), groups };
+    let g = ConvGeom {
+        c_in,
+        c_out,
+        kh,
+        kw,
+        stride: s.hw(),
+        padding: p.hw(),
+        dilation: d.hw(),
+        groups,
+    };
     g.validate(path)?;
     Ok(g)
 }
@@ -279,7 +288,9 @@ fn geom(
 fn spatial(path: &str, shape: &[usize], what: &str) -> Result<(usize, usize, usize)> {
     match shape {
         [c, h, w] => Ok((*c, *h, *w)),
-        _ => Err(Error::Spec(format!("layer `{path}` ({what}) needs a (C, H, W) input, but receives shape {shape:?}"))),
+        _ => Err(Error::Spec(format!(
+            "layer `{path}` ({what}) needs a (C, H, W) input, but receives shape {shape:?}"
+        ))),
     }
 }
 
@@ -289,21 +300,37 @@ fn pool_out(path: &str, shape: &[usize], k: Pair, s: Option<Pair>, p: Pair) -> R
     let (sh, sw) = s.unwrap_or(k).hw();
     let (ph, pw) = p.hw();
     if kh == 0 || kw == 0 || sh == 0 || sw == 0 {
-        return Err(Error::Spec(format!("layer `{path}`: pooling kernel and stride must be positive")));
+        return Err(Error::Spec(format!(
+            "layer `{path}`: pooling kernel and stride must be positive"
+        )));
     }
     if h + 2 * ph < kh || w + 2 * pw < kw {
-        return Err(Error::Spec(format!("layer `{path}`: pooling window {kh}x{kw} is larger than the padded input {}x{}", h + 2 * ph, w + 2 * pw)));
+        return Err(Error::Spec(format!(
+            "layer `{path}`: pooling window {kh}x{kw} is larger than the padded input {}x{}",
+            h + 2 * ph,
+            w + 2 * pw
+        )));
     }
-    Ok(vec![c, (h + 2 * ph - kh) / sh + 1, (w + 2 * pw - kw) / sw + 1])
+    Ok(vec![
+        c,
+        (h + 2 * ph - kh) / sh + 1,
+        (w + 2 * pw - kw) / sw + 1,
+    ])
 }
 
 /// Pooling layers take one size per axis pair: (kernel, stride, padding), all square.
 fn square_pool(path: &str, k: Pair, s: Option<Pair>, p: Pair) -> Result<(usize, usize, usize)> {
-    let one = |v: Pair, what: &str| match v.hw() {
+    let one = |v: Pair, what: &str| {
+        match v.hw() {
         (a, b) if a == b => Ok(a),
         (a, b) => Err(Error::Spec(format!("layer `{path}`: pooling {what} {a}x{b} is not square; only square pooling is supported"))),
+    }
     };
-    Ok((one(k, "kernel")?, one(s.unwrap_or(k), "stride")?, one(p, "padding")?))
+    Ok((
+        one(k, "kernel")?,
+        one(s.unwrap_or(k), "stride")?,
+        one(p, "padding")?,
+    ))
 }
 
 /// The per-sample output shape of `layer` for a per-sample input `shape`, or a spec error
@@ -319,15 +346,52 @@ pub fn infer_shape(layer: &LayerSpec, path: &str, shape: &[usize]) -> Result<Vec
         Ok(())
     };
     Ok(match layer {
-        LayerSpec::Conv2d { in_channels, out_channels, kernel_size, stride, padding, dilation, groups, .. }
-        | LayerSpec::QuadConv2d { in_channels, out_channels, kernel_size, stride, padding, dilation, groups, .. } => {
+        LayerSpec::Conv2d {
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            ..
+        }
+        | LayerSpec::QuadConv2d {
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            ..
+        } => {
             let (_, h, w) = spatial(path, shape, layer.type_name())?;
             channels(*in_channels, layer.type_name())?;
-            let g = geom(path, (*in_channels, *out_channels), *kernel_size, *stride, *padding, *dilation, *groups)?;
-            let (ho, wo) = g.out_hw(h, w, path).map_err(|e| Error::Spec(e.to_string()))?;
+            let g = geom(
+                path,
+                (*in_channels, *out_channels),
+                *kernel_size,
+                *stride,
+                *padding,
+                *dilation,
+                *groups,
+            )?;
+            let (ho, wo) = g
+                .out_hw(h, w, path)
+                .map_err(|e| Error::Spec(e.to_string()))?;
             vec![*out_channels, ho, wo]
         }
-        LayerSpec::Linear { in_features, out_features, .. } | LayerSpec::QuadLinear { in_features, out_features, .. } => {
+        LayerSpec::Linear {
+            in_features,
+            out_features,
+            ..
+        }
+        | LayerSpec::QuadLinear {
+            in_features,
+            out_features,
+            ..
+        } => {
             if shape.len() != 1 {
                 return Err(Error::Spec(format!("layer `{path}` ({}) needs a flat input, but receives shape {shape:?}; add a flatten layer", layer.type_name())));
             }
@@ -349,25 +413,45 @@ pub fn infer_shape(layer: &LayerSpec, path: &str, shape: &[usize]) -> Result<Vec
         LayerSpec::Relu { .. } => shape.to_vec(),
         LayerSpec::Dropout { p, .. } => {
             if !(0.0..1.0).contains(p) {
-                return Err(Error::Spec(format!("layer `{path}`: dropout probability {p} is not in [0, 1)")));
+                return Err(Error::Spec(format!(
+                    "layer `{path}`: dropout probability {p} is not in [0, 1)"
+                )));
             }
             shape.to_vec()
         }
-        LayerSpec::MaxPool2d { kernel_size, stride, padding, .. } | LayerSpec::AvgPool2d { kernel_size, stride, padding, .. } => {
+        LayerSpec::MaxPool2d {
+            kernel_size,
+            stride,
+            padding,
+            ..
+        }
+        | LayerSpec::AvgPool2d {
+            kernel_size,
+            stride,
+            padding,
+            ..
+        } => {
             square_pool(path, *kernel_size, *stride, *padding)?;
             pool_out(path, shape, *kernel_size, *stride, *padding)?
         }
         LayerSpec::GlobalAvgPool { .. } => vec![spatial(path, shape, "global_avg_pool")?.0],
         LayerSpec::Flatten { .. } => vec![shape.iter().product()],
         LayerSpec::Sequential { layers, .. } => infer_seq(layers, path, shape)?,
-        LayerSpec::Residual { layers, shortcut, shortcut_name, .. } => {
+        LayerSpec::Residual {
+            layers,
+            shortcut,
+            shortcut_name,
+            ..
+        } => {
             let a = infer_seq(layers, path, shape)?;
             let b = match shortcut {
                 Some(s) => infer_seq(s, &join(path, shortcut_name), shape)?,
                 None => shape.to_vec(),
             };
             if a != b {
-                return Err(Error::Spec(format!("residual block `{path}`: main path gives {a:?} but the shortcut gives {b:?}")));
+                return Err(Error::Spec(format!(
+                    "residual block `{path}`: main path gives {a:?} but the shortcut gives {b:?}"
+                )));
             }
             a
         }
@@ -375,7 +459,9 @@ pub fn infer_shape(layer: &LayerSpec, path: &str, shape: &[usize]) -> Result<Vec
 }
 
 fn child_name(l: &LayerSpec, i: usize) -> String {
-    l.name().map(str::to_string).unwrap_or_else(|| i.to_string())
+    l.name()
+        .map(str::to_string)
+        .unwrap_or_else(|| i.to_string())
 }
 
 fn infer_seq(layers: &[LayerSpec], prefix: &str, shape: &[usize]) -> Result<Vec<usize>> {
@@ -395,7 +481,10 @@ pub struct BuildOptions {
 
 impl Default for BuildOptions {
     fn default() -> Self {
-        BuildOptions { dtype: DType::F32, seed: 0 }
+        BuildOptions {
+            dtype: DType::F32,
+            seed: 0,
+        }
     }
 }
 
@@ -407,46 +496,154 @@ struct Builder {
 impl Builder {
     fn seed(&mut self) -> u64 {
         self.counter += 1;
-        self.opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(self.counter)
+        self.opts
+            .seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(self.counter)
     }
 
-    fn seq(&mut self, layers: &[LayerSpec], prefix: &str, mode: BackpropMode) -> Result<Vec<Box<dyn Module>>> {
-        layers.iter().enumerate().map(|(i, l)| self.layer(l, &join(prefix, &child_name(l, i)), mode)).collect()
+    fn seq(
+        &mut self,
+        layers: &[LayerSpec],
+        prefix: &str,
+        mode: BackpropMode,
+    ) -> Result<Vec<Box<dyn Module>>> {
+        layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| self.layer(l, &join(prefix, &child_name(l, i)), mode))
+            .collect()
     }
 
     fn layer(&mut self, l: &LayerSpec, path: &str, mode: BackpropMode) -> Result<Box<dyn Module>> {
         let dt = self.opts.dtype;
         Ok(match l {
-            LayerSpec::Conv2d { in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, .. } => {
-                let g = geom(path, (*in_channels, *out_channels), *kernel_size, *stride, *padding, *dilation, *groups)?;
+            LayerSpec::Conv2d {
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride,
+                padding,
+                dilation,
+                groups,
+                bias,
+                ..
+            } => {
+                let g = geom(
+                    path,
+                    (*in_channels, *out_channels),
+                    *kernel_size,
+                    *stride,
+                    *padding,
+                    *dilation,
+                    *groups,
+                )?;
                 Box::new(Conv2d::new(path, g, *bias, dt, self.seed())?)
             }
-            LayerSpec::QuadConv2d { neuron, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, .. } => {
-                let g = geom(path, (*in_channels, *out_channels), *kernel_size, *stride, *padding, *dilation, *groups)?;
-                Box::new(QuadConv2d::new(path, *neuron, g, *bias, mode, dt, self.seed())?)
+            LayerSpec::QuadConv2d {
+                neuron,
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride,
+                padding,
+                dilation,
+                groups,
+                bias,
+                ..
+            } => {
+                let g = geom(
+                    path,
+                    (*in_channels, *out_channels),
+                    *kernel_size,
+                    *stride,
+                    *padding,
+                    *dilation,
+                    *groups,
+                )?;
+                Box::new(QuadConv2d::new(
+                    path,
+                    *neuron,
+                    g,
+                    *bias,
+                    mode,
+                    dt,
+                    self.seed(),
+                )?)
             }
-            LayerSpec::Linear { in_features, out_features, bias, .. } => {
-                Box::new(Linear::new(path, *in_features, *out_features, *bias, dt, self.seed())?)
-            }
-            LayerSpec::QuadLinear { neuron, in_features, out_features, bias, .. } => {
-                Box::new(QuadLinear::new(path, *neuron, *in_features, *out_features, *bias, mode, dt, self.seed())?)
-            }
-            LayerSpec::BatchNorm2d { num_features, eps, momentum, .. } => Box::new(BatchNorm::new_2d(path, *num_features, *eps, *momentum, dt)?),
-            LayerSpec::BatchNorm1d { num_features, eps, momentum, .. } => Box::new(BatchNorm::new_1d(path, *num_features, *eps, *momentum, dt)?),
+            LayerSpec::Linear {
+                in_features,
+                out_features,
+                bias,
+                ..
+            } => Box::new(Linear::new(
+                path,
+                *in_features,
+                *out_features,
+                *bias,
+                dt,
+                self.seed(),
+            )?),
+            LayerSpec::QuadLinear {
+                neuron,
+                in_features,
+                out_features,
+                bias,
+                ..
+            } => Box::new(QuadLinear::new(
+                path,
+                *neuron,
+                *in_features,
+                *out_features,
+                *bias,
+                mode,
+                dt,
+                self.seed(),
+            )?),
+            LayerSpec::BatchNorm2d {
+                num_features,
+                eps,
+                momentum,
+                ..
+            } => Box::new(BatchNorm::new_2d(path, *num_features, *eps, *momentum, dt)?),
+            LayerSpec::BatchNorm1d {
+                num_features,
+                eps,
+                momentum,
+                ..
+            } => Box::new(BatchNorm::new_1d(path, *num_features, *eps, *momentum, dt)?),
             LayerSpec::Relu { .. } => Box::new(ReLU::new(path)),
             LayerSpec::Dropout { p, .. } => Box::new(Dropout::new(path, *p, self.seed())?),
-            LayerSpec::MaxPool2d { kernel_size, stride, padding, .. } => {
+            LayerSpec::MaxPool2d {
+                kernel_size,
+                stride,
+                padding,
+                ..
+            } => {
                 let (k, s, p) = square_pool(path, *kernel_size, *stride, *padding)?;
                 Box::new(MaxPool2d::new(path, k, s, p)?)
             }
-            LayerSpec::AvgPool2d { kernel_size, stride, padding, .. } => {
+            LayerSpec::AvgPool2d {
+                kernel_size,
+                stride,
+                padding,
+                ..
+            } => {
                 let (k, s, p) = square_pool(path, *kernel_size, *stride, *padding)?;
                 Box::new(AvgPool2d::new(path, k, s, p)?)
             }
             LayerSpec::GlobalAvgPool { .. } => Box::new(GlobalAvgPool::new(path)),
             LayerSpec::Flatten { .. } => Box::new(Flatten::new(path)),
-            LayerSpec::Sequential { layers, .. } => Box::new(Sequential::new(path, self.seq(layers, path, mode)?)),
-            LayerSpec::Residual { layers, shortcut, shortcut_name, relu, .. } => {
+            LayerSpec::Sequential { layers, .. } => {
+                Box::new(Sequential::new(path, self.seq(layers, path, mode)?))
+            }
+            LayerSpec::Residual {
+                layers,
+                shortcut,
+                shortcut_name,
+                relu,
+                ..
+            } => {
                 let main = Sequential::new(path, self.seq(layers, path, mode)?);
                 let sc = match shortcut {
                     Some(s) => {
@@ -468,7 +665,12 @@ pub fn quadratic_layers(layers: &[LayerSpec], prefix: &str, out: &mut Vec<String
         match l {
             LayerSpec::QuadConv2d { .. } | LayerSpec::QuadLinear { .. } => out.push(p),
             LayerSpec::Sequential { layers, .. } => quadratic_layers(layers, &p, out),
-            LayerSpec::Residual { layers, shortcut, shortcut_name, .. } => {
+            LayerSpec::Residual {
+                layers,
+                shortcut,
+                shortcut_name,
+                ..
+            } => {
                 quadratic_layers(layers, &p, out);
                 if let Some(s) = shortcut {
                     quadratic_layers(s, &join(&p, shortcut_name), out);
@@ -493,14 +695,23 @@ impl ModelSpec {
     /// output is (num_classes), every backprop override names a quadratic layer.
     pub fn check(&self) -> Result<()> {
         if self.input.is_empty() || self.input.contains(&0) {
-            return Err(Error::Spec(format!("model `{}`: input shape {:?} must be non-empty and positive", self.name, self.input)));
+            return Err(Error::Spec(format!(
+                "model `{}`: input shape {:?} must be non-empty and positive",
+                self.name, self.input
+            )));
         }
         if self.num_classes == 0 {
-            return Err(Error::Spec(format!("model `{}`: num_classes must be positive", self.name)));
+            return Err(Error::Spec(format!(
+                "model `{}`: num_classes must be positive",
+                self.name
+            )));
         }
         let out = infer_seq(&self.layers, "", &self.input)?;
         if out != [self.num_classes] {
-            return Err(Error::Spec(format!("model `{}` outputs shape {out:?} per sample, expected [{}] (num_classes)", self.name, self.num_classes)));
+            return Err(Error::Spec(format!(
+                "model `{}` outputs shape {out:?} per sample, expected [{}] (num_classes)",
+                self.name, self.num_classes
+            )));
         }
         let mut quad = Vec::new();
         quadratic_layers(&self.layers, "", &mut quad);
@@ -518,7 +729,10 @@ impl ModelSpec {
 
     /// The back-propagation mode of the quadratic layer at `path`.
     pub fn mode_of(&self, path: &str) -> BackpropMode {
-        self.backprop_overrides.get(path).copied().unwrap_or(self.backprop)
+        self.backprop_overrides
+            .get(path)
+            .copied()
+            .unwrap_or(self.backprop)
     }
 
     /// Type-check, then build the module tree with fresh weights.

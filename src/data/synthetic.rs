@@ -40,7 +40,7 @@ impl Synthetic {
                         (
                             rng.random_range(0.2..1.2),
                             rng.random_range(0.2..1.2),
-                            rng.random_range(0.0..6.28),
+                            rng.random_range(0.0..std::f32::consts::TAU),
                             rng.random_range(-1.0..1.0),
                         )
                     })

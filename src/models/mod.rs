@@ -35,6 +35,7 @@ pub const MODELS: &[(&str, &str)] = &[
     ("mlp", "two-layer perceptron for 28×28 images"),
 ];
 
+#[allow(clippy::too_many_arguments)]
 fn conv(
     name: &str,
     cin: usize,

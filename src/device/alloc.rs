@@ -247,9 +247,12 @@ pub fn emu_tracker() -> &'static Tracker {
 
 // ---- layer names -------------------------------------------------------------------------
 
-static LAYERS: OnceLock<Mutex<(Vec<String>, HashMap<String, u32>)>> = OnceLock::new();
+/// Interned layer names: id → name, and name → id.
+type LayerNames = (Vec<String>, HashMap<String, u32>);
 
-fn layers() -> &'static Mutex<(Vec<String>, HashMap<String, u32>)> {
+static LAYERS: OnceLock<Mutex<LayerNames>> = OnceLock::new();
+
+fn layers() -> &'static Mutex<LayerNames> {
     LAYERS.get_or_init(|| Mutex::new((vec![String::new()], HashMap::new())))
 }
 

@@ -1,6 +1,7 @@
 //! Devices a tensor's storage can live on.
 
 pub mod alloc;
+pub mod emu;
 
 use std::fmt;
 use std::str::FromStr;

@@ -868,6 +868,24 @@ fn reduce_grads<T: Float>(parts: Vec<Grads<T>>) -> Grads<T> {
 // quadralib-bn: y = A ⊙ B + C, A = γ_a ẑ_a + β_a, ẑ = (z − mean)·rstd per stacked channel.
 // BN over the stacked planes z (N, 3C, L) is the three per-branch BNs.
 
+/// Σ f(v) over a row with 8 independent f64 accumulators.
+#[inline(always)]
+fn lane_sum<T: Float>(r: &[T], f: impl Fn(T) -> f64) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let mut it = r.chunks_exact(8);
+    for c in &mut it {
+        let c: &[T; 8] = c.try_into().unwrap();
+        for e in 0..8 {
+            acc[e] += f(c[e]);
+        }
+    }
+    let mut s: f64 = it.remainder().iter().map(|&v| f(v)).sum();
+    for a in acc {
+        s += a;
+    }
+    s
+}
+
 /// Per stacked channel: count, mean and Σ(z − mean)², merged with Chan's formula.
 struct Moments {
     cnt: f64,
@@ -883,25 +901,23 @@ impl Moments {
             m2: vec![0.0; m],
         }
     }
-    /// Two-pass moments of z (nu, M, L) per channel.
+    /// Two-pass moments of z (nu, M, L) per channel (8-lane f64 sums, so they vectorize).
     fn of<T: Float>(z: &[T], m: usize, l: usize) -> Self {
         let nu = z.len() / (m * l);
         let cnt = (nu * l) as f64;
         let mut mo = Moments::empty(m);
         mo.cnt = cnt;
         for ch in 0..m {
-            let rows = (0..nu).map(|j| &z[(j * m + ch) * l..(j * m + ch + 1) * l]);
-            let s: f64 = rows.clone().flat_map(|r| r.iter()).map(|v| v.f64()).sum();
-            let mean = s / cnt;
-            let q: f64 = rows
-                .flat_map(|r| r.iter())
-                .map(|v| (v.f64() - mean).powi(2))
+            let rows = || (0..nu).map(|j| &z[(j * m + ch) * l..(j * m + ch + 1) * l]);
+            let mean = rows().map(|r| lane_sum(r, |v| v.f64())).sum::<f64>() / cnt;
+            mo.m2[ch] = rows()
+                .map(|r| lane_sum(r, |v| (v.f64() - mean) * (v.f64() - mean)))
                 .sum();
             mo.mean[ch] = mean;
-            mo.m2[ch] = q;
         }
         mo
     }
+
     fn merge(&mut self, o: &Moments) {
         if o.cnt == 0.0 {
             return;
@@ -951,12 +967,11 @@ fn epilogue_bn_fwd<T: Float>(
             match ab.as_deref_mut() {
                 Some(ab) => {
                     let (ar, br) = ab[(j * 2 * c + o) * l..].split_at_mut(c * l);
-                    for (i, yv) in yo.iter_mut().enumerate() {
-                        let av = za[i] * sa + ta;
-                        let bv = zb[i] * sb + tb;
-                        ar[i] = av;
-                        br[i] = bv;
-                        *yv = av * bv + (zc[i] * sc + tc);
+                    let it = yo.iter_mut().zip(&mut ar[..l]).zip(&mut br[..l]);
+                    for ((((yv, av), bv), &a), (&b, &cc)) in it.zip(za).zip(zb.iter().zip(zc)) {
+                        *av = a * sa + ta;
+                        *bv = b * sb + tb;
+                        *yv = *av * *bv + (cc * sc + tc);
                     }
                 }
                 None => {
@@ -1062,6 +1077,116 @@ pub fn bn_infer<T: Float>(
     });
 }
 
+/// Per-stacked-channel constants of output channel o: [v_a, v_b, v_c].
+#[inline(always)]
+fn consts<T: Float>(v: &[T], c: usize, o: usize) -> [T; 3] {
+    [v[o], v[c + o], v[2 * c + o]]
+}
+
+/// The rows of A and B for image j, channel o: kept (`ab`) or empty (recomputed).
+#[inline(always)]
+fn ab_rows<T: Float>(ab: Option<&[T]>, c: usize, l: usize, j: usize, o: usize) -> (&[T], &[T]) {
+    match ab {
+        Some(ab) => (
+            &ab[(j * 2 * c + o) * l..(j * 2 * c + o + 1) * l],
+            &ab[(j * 2 * c + c + o) * l..(j * 2 * c + c + o + 1) * l],
+        ),
+        None => (&[], &[]),
+    }
+}
+
+/// Per-channel BN constants of one output channel, each [a, b, c].
+struct Bn3<T> {
+    s: [T; 3],
+    t: [T; 3],
+    mean: [T; 3],
+    rstd: [T; 3],
+}
+
+impl<T: Float> Bn3<T> {
+    fn of(s: &[T], t: &[T], mean: &[T], rstd: &[T], c: usize, o: usize) -> Self {
+        Bn3 {
+            s: consts(s, c, o),
+            t: consts(t, c, o),
+            mean: consts(mean, c, o),
+            rstd: consts(rstd, c, o),
+        }
+    }
+
+    /// One position of the BN backward: ([dA, dB, dC], [ẑ_a, ẑ_b, ẑ_c]) from z, g and
+    /// A, B. `KEPT`: A, B are read from `abv`, else recomputed as z·s + t (the forward's
+    /// formula, so both modes agree bit for bit).
+    #[inline(always)]
+    fn point<const KEPT: bool>(&self, z: [T; 3], abv: [T; 2], gv: T) -> ([T; 3], [T; 3]) {
+        let (av, bv) = if KEPT {
+            (abv[0], abv[1])
+        } else {
+            (z[0] * self.s[0] + self.t[0], z[1] * self.s[1] + self.t[1])
+        };
+        (
+            [gv * bv, gv * av, gv],
+            [
+                (z[0] - self.mean[0]) * self.rstd[0],
+                (z[1] - self.mean[1]) * self.rstd[1],
+                (z[2] - self.mean[2]) * self.rstd[2],
+            ],
+        )
+    }
+}
+
+/// The sums of one row with 8 lane accumulators (so the loop vectorizes):
+/// [Σ dA, Σ dB, Σ dC, Σ dA·ẑ_a, Σ dB·ẑ_b, Σ dC·ẑ_c].
+fn bn_sums_row<T: Float, const KEPT: bool>(
+    zr: [&[T]; 3],
+    abr: [&[T]; 2],
+    g: &[T],
+    k: &Bn3<T>,
+) -> [T; 6] {
+    let l = g.len();
+    let mut acc = [[T::zero(); 8]; 6];
+    let l8 = l / 8 * 8;
+    for base in (0..l8).step_by(8) {
+        let z8: [&[T; 8]; 3] = zr.map(|r| r[base..base + 8].try_into().unwrap());
+        let g8: &[T; 8] = g[base..base + 8].try_into().unwrap();
+        let ab8: [&[T]; 2] = if KEPT {
+            abr.map(|r| &r[base..base + 8])
+        } else {
+            [&[], &[]]
+        };
+        for e in 0..8 {
+            let abv = if KEPT {
+                [ab8[0][e], ab8[1][e]]
+            } else {
+                [T::zero(); 2]
+            };
+            let (d, h) = k.point::<KEPT>([z8[0][e], z8[1][e], z8[2][e]], abv, g8[e]);
+            for b in 0..3 {
+                acc[b][e] += d[b];
+                acc[3 + b][e] += d[b] * h[b];
+            }
+        }
+    }
+    let mut out = [T::zero(); 6];
+    for i in l8..l {
+        let abv = if KEPT {
+            [abr[0][i], abr[1][i]]
+        } else {
+            [T::zero(); 2]
+        };
+        let (d, h) = k.point::<KEPT>([zr[0][i], zr[1][i], zr[2][i]], abv, g[i]);
+        for b in 0..3 {
+            out[b] += d[b];
+            out[3 + b] += d[b] * h[b];
+        }
+    }
+    for (o, a) in out.iter_mut().zip(acc) {
+        for v in a {
+            *o += v;
+        }
+    }
+    out
+}
+
 /// Per-channel sums of the BN backward for one unit, added into `acc` (6C: Σ dY then
 /// Σ dY·ẑ, each over the 3C stacked channels), with dA = g⊙B, dB = g⊙A, dC = g.
 #[allow(clippy::too_many_arguments)]
@@ -1081,34 +1206,51 @@ fn bn_sums<T: Float>(
     let m = 3 * c;
     for j in 0..nu {
         for o in 0..c {
-            let row = |k: usize| &z[(j * m + k * c + o) * l..(j * m + k * c + o + 1) * l];
-            let (za, zb, zc) = (row(0), row(1), row(2));
+            let zr = [0, 1, 2].map(|k| &z[(j * m + k * c + o) * l..(j * m + k * c + o + 1) * l]);
             let go = &g[(j * c + o) * l..(j * c + o + 1) * l];
-            let (ia, ib, ic) = (o, c + o, 2 * c + o);
-            let mut sum = [T::zero(); 6];
-            for i in 0..l {
-                let (av, bv) = match ab {
-                    Some(ab) => (ab[(j * 2 * c + o) * l + i], ab[(j * 2 * c + c + o) * l + i]),
-                    None => (za[i] * s[ia] + t[ia], zb[i] * s[ib] + t[ib]),
-                };
-                let gv = go[i];
-                let (da, db) = (gv * bv, gv * av);
-                sum[0] += da;
-                sum[1] += db;
-                sum[2] += gv;
-                sum[3] += da * ((za[i] - mean[ia]) * rstd[ia]);
-                sum[4] += db * ((zb[i] - mean[ib]) * rstd[ib]);
-                sum[5] += gv * ((zc[i] - mean[ic]) * rstd[ic]);
-            }
-            for k in 0..3 {
-                acc[k * c + o] += sum[k].f64();
-                acc[m + k * c + o] += sum[3 + k].f64();
+            let (ar, br) = ab_rows(ab, c, l, j, o);
+            let k = Bn3::of(s, t, mean, rstd, c, o);
+            let sum = if ab.is_some() {
+                bn_sums_row::<T, true>(zr, [ar, br], go, &k)
+            } else {
+                bn_sums_row::<T, false>(zr, [ar, br], go, &k)
+            };
+            for b in 0..3 {
+                acc[b * c + o] += sum[b].f64();
+                acc[m + b * c + o] += sum[3 + b].f64();
             }
         }
     }
 }
 
-/// dz (nu, 3C, L) of one unit: dz = γ·rstd·(dY − ΣdY/M − ẑ·ΣdYẑ/M) per branch.
+/// dz of one row: dz = γ·rstd·(dY − ΣdY/M − ẑ·ΣdYẑ/M) per branch; `f` = [γ·rstd,
+/// ΣdY/M, ΣdYẑ/M], each [a, b, c].
+fn bn_dz_row<T: Float, const KEPT: bool>(
+    zr: [&[T]; 3],
+    abr: [&[T]; 2],
+    g: &[T],
+    k: &Bn3<T>,
+    f: &[[T; 3]; 3],
+    dz: [&mut [T]; 3],
+) {
+    let [d0, d1, d2] = dz;
+    let (z0, z1, z2) = (&zr[0][..g.len()], &zr[1][..g.len()], &zr[2][..g.len()]);
+    let (d0, d1, d2) = (&mut d0[..g.len()], &mut d1[..g.len()], &mut d2[..g.len()]);
+    let [k1, m1, m2] = f;
+    for i in 0..g.len() {
+        let abv = if KEPT {
+            [abr[0][i], abr[1][i]]
+        } else {
+            [T::zero(); 2]
+        };
+        let (d, h) = k.point::<KEPT>([z0[i], z1[i], z2[i]], abv, g[i]);
+        d0[i] = k1[0] * (d[0] - m1[0] - h[0] * m2[0]);
+        d1[i] = k1[1] * (d[1] - m1[1] - h[1] * m2[1]);
+        d2[i] = k1[2] * (d[2] - m1[2] - h[2] * m2[2]);
+    }
+}
+
+/// dz (nu, 3C, L) of one unit.
 #[allow(clippy::too_many_arguments)]
 fn bn_dz<T: Float>(
     c: usize,
@@ -1127,24 +1269,24 @@ fn bn_dz<T: Float>(
 ) {
     let nu = g.len() / (c * l);
     let m = 3 * c;
-    for j in 0..nu {
+    for (j, dzj) in dz.chunks_exact_mut(m * l).enumerate().take(nu) {
+        let (da, rest) = dzj.split_at_mut(c * l);
+        let (db, dc) = rest.split_at_mut(c * l);
         for o in 0..c {
+            let zr = [0, 1, 2].map(|k| &z[(j * m + k * c + o) * l..(j * m + k * c + o + 1) * l]);
             let go = &g[(j * c + o) * l..(j * c + o + 1) * l];
-            let (ia, ib, ic) = (o, c + o, 2 * c + o);
-            let base = |k: usize| (j * m + k * c + o) * l;
-            for i in 0..l {
-                let (za, zb, zc) = (z[base(0) + i], z[base(1) + i], z[base(2) + i]);
-                let (av, bv) = match ab {
-                    Some(ab) => (ab[(j * 2 * c + o) * l + i], ab[(j * 2 * c + c + o) * l + i]),
-                    None => (za * s[ia] + t[ia], zb * s[ib] + t[ib]),
-                };
-                let gv = go[i];
-                let ha = (za - mean[ia]) * rstd[ia];
-                let hb = (zb - mean[ib]) * rstd[ib];
-                let hc = (zc - mean[ic]) * rstd[ic];
-                dz[base(0) + i] = k1[ia] * (gv * bv - m1[ia] - ha * m2[ia]);
-                dz[base(1) + i] = k1[ib] * (gv * av - m1[ib] - hb * m2[ib]);
-                dz[base(2) + i] = k1[ic] * (gv - m1[ic] - hc * m2[ic]);
+            let (ar, br) = ab_rows(ab, c, l, j, o);
+            let out = [
+                &mut da[o * l..(o + 1) * l],
+                &mut db[o * l..(o + 1) * l],
+                &mut dc[o * l..(o + 1) * l],
+            ];
+            let k = Bn3::of(s, t, mean, rstd, c, o);
+            let f = [consts(k1, c, o), consts(m1, c, o), consts(m2, c, o)];
+            if ab.is_some() {
+                bn_dz_row::<T, true>(zr, [ar, br], go, &k, &f, out);
+            } else {
+                bn_dz_row::<T, false>(zr, [ar, br], go, &k, &f, out);
             }
         }
     }

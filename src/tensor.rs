@@ -159,6 +159,18 @@ impl Storage {
 pub struct Tensor {
     shape: Vec<usize>,
     storage: Arc<Storage>,
+    /// Set on handles made by `keep_for_backward`: while any clone of such a handle
+    /// lives, the storage is counted as saved-for-backward.
+    keep: Option<Arc<KeepGuard>>,
+}
+
+/// Releases one `keep_for_backward` hold on a storage when the last handle drops.
+struct KeepGuard(Arc<Storage>);
+
+impl Drop for KeepGuard {
+    fn drop(&mut self) {
+        self.0.alloc().unsave();
+    }
 }
 
 impl fmt::Debug for Tensor {
@@ -205,6 +217,7 @@ impl Tensor {
         Ok(Tensor {
             shape: shape.to_vec(),
             storage: Arc::new(Storage { device, data }),
+            keep: None,
         })
     }
 
@@ -300,12 +313,16 @@ impl Tensor {
         self.storage.alloc().retag(category)
     }
 
-    /// Mark this storage as kept for backward (a no-op when it already is).
+    /// A handle that keeps this storage for backward: while it (or a clone or reshape of
+    /// it) lives, the storage's bytes count as saved-for-backward, once however many
+    /// layers keep it; when the last such handle drops they return to their category.
     pub fn keep_for_backward(&self) -> Tensor {
-        if self.category() != Category::SavedForBackward {
-            self.retag(Category::SavedForBackward);
+        self.storage.alloc().save();
+        Tensor {
+            shape: self.shape.clone(),
+            storage: self.storage.clone(),
+            keep: Some(Arc::new(KeepGuard(self.storage.clone()))),
         }
-        self.clone()
     }
 
     /// The elements as a slice of `T`; an error names the dtype mismatch.
@@ -356,6 +373,7 @@ impl Tensor {
         Ok(Tensor {
             shape: shape.to_vec(),
             storage: self.storage.clone(),
+            keep: self.keep.clone(),
         })
     }
 

@@ -333,6 +333,10 @@ pub struct Allocation {
     bytes: u64,
     category: AtomicU8,
     layer: AtomicU32,
+    /// Holders currently keeping this storage for backward (see `save`).
+    saves: AtomicU32,
+    /// The category to return to when the last holder lets go.
+    base_category: AtomicU8,
 }
 
 impl std::fmt::Debug for Tracker {
@@ -350,6 +354,8 @@ impl Allocation {
             bytes,
             category: AtomicU8::new(category as u8),
             layer: AtomicU32::new(layer),
+            saves: AtomicU32::new(0),
+            base_category: AtomicU8::new(category as u8),
         }
     }
 
@@ -363,6 +369,26 @@ impl Allocation {
 
     pub fn layer(&self) -> String {
         layer_name(self.layer.load(Ordering::Relaxed))
+    }
+
+    /// One more holder keeps this storage for backward. The first moves its bytes to
+    /// `SavedForBackward` (charged to the current layer); `unsave` undoes it.
+    pub fn save(&self) {
+        if self.saves.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.base_category
+                .store(self.category.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.retag(Category::SavedForBackward);
+        }
+    }
+
+    /// A holder no longer keeps this storage; the last one returns it to the category it
+    /// had before it was first saved.
+    pub fn unsave(&self) {
+        if self.saves.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.retag(Category::from_u8(
+                self.base_category.load(Ordering::Relaxed),
+            ));
+        }
     }
 
     /// Move this storage's bytes to another category, charged to the current layer.

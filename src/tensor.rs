@@ -189,6 +189,25 @@ fn numel_of(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
+/// Most elements one tensor may have (2^36, 256 GiB of f32): larger requests are typos in
+/// a spec or an option, and are refused with an error rather than aborting the process on
+/// a failed allocation.
+pub const MAX_ELEMENTS: usize = 1 << 36;
+
+/// The element count of `shape`, or an error when it overflows or exceeds `MAX_ELEMENTS`.
+pub fn checked_numel(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .ok_or_else(|| {
+            Error::invalid(
+                "tensor size",
+                format!("shape {shape:?} has more than 2^36 elements; refusing to allocate it"),
+            )
+        })
+}
+
 fn tracker_for(device: Device) -> Result<&'static Tracker> {
     device.tracker()
 }
@@ -233,7 +252,7 @@ impl Tensor {
         device: Device,
         category: Category,
     ) -> Result<Tensor> {
-        let n = numel_of(shape);
+        let n = checked_numel(shape)?;
         with_dtype!(dtype, T => Self::from_vec_in(vec![T::of(value); n], shape, device, category))
     }
 
@@ -248,7 +267,7 @@ impl Tensor {
     /// Standard-normal samples times `std`, from a seeded ChaCha8 stream (reproducible).
     pub fn randn(shape: &[usize], dtype: DType, std: f64, seed: u64) -> Result<Tensor> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let n = numel_of(shape);
+        let n = checked_numel(shape)?;
         let v: Vec<f64> = (0..n)
             .map(|_| StandardNormal.sample(&mut rng))
             .map(|x: f64| x * std)
@@ -267,7 +286,7 @@ impl Tensor {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let dist = Uniform::new(lo, hi)
             .map_err(|e| Error::invalid("uniform range", format!("[{lo}, {hi}): {e}")))?;
-        let v: Vec<f64> = (0..numel_of(shape))
+        let v: Vec<f64> = (0..checked_numel(shape)?)
             .map(|_| dist.sample(&mut rng))
             .collect();
         Self::from_f64(&v, shape, dtype)

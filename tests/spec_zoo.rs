@@ -172,3 +172,20 @@ fn optimizer_rejects_absurd_hyper_parameters() {
         .to_string()
         .contains("Nesterov"));
 }
+
+#[test]
+fn absurd_sizes_are_refused_not_aborted() {
+    let mut v = qcnn_json();
+    v["layers"][0]["out_channels"] = serde_json::json!(4_000_000_000u64);
+    let e = err_of(v);
+    assert!(e.contains("conv1"), "{e}");
+    let mut v = qcnn_json();
+    let n = v["layers"].as_array().unwrap().len();
+    v["layers"][n - 1]["out_features"] = serde_json::json!(1u64 << 40);
+    let e = err_of(v);
+    assert!(e.contains("fc"), "{e}");
+    let e = quadra::Tensor::zeros(&[1 << 20, 1 << 20], quadra::DType::F32)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("2^36"), "{e}");
+}

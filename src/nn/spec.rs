@@ -282,6 +282,16 @@ fn geom(
         groups,
     };
     g.validate(path)?;
+    // the stacked weight (up to 4 branches) must be allocatable: refuse absurd sizes here
+    let too_big = (c_in / groups.max(1))
+        .checked_mul(kh * kw)
+        .and_then(|k| k.checked_mul(4 * c_out))
+        .is_none_or(|n| n > crate::tensor::MAX_ELEMENTS);
+    if too_big {
+        return Err(Error::Spec(format!(
+            "layer `{path}`: {c_in}→{c_out} channels with a {kh}x{kw} kernel is too large to allocate"
+        )));
+    }
     Ok(g)
 }
 
@@ -377,6 +387,22 @@ pub fn infer_shape(layer: &LayerSpec, path: &str, shape: &[usize]) -> Result<Vec
                 *dilation,
                 *groups,
             )?;
+            if let LayerSpec::QuadConv2d {
+                neuron: NeuronType::T1,
+                ..
+            } = layer
+            {
+                // t1 holds a K×K bilinear form per output channel, K = C_in·kh·kw
+                let k = g.k_group();
+                if k.checked_mul(k)
+                    .and_then(|k2| k2.checked_mul(g.c_out))
+                    .is_none_or(|n| n > crate::tensor::MAX_ELEMENTS)
+                {
+                    return Err(Error::Spec(format!(
+                        "layer `{path}`: a t1 neuron over {k}-element patches needs {k}² weights per output channel, too large to allocate"
+                    )));
+                }
+            }
             let (ho, wo) = g
                 .out_hw(h, w, path)
                 .map_err(|e| Error::Spec(e.to_string()))?;
@@ -392,6 +418,22 @@ pub fn infer_shape(layer: &LayerSpec, path: &str, shape: &[usize]) -> Result<Vec
             out_features,
             ..
         } => {
+            let t1 = matches!(
+                layer,
+                LayerSpec::QuadLinear {
+                    neuron: NeuronType::T1,
+                    ..
+                }
+            );
+            let too_big = in_features
+                .checked_mul(if t1 { *in_features } else { 4 })
+                .and_then(|n| n.checked_mul(*out_features))
+                .is_none_or(|n| n > crate::tensor::MAX_ELEMENTS);
+            if too_big {
+                return Err(Error::Spec(format!(
+                    "layer `{path}`: {in_features}→{out_features} features is too large to allocate"
+                )));
+            }
             if shape.len() != 1 {
                 return Err(Error::Spec(format!("layer `{path}` ({}) needs a flat input, but receives shape {shape:?}; add a flatten layer", layer.type_name())));
             }

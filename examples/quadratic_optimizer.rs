@@ -8,7 +8,7 @@
 //! - `both`:     ReLinear init and the second-order group (the `QuadraticConfig` default).
 //!
 //!     cargo run --release --example quadratic_optimizer [-- --epochs 4 --steps 40 --lr 0.05
-//!         --quad-lr-scale 0.1 --relinear-scale 0 --noise 0.8 --adam]
+//!   --quad-lr-scale 0.1 --relinear-scale 0 --noise 0.8 --adam]
 
 use std::time::Instant;
 

@@ -1,15 +1,225 @@
-//! Optimizers. Their state (momentum buffers, …) is charged to `Category::OptimizerState`.
+//! Optimizers, parameter groups, gradient clipping, learning-rate schedules and the
+//! quadratic optimizer. Optimizer state (momentum buffers, Adam moments) is charged to
+//! `Category::OptimizerState`.
+//!
+//! - [`Sgd`]: PyTorch's `torch.optim.SGD` (momentum, dampening, Nesterov, weight decay).
+//! - [`Adam`]: PyTorch's `torch.optim.Adam` / `torch.optim.AdamW` (bias correction, eps
+//!   added after the bias-corrected square root, optional AMSGrad).
+//! - [`ParamGroup`]: per-group lr multiplier / weight decay / betas, selected by
+//!   [`ParamKind`]. Groups apply per *segment*: a stacked quadratic weight whose slices have
+//!   different kinds gets each slice updated with its own group's hyper-parameters.
+//! - [`clip_grad_norm`]: `torch.nn.utils.clip_grad_norm_` (L2, global over all parameters).
+//! - [`schedule`]: cosine annealing, step decay, multi-step, linear warm-up.
+//! - [`QuadraticOptimizer`] and [`init::relinear_init`]: second-order weights in their own
+//!   group, and a near-linear start for quadratic neurons.
+//!
+//! State export/import ([`Optimizer::state`], [`Optimizer::load_state`]) gives named tensors
+//! and scalar metadata for checkpoints; loading it back resumes bit-identically.
 
+pub mod adam;
+pub mod init;
+pub mod quadratic;
+pub mod schedule;
 pub mod sgd;
 
+pub use adam::{Adam, AdamConfig};
+pub use init::{
+    has_quadratic_layers, quadratic_layers, relinear_init, ReLinearAction, ReLinearReport,
+};
+pub use quadratic::{BaseOptimizer, QuadraticConfig, QuadraticOptimizer};
+pub use schedule::{
+    Constant, CosineAnnealing, Every, LrScheduler, MultiStep, Schedule, StepDecay, Warmup,
+};
 pub use sgd::Sgd;
 
-use crate::nn::Module;
-use crate::Result;
+use crate::device::alloc::Category;
+use crate::nn::{Module, ParamKind, Segment};
+use crate::tensor::{Float, Tensor};
+use crate::{ensure_valid, with_dtype, Error, Result};
 
 pub trait Optimizer: Send {
-    /// Apply one update from the gradients accumulated in `net`'s parameters.
+    /// Apply one update from the gradients accumulated in `net`'s parameters (the
+    /// gradients are consumed: parameters have no gradient afterwards).
     fn step(&mut self, net: &mut dyn Module) -> Result<()>;
+    /// The base learning rate (groups scale it by their `lr_scale`).
     fn lr(&self) -> f64;
+    /// Set the base learning rate (what a schedule calls; 0 is allowed).
     fn set_lr(&mut self, lr: f64);
+    /// The optimizer's state as named tensors and scalars (copies; for checkpoints).
+    fn state(&self) -> Result<OptimState>;
+    /// Replace the state with `state` (from [`Optimizer::state`] of the same kind of
+    /// optimizer); continuing then gives bit-identical updates to an uninterrupted run.
+    fn load_state(&mut self, state: &OptimState) -> Result<()>;
+}
+
+/// An optimizer's serialisable state.
+///
+/// Names: tensors `{param}.momentum_buffer` (SGD), `{param}.exp_avg`, `{param}.exp_avg_sq`,
+/// `{param}.max_exp_avg_sq` (Adam, AMSGrad); scalars `lr` (base learning rate) and
+/// `{param}.step` (Adam's per-parameter step count). `kind` is `sgd`, `adam` or `adamw`.
+#[derive(Debug, Default)]
+pub struct OptimState {
+    pub kind: String,
+    pub tensors: Vec<(String, Tensor)>,
+    pub scalars: Vec<(String, f64)>,
+}
+
+impl OptimState {
+    pub fn scalar(&self, name: &str) -> Option<f64> {
+        self.scalars.iter().find(|(n, _)| n == name).map(|s| s.1)
+    }
+}
+
+/// Hyper-parameters for the parameter slices whose kind is in `kinds`; the first group that
+/// lists a kind wins, kinds no group lists use the optimizer's base settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamGroup {
+    pub name: String,
+    pub kinds: Vec<ParamKind>,
+    /// Multiplier of the base learning rate (schedules move the base; ≥ 0).
+    pub lr_scale: f64,
+    /// Weight decay for this group; `None`: the optimizer's.
+    pub weight_decay: Option<f64>,
+    /// Adam's (β1, β2) for this group; `None`: the optimizer's. SGD rejects `Some`.
+    pub betas: Option<(f64, f64)>,
+}
+
+impl ParamGroup {
+    /// A group with the base settings (lr_scale 1, inherited weight decay and betas).
+    pub fn new(name: &str, kinds: &[ParamKind]) -> ParamGroup {
+        ParamGroup {
+            name: name.to_string(),
+            kinds: kinds.to_vec(),
+            lr_scale: 1.0,
+            weight_decay: None,
+            betas: None,
+        }
+    }
+    pub fn lr_scale(mut self, s: f64) -> Self {
+        self.lr_scale = s;
+        self
+    }
+    pub fn weight_decay(mut self, wd: f64) -> Self {
+        self.weight_decay = Some(wd);
+        self
+    }
+    pub fn betas(mut self, b1: f64, b2: f64) -> Self {
+        self.betas = Some((b1, b2));
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let what = format!("parameter group `{}`", self.name);
+        ensure_valid!(
+            self.lr_scale.is_finite() && self.lr_scale >= 0.0,
+            what.clone(),
+            "lr_scale {} must be finite and ≥ 0",
+            self.lr_scale
+        );
+        if let Some(wd) = self.weight_decay {
+            check_weight_decay(wd).map_err(|e| Error::invalid(what.clone(), e.to_string()))?;
+        }
+        if let Some((b1, b2)) = self.betas {
+            check_betas(b1, b2).map_err(|e| Error::invalid(what.clone(), e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// The group of `kind`, if any.
+pub(crate) fn group_of(groups: &[ParamGroup], kind: ParamKind) -> Option<&ParamGroup> {
+    groups.iter().find(|g| g.kinds.contains(&kind))
+}
+
+/// The segments of a parameter of `n` elements (one whole-tensor segment if it lists none).
+pub(crate) fn segments_of(segs: &[Segment], n: usize) -> Vec<Segment> {
+    if segs.is_empty() {
+        vec![Segment {
+            range: 0..n,
+            kind: ParamKind::Weight,
+        }]
+    } else {
+        segs.to_vec()
+    }
+}
+
+pub(crate) fn check_lr(lr: f64) -> Result<()> {
+    ensure_valid!(
+        lr.is_finite() && lr > 0.0 && lr < 1e3,
+        "learning rate",
+        "{lr} must be positive and below 1000"
+    );
+    Ok(())
+}
+
+pub(crate) fn check_weight_decay(wd: f64) -> Result<()> {
+    ensure_valid!(
+        wd.is_finite() && (0.0..1.0).contains(&wd),
+        "weight decay",
+        "{wd} must be in [0, 1)"
+    );
+    Ok(())
+}
+
+pub(crate) fn check_betas(b1: f64, b2: f64) -> Result<()> {
+    for (name, b) in [("beta1", b1), ("beta2", b2)] {
+        ensure_valid!(
+            b.is_finite() && (0.0..1.0).contains(&b),
+            name,
+            "{b} must be in [0, 1)"
+        );
+    }
+    Ok(())
+}
+
+/// A deep copy charged to `Category::OptimizerState`.
+pub(crate) fn state_copy(t: &Tensor) -> Result<Tensor> {
+    t.copy_in(Category::OptimizerState)
+}
+
+/// `(param, field)` of a state tensor name `param.field`.
+pub(crate) fn split_name(name: &str) -> Result<(&str, &str)> {
+    name.rsplit_once('.').ok_or_else(|| {
+        Error::invalid(
+            "optimizer state",
+            format!("entry `{name}` is not `<parameter>.<field>`"),
+        )
+    })
+}
+
+/// Clip the gradients of `net` by their global L2 norm, as
+/// `torch.nn.utils.clip_grad_norm_(params, max_norm)`: total = ‖(‖g_1‖, …, ‖g_n‖)‖₂;
+/// every gradient is multiplied by min(1, max_norm / (total + 1e-6)). Returns the total
+/// norm before clipping. Norms are accumulated in f64. Like PyTorch (error_if_nonfinite =
+/// False), a non-finite total is returned and applied as is.
+pub fn clip_grad_norm(net: &mut dyn Module, max_norm: f64) -> Result<f64> {
+    ensure_valid!(
+        max_norm.is_finite() && max_norm > 0.0,
+        "max_norm",
+        "{max_norm} must be positive and finite"
+    );
+    let mut sq = 0.0f64;
+    net.visit_params(&mut |_, p| {
+        if let Some(g) = &p.grad {
+            sq += g.to_f64_vec().iter().map(|v| v * v).sum::<f64>();
+        }
+    });
+    let total = sq.sqrt();
+    let coef = (max_norm / (total + 1e-6)).min(1.0);
+    let coef = if total.is_nan() { f64::NAN } else { coef };
+    let mut res = Ok(());
+    net.visit_params(&mut |_, p| {
+        if let (Some(g), true) = (p.grad.as_mut(), res.is_ok()) {
+            res = with_dtype!(g.dtype(), T => scale::<T>(g, coef));
+        }
+    });
+    res.map(|_| total)
+}
+
+fn scale<T: Float>(g: &mut Tensor, coef: f64) -> Result<()> {
+    let c = T::of(coef);
+    for v in g.data_mut::<T>()? {
+        *v *= c;
+    }
+    Ok(())
 }

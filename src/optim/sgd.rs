@@ -2,10 +2,16 @@
 //! `torch.optim.SGD` update, step for step:
 //! d = g + wd·p; buf = d on the first step, else μ·buf + (1 − dampening)·d;
 //! d = d + μ·buf (Nesterov) or buf; p ← p − lr·d.
+//!
+//! With parameter groups, `lr` and `wd` are taken per segment of each parameter (the
+//! group's `lr_scale`·lr and weight decay); momentum, dampening and Nesterov are global.
 
 use std::collections::HashMap;
 
-use super::Optimizer;
+use super::{
+    check_lr, check_weight_decay, group_of, segments_of, split_name, state_copy, OptimState,
+    Optimizer, ParamGroup,
+};
 use crate::device::alloc::Category;
 use crate::nn::{Module, Param};
 use crate::tensor::{Float, Tensor};
@@ -18,27 +24,20 @@ pub struct Sgd {
     pub dampening: f64,
     pub weight_decay: f64,
     pub nesterov: bool,
+    groups: Vec<ParamGroup>,
     /// Momentum buffer per parameter name.
     buffers: HashMap<String, Tensor>,
 }
 
 impl Sgd {
     pub fn new(lr: f64, momentum: f64, weight_decay: f64, nesterov: bool) -> Result<Sgd> {
+        check_lr(lr)?;
         ensure_valid!(
-            lr.is_finite() && lr > 0.0 && lr < 1e3,
-            "learning rate",
-            "{lr} must be positive and below 1000"
-        );
-        ensure_valid!(
-            (0.0..1.0).contains(&momentum),
+            momentum.is_finite() && (0.0..1.0).contains(&momentum),
             "momentum",
             "{momentum} must be in [0, 1)"
         );
-        ensure_valid!(
-            weight_decay.is_finite() && (0.0..1.0).contains(&weight_decay),
-            "weight decay",
-            "{weight_decay} must be in [0, 1)"
-        );
+        check_weight_decay(weight_decay)?;
         ensure_valid!(
             !nesterov || momentum > 0.0,
             "nesterov",
@@ -50,8 +49,27 @@ impl Sgd {
             dampening: 0.0,
             weight_decay,
             nesterov,
+            groups: Vec::new(),
             buffers: HashMap::new(),
         })
+    }
+
+    /// Use `groups` (lr multiplier and weight decay per `ParamKind`; betas are rejected).
+    pub fn with_groups(mut self, groups: Vec<ParamGroup>) -> Result<Sgd> {
+        for g in &groups {
+            g.validate()?;
+            ensure_valid!(
+                g.betas.is_none(),
+                format!("parameter group `{}`", g.name),
+                "betas apply to Adam, not SGD"
+            );
+        }
+        self.groups = groups;
+        Ok(self)
+    }
+
+    pub fn groups(&self) -> &[ParamGroup] {
+        &self.groups
     }
 
     fn update<T: Float>(&mut self, name: &str, p: &mut Param) -> Result<()> {
@@ -59,16 +77,27 @@ impl Sgd {
             return Ok(());
         };
         let gv = g.as_slice::<T>()?;
-        let (lr, mu, wd, damp) = (
-            T::of(self.lr),
-            T::of(self.momentum),
-            T::of(self.weight_decay),
-            T::of(self.dampening),
-        );
+        let n = gv.len();
+        let (mu, damp) = (T::of(self.momentum), T::of(self.dampening));
+        let segs = segments_of(&p.segments, n);
+        let hyper: Vec<(T, T)> = segs
+            .iter()
+            .map(|s| {
+                let grp = group_of(&self.groups, s.kind);
+                let lr = self.lr * grp.map_or(1.0, |g| g.lr_scale);
+                let wd = grp
+                    .and_then(|g| g.weight_decay)
+                    .unwrap_or(self.weight_decay);
+                (T::of(lr), T::of(wd))
+            })
+            .collect();
         let pv = p.value.data_mut::<T>()?;
         if self.momentum == 0.0 {
-            for (w, &gi) in pv.iter_mut().zip(gv) {
-                *w -= lr * (gi + wd * *w);
+            for (s, &(lr, wd)) in segs.iter().zip(&hyper) {
+                let r = s.range.clone();
+                for (w, &gi) in pv[r.clone()].iter_mut().zip(&gv[r]) {
+                    *w -= lr * (gi + wd * *w);
+                }
             }
             return Ok(());
         }
@@ -82,15 +111,28 @@ impl Sgd {
             .get_mut(name)
             .ok_or_else(|| Error::state("sgd: missing buffer"))?
             .data_mut::<T>()?;
-        for ((w, &gi), b) in pv.iter_mut().zip(gv).zip(buf.iter_mut()) {
-            let d = gi + wd * *w;
-            *b = if first {
-                d
-            } else {
-                mu * *b + (T::one() - damp) * d
-            };
-            let step = if self.nesterov { d + mu * *b } else { *b };
-            *w -= lr * step;
+        if buf.len() != n {
+            return Err(Error::state(format!(
+                "sgd: momentum buffer of `{name}` has {} elements, the parameter {n}",
+                buf.len()
+            )));
+        }
+        for (s, &(lr, wd)) in segs.iter().zip(&hyper) {
+            let r = s.range.clone();
+            for ((w, &gi), b) in pv[r.clone()]
+                .iter_mut()
+                .zip(&gv[r.clone()])
+                .zip(buf[r].iter_mut())
+            {
+                let d = gi + wd * *w;
+                *b = if first {
+                    d
+                } else {
+                    mu * *b + (T::one() - damp) * d
+                };
+                let step = if self.nesterov { d + mu * *b } else { *b };
+                *w -= lr * step;
+            }
         }
         Ok(())
     }
@@ -111,5 +153,46 @@ impl Optimizer for Sgd {
     }
     fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
+    }
+    fn state(&self) -> Result<OptimState> {
+        let mut names: Vec<&String> = self.buffers.keys().collect();
+        names.sort();
+        let tensors = names
+            .into_iter()
+            .map(|n| {
+                Ok((
+                    format!("{n}.momentum_buffer"),
+                    state_copy(&self.buffers[n])?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(OptimState {
+            kind: "sgd".into(),
+            tensors,
+            scalars: vec![("lr".into(), self.lr)],
+        })
+    }
+    fn load_state(&mut self, state: &OptimState) -> Result<()> {
+        ensure_valid!(
+            state.kind == "sgd",
+            "optimizer state",
+            "it is `{}` state, this optimizer is SGD",
+            state.kind
+        );
+        let mut buffers = HashMap::new();
+        for (name, t) in &state.tensors {
+            let (param, field) = split_name(name)?;
+            ensure_valid!(
+                field == "momentum_buffer",
+                "optimizer state",
+                "unknown SGD entry `{name}`"
+            );
+            buffers.insert(param.to_string(), state_copy(t)?);
+        }
+        if let Some(lr) = state.scalar("lr") {
+            self.lr = lr;
+        }
+        self.buffers = buffers;
+        Ok(())
     }
 }

@@ -1,0 +1,320 @@
+//! Adam and AdamW — PyTorch's `torch.optim.Adam` / `torch.optim.AdamW` (single-tensor path),
+//! per parameter, with t its own step count:
+//!
+//! ```text
+//! t += 1
+//! Adam:  g ← g + wd·p                 AdamW: p ← p·(1 − lr·wd)
+//! m ← m + (1 − β1)·(g − m)            (torch's lerp)
+//! v ← β2·v + (1 − β2)·g²
+//! AMSGrad: v̂ ← max(v̂, v), else v̂ = v
+//! p ← p − (lr / (1 − β1ᵗ)) · m / (√v̂ / √(1 − β2ᵗ) + eps)
+//! ```
+//!
+//! eps is added after the bias-corrected square root, as PyTorch does. With parameter
+//! groups, lr (group `lr_scale`·lr), weight decay and betas are taken per segment of each
+//! parameter; the step count is per parameter.
+
+use std::collections::HashMap;
+
+use super::{
+    check_betas, check_lr, check_weight_decay, group_of, segments_of, split_name, state_copy,
+    OptimState, Optimizer, ParamGroup,
+};
+use crate::device::alloc::Category;
+use crate::nn::{Module, Param};
+use crate::tensor::{Float, Tensor};
+use crate::{ensure_valid, with_dtype, Error, Result};
+
+/// Adam / AdamW hyper-parameters (PyTorch's names and defaults).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamConfig {
+    pub lr: f64,
+    pub betas: (f64, f64),
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub amsgrad: bool,
+    /// AdamW (decoupled weight decay) when true.
+    pub decoupled: bool,
+}
+
+impl AdamConfig {
+    /// `torch.optim.Adam(lr=lr)` defaults: betas (0.9, 0.999), eps 1e-8, no weight decay.
+    pub fn adam(lr: f64) -> AdamConfig {
+        AdamConfig {
+            lr,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            amsgrad: false,
+            decoupled: false,
+        }
+    }
+    /// `torch.optim.AdamW(lr=lr)` defaults: as Adam with weight decay 0.01, decoupled.
+    pub fn adamw(lr: f64) -> AdamConfig {
+        AdamConfig {
+            weight_decay: 0.01,
+            decoupled: true,
+            ..Self::adam(lr)
+        }
+    }
+    pub fn validate(&self) -> Result<()> {
+        check_lr(self.lr)?;
+        check_betas(self.betas.0, self.betas.1)?;
+        ensure_valid!(
+            self.eps.is_finite() && self.eps > 0.0,
+            "eps",
+            "{} must be positive and finite",
+            self.eps
+        );
+        check_weight_decay(self.weight_decay)
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    step: u64,
+    m: Tensor,
+    v: Tensor,
+    vmax: Option<Tensor>,
+}
+
+#[derive(Debug)]
+pub struct Adam {
+    cfg: AdamConfig,
+    groups: Vec<ParamGroup>,
+    state: HashMap<String, State>,
+}
+
+struct Hyper<T> {
+    lr: f64,
+    wd: T,
+    b1: T,
+    b2: T,
+    bc1: f64,
+    bc2_sqrt: T,
+    /// AdamW's 1 − lr·wd.
+    decay: T,
+}
+
+impl Adam {
+    pub fn new(cfg: AdamConfig) -> Result<Adam> {
+        cfg.validate()?;
+        Ok(Adam {
+            cfg,
+            groups: Vec::new(),
+            state: HashMap::new(),
+        })
+    }
+
+    /// Use `groups` (lr multiplier, weight decay and betas per `ParamKind`).
+    pub fn with_groups(mut self, groups: Vec<ParamGroup>) -> Result<Adam> {
+        for g in &groups {
+            g.validate()?;
+        }
+        self.groups = groups;
+        Ok(self)
+    }
+
+    pub fn config(&self) -> &AdamConfig {
+        &self.cfg
+    }
+    pub fn groups(&self) -> &[ParamGroup] {
+        &self.groups
+    }
+    fn kind(&self) -> &'static str {
+        if self.cfg.decoupled {
+            "adamw"
+        } else {
+            "adam"
+        }
+    }
+
+    fn update<T: Float>(&mut self, name: &str, p: &mut Param) -> Result<()> {
+        let Some(g) = p.grad.take() else {
+            return Ok(());
+        };
+        let gv = g.as_slice::<T>()?;
+        let n = gv.len();
+        if !self.state.contains_key(name) {
+            let z = || Tensor::zeros_in(g.shape(), g.dtype(), Category::OptimizerState);
+            let st = State {
+                step: 0,
+                m: z()?,
+                v: z()?,
+                vmax: if self.cfg.amsgrad { Some(z()?) } else { None },
+            };
+            self.state.insert(name.to_string(), st);
+        }
+        let cfg = self.cfg;
+        let segs = segments_of(&p.segments, n);
+        let st = self
+            .state
+            .get_mut(name)
+            .ok_or_else(|| Error::state("adam: missing state"))?;
+        if st.m.numel() != n || st.v.numel() != n {
+            return Err(Error::state(format!(
+                "adam: state of `{name}` has {} elements, the parameter {n}",
+                st.m.numel()
+            )));
+        }
+        if cfg.amsgrad && st.vmax.is_none() {
+            st.vmax = Some(Tensor::zeros_in(
+                g.shape(),
+                g.dtype(),
+                Category::OptimizerState,
+            )?);
+        }
+        st.step += 1;
+        let t = st.step as i32;
+        let hyper: Vec<Hyper<T>> = segs
+            .iter()
+            .map(|s| {
+                let grp = group_of(&self.groups, s.kind);
+                let (b1, b2) = grp.and_then(|g| g.betas).unwrap_or(cfg.betas);
+                let lr = cfg.lr * grp.map_or(1.0, |g| g.lr_scale);
+                let wd = grp.and_then(|g| g.weight_decay).unwrap_or(cfg.weight_decay);
+                Hyper {
+                    lr,
+                    wd: T::of(wd),
+                    decay: T::of(1.0 - lr * wd),
+                    b1: T::of(b1),
+                    b2: T::of(b2),
+                    bc1: 1.0 - b1.powi(t),
+                    bc2_sqrt: T::of((1.0 - b2.powi(t)).sqrt()),
+                }
+            })
+            .collect();
+        let pv = p.value.data_mut::<T>()?;
+        let m = st.m.data_mut::<T>()?;
+        let v = st.v.data_mut::<T>()?;
+        let mut vmax = match st.vmax.as_mut() {
+            Some(t) => Some(t.data_mut::<T>()?),
+            None => None,
+        };
+        let eps = T::of(cfg.eps);
+        for (s, h) in segs.iter().zip(&hyper) {
+            let step_size = T::of(h.lr / h.bc1);
+            for i in s.range.clone() {
+                let mut gi = gv[i];
+                if cfg.decoupled {
+                    pv[i] *= h.decay;
+                } else if h.wd != T::zero() {
+                    gi += h.wd * pv[i];
+                }
+                m[i] += (gi - m[i]) * (T::one() - h.b1);
+                v[i] = v[i] * h.b2 + gi * gi * (T::one() - h.b2);
+                let vh = match vmax.as_deref_mut() {
+                    Some(vm) => {
+                        if v[i] > vm[i] {
+                            vm[i] = v[i];
+                        }
+                        vm[i]
+                    }
+                    None => v[i],
+                };
+                let denom = vh.sqrt() / h.bc2_sqrt + eps;
+                pv[i] -= step_size * (m[i] / denom);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Optimizer for Adam {
+    fn step(&mut self, net: &mut dyn Module) -> Result<()> {
+        let mut res = Ok(());
+        net.visit_params(&mut |name, p| {
+            if res.is_ok() {
+                res = with_dtype!(p.value.dtype(), T => self.update::<T>(name, p));
+            }
+        });
+        res
+    }
+    fn lr(&self) -> f64 {
+        self.cfg.lr
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.cfg.lr = lr;
+    }
+    fn state(&self) -> Result<OptimState> {
+        let mut names: Vec<&String> = self.state.keys().collect();
+        names.sort();
+        let mut tensors = Vec::new();
+        let mut scalars = vec![("lr".to_string(), self.cfg.lr)];
+        for n in names {
+            let st = &self.state[n];
+            scalars.push((format!("{n}.step"), st.step as f64));
+            tensors.push((format!("{n}.exp_avg"), state_copy(&st.m)?));
+            tensors.push((format!("{n}.exp_avg_sq"), state_copy(&st.v)?));
+            if let Some(vm) = &st.vmax {
+                tensors.push((format!("{n}.max_exp_avg_sq"), state_copy(vm)?));
+            }
+        }
+        Ok(OptimState {
+            kind: self.kind().into(),
+            tensors,
+            scalars,
+        })
+    }
+    fn load_state(&mut self, state: &OptimState) -> Result<()> {
+        ensure_valid!(
+            state.kind == self.kind(),
+            "optimizer state",
+            "it is `{}` state, this optimizer is {}",
+            state.kind,
+            self.kind()
+        );
+        let mut parts: HashMap<String, [Option<Tensor>; 3]> = HashMap::new();
+        for (name, t) in &state.tensors {
+            let (param, field) = split_name(name)?;
+            let k = match field {
+                "exp_avg" => 0,
+                "exp_avg_sq" => 1,
+                "max_exp_avg_sq" => 2,
+                _ => {
+                    return Err(Error::invalid(
+                        "optimizer state",
+                        format!("unknown Adam entry `{name}`"),
+                    ))
+                }
+            };
+            parts.entry(param.to_string()).or_default()[k] = Some(state_copy(t)?);
+        }
+        let mut new = HashMap::new();
+        for (param, [m, v, vmax]) in parts {
+            let missing =
+                |f: &str| Error::invalid("optimizer state", format!("missing entry `{param}.{f}`"));
+            let step = state
+                .scalar(&format!("{param}.step"))
+                .ok_or_else(|| missing("step"))?;
+            ensure_valid!(
+                step.is_finite() && step >= 0.0 && step.fract() == 0.0,
+                "optimizer state",
+                "`{param}.step` = {step} is not a step count"
+            );
+            let m = m.ok_or_else(|| missing("exp_avg"))?;
+            let v = v.ok_or_else(|| missing("exp_avg_sq"))?;
+            for t in [Some(&v), vmax.as_ref()].into_iter().flatten() {
+                ensure_valid!(
+                    t.shape() == m.shape() && t.dtype() == m.dtype(),
+                    "optimizer state",
+                    "entries of `{param}` disagree in shape or dtype"
+                );
+            }
+            new.insert(
+                param,
+                State {
+                    step: step as u64,
+                    m,
+                    v,
+                    vmax,
+                },
+            );
+        }
+        if let Some(lr) = state.scalar("lr") {
+            self.cfg.lr = lr;
+        }
+        self.state = new;
+        Ok(())
+    }
+}

@@ -573,13 +573,12 @@ fn to_tensor(path: &Path, name: &str, v: &safetensors::tensor::TensorView<'_>) -
     t.map_err(|e| file_err(path, format!("tensor `{name}`: {e}")))
 }
 
+/// A safetensors file's named tensors and its metadata (absent when it has none).
+pub type TensorFile = (Vec<(String, Tensor)>, Option<HashMap<String, String>>);
+
 /// Parse safetensors bytes (read from `path`, for messages) into named tensors, keeping
 /// those `keep` accepts, and the metadata.
-pub fn parse_tensors(
-    path: &Path,
-    bytes: &[u8],
-    keep: &dyn Fn(&str) -> bool,
-) -> Result<(Vec<(String, Tensor)>, Option<HashMap<String, String>>)> {
+pub fn parse_tensors(path: &Path, bytes: &[u8], keep: &dyn Fn(&str) -> bool) -> Result<TensorFile> {
     let (_, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| file_err(path, describe_st_error(&e, bytes.len())))?;
     let st = SafeTensors::deserialize(bytes)
@@ -600,17 +599,12 @@ pub fn parse_tensors(
 }
 
 /// Read a safetensors file: its floating-point tensors (sorted by name) and metadata.
-pub fn read_tensors(
-    path: impl AsRef<Path>,
-) -> Result<(Vec<(String, Tensor)>, Option<HashMap<String, String>>)> {
+pub fn read_tensors(path: impl AsRef<Path>) -> Result<TensorFile> {
     read_tensors_filtered(path.as_ref(), &|_| true)
 }
 
 /// [`read_tensors`], keeping only the tensors `keep` accepts (others are not decoded).
-pub fn read_tensors_filtered(
-    path: &Path,
-    keep: &dyn Fn(&str) -> bool,
-) -> Result<(Vec<(String, Tensor)>, Option<HashMap<String, String>>)> {
+pub fn read_tensors_filtered(path: &Path, keep: &dyn Fn(&str) -> bool) -> Result<TensorFile> {
     let bytes = std::fs::read(path).map_err(|e| io_err(path, "cannot read", e))?;
     parse_tensors(path, &bytes, keep)
 }

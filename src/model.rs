@@ -136,6 +136,17 @@ impl Model {
         self.net.clear_saved();
     }
 
+    /// Load a model from a checkpoint (validated: see `crate::checkpoint`), ready for
+    /// `predict` (eval mode).
+    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Model> {
+        Ok(crate::checkpoint::Checkpoint::load_model(path)?.1)
+    }
+
+    /// Write this model's weights as a checkpoint (epoch 0, no optimizer state), atomically.
+    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        crate::checkpoint::Checkpoint::from_model(self)?.save(path)
+    }
+
     /// Number of trainable parameter elements.
     pub fn num_params(&mut self) -> usize {
         let mut n = 0;

@@ -1,0 +1,665 @@
+//! Checkpoints and PyTorch interop, both as safetensors.
+//!
+//! # Checkpoint format (`quadra-checkpoint/1`)
+//!
+//! A checkpoint is one self-describing safetensors file:
+//!
+//! - tensors: the model's state dict under its PyTorch names (`conv1.weight`,
+//!   `layer1.0.conv1.bn1.running_mean`, …), all of the checkpoint's dtype (F32 or F64), and
+//!   the optimizer's state tensors under `optim.` (`optim.<name>`, names chosen by the
+//!   optimizer, e.g. `optim.momentum_buffer.conv1.weight`);
+//! - metadata (string → string): `format` = `quadra-checkpoint/1`, `spec` (the model spec,
+//!   JSON), `dtype` (`f32`/`f64`), `epoch`, `step`, and when present `seed`, `rng` (JSON),
+//!   `config` (the run config, JSON), `metrics` (JSON), `optim.kind`, `optim.state`
+//!   (the optimizer's scalar state, JSON).
+//!
+//! Writes are atomic ([`write_atomic`]): a temporary file in the target's directory is
+//! written and fsynced, renamed over the target, and the directory is fsynced; on any
+//! failure the target is left as it was. Loading validates everything before a model
+//! exists: the safetensors framing (a truncated file or a tampered header is an error), the
+//! metadata, the spec (it must type-check), and every tensor against the spec's state
+//! dict (missing, extra, wrong shape, wrong dtype) — each error names the file and, where
+//! there is one, the tensor.
+//!
+//! # PyTorch interop
+//!
+//! [`import_torch`] reads a plain safetensors state dict written from PyTorch
+//! (`safetensors.torch.save_file(model.state_dict())`) into a zoo (or any spec) model:
+//! missing, extra and misshapen entries are errors naming them; `num_batches_tracked`
+//! entries are ignored and a DataParallel `module.` prefix is stripped. F16/BF16 entries are
+//! widened. [`export_torch`] writes the model's state dict back, F32, with PyTorch names
+//! (PyTorch's `load_state_dict(strict=True)` accepts it: BatchNorm fills in its missing
+//! `num_batches_tracked`).
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use safetensors::tensor::{Dtype as StDtype, SafeTensorError, SafeTensors, View};
+
+use crate::device::alloc::Category;
+use crate::model::Model;
+use crate::nn::spec::{BuildOptions, ModelSpec};
+use crate::nn::Module;
+use crate::tensor::{DType, Tensor};
+use crate::{Device, Error, Result};
+
+/// The value of the `format` metadata key.
+pub const FORMAT: &str = "quadra-checkpoint/1";
+/// Prefix of optimizer state tensors in a checkpoint.
+pub const OPTIM_PREFIX: &str = "optim.";
+
+/// An optimizer's state as a checkpoint stores it.
+#[derive(Clone, Debug, Default)]
+pub struct OptimState {
+    /// A short name of the optimizer (`sgd`, `adam`, …).
+    pub kind: String,
+    /// Scalar state and hyper-parameters (learning rate, step count, betas, …).
+    pub scalars: serde_json::Value,
+    /// State tensors, named by the optimizer (without the `optim.` prefix).
+    pub tensors: Vec<(String, Tensor)>,
+}
+
+/// The hook by which an optimizer saves and restores its state through a checkpoint.
+pub trait OptimizerState {
+    fn export_state(&self) -> Result<OptimState>;
+    /// Restore from `state`; an error names what does not fit (kind, tensor, shape).
+    fn import_state(&mut self, state: &OptimState) -> Result<()>;
+}
+
+/// Everything a checkpoint holds.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub spec: ModelSpec,
+    pub dtype: DType,
+    /// The model's state dict (PyTorch names).
+    pub state: Vec<(String, Tensor)>,
+    pub optim: Option<OptimState>,
+    /// Completed epochs.
+    pub epoch: u64,
+    /// Completed optimizer steps.
+    pub step: u64,
+    pub seed: Option<u64>,
+    /// Where the run's random streams stand (opaque JSON chosen by the trainer).
+    pub rng: Option<serde_json::Value>,
+    /// The run config (JSON).
+    pub config: Option<serde_json::Value>,
+    /// Metrics of the epoch that wrote it.
+    pub metrics: Option<serde_json::Value>,
+}
+
+fn file_err(path: &Path, msg: impl Into<String>) -> Error {
+    Error::File {
+        path: path.display().to_string(),
+        msg: msg.into(),
+    }
+}
+
+fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
+    Error::Io {
+        context: format!("{}: {what}", path.display()),
+        source: e,
+    }
+}
+
+/// The model's state dict (PyTorch names, forward order).
+pub fn state_dict(model: &Model) -> Vec<(String, Tensor)> {
+    let mut v = Vec::new();
+    model.net.state_dict(&mut v);
+    v
+}
+
+impl Checkpoint {
+    /// A checkpoint of `model`'s weights (epoch 0, no optimizer state).
+    pub fn from_model(model: &Model) -> Result<Checkpoint> {
+        let state = state_dict(model);
+        let dtype = state.first().map_or(DType::F32, |(_, t)| t.dtype());
+        Ok(Checkpoint {
+            spec: model.spec.clone(),
+            dtype,
+            state,
+            optim: None,
+            epoch: 0,
+            step: 0,
+            seed: None,
+            rng: None,
+            config: None,
+            metrics: None,
+        })
+    }
+
+    /// The metadata map written into the file.
+    pub fn metadata(&self) -> HashMap<String, String> {
+        let mut m = HashMap::new();
+        m.insert("format".into(), FORMAT.into());
+        m.insert(
+            "spec".into(),
+            serde_json::to_string(&self.spec).unwrap_or_default(),
+        );
+        m.insert("dtype".into(), self.dtype.to_string());
+        m.insert("epoch".into(), self.epoch.to_string());
+        m.insert("step".into(), self.step.to_string());
+        if let Some(s) = self.seed {
+            m.insert("seed".into(), s.to_string());
+        }
+        for (k, v) in [
+            ("rng", &self.rng),
+            ("config", &self.config),
+            ("metrics", &self.metrics),
+        ] {
+            if let Some(v) = v {
+                m.insert(k.into(), v.to_string());
+            }
+        }
+        if let Some(o) = &self.optim {
+            m.insert("optim.kind".into(), o.kind.clone());
+            m.insert("optim.state".into(), o.scalars.to_string());
+        }
+        m
+    }
+
+    /// Serialise to safetensors bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut entries: Vec<(String, Tensor)> = self.state.clone();
+        let mut seen: HashSet<&str> = HashSet::new();
+        for (k, t) in &self.state {
+            if !seen.insert(k) {
+                return Err(Error::invalid("checkpoint", format!("tensor `{k}` twice")));
+            }
+            if t.dtype() != self.dtype {
+                return Err(Error::dtype(
+                    "checkpoint",
+                    format!(
+                        "tensor `{k}` is {}, the checkpoint {}",
+                        t.dtype(),
+                        self.dtype
+                    ),
+                ));
+            }
+        }
+        if let Some(o) = &self.optim {
+            for (k, t) in &o.tensors {
+                entries.push((format!("{OPTIM_PREFIX}{k}"), t.clone()));
+            }
+        }
+        tensors_to_bytes(&entries, Some(self.metadata()))
+    }
+
+    /// Write atomically to `path` (see [`write_atomic`]).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let bytes = self.to_bytes().map_err(|e| file_err(path, e.to_string()))?;
+        write_atomic(path, &bytes)
+    }
+
+    /// Read and validate a checkpoint (framing, metadata, spec, every tensor).
+    pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
+        Ok(load_impl(path.as_ref())?.0)
+    }
+
+    /// Read and validate a checkpoint and build its model with the stored weights.
+    pub fn load_model(path: impl AsRef<Path>) -> Result<(Checkpoint, Model)> {
+        load_impl(path.as_ref())
+    }
+
+    /// Build the model with this checkpoint's weights.
+    pub fn to_model(&self) -> Result<Model> {
+        let mut model = build_for(&self.spec, self.dtype)?;
+        let map: HashMap<String, Tensor> = self.state.iter().cloned().collect();
+        load_checked(&mut model, map, Path::new("<checkpoint>"), Some(self.dtype))?;
+        Ok(model)
+    }
+}
+
+fn build_for(spec: &ModelSpec, dtype: DType) -> Result<Model> {
+    Model::build(spec, BuildOptions { dtype, seed: 0 })
+}
+
+fn meta_get<'a>(m: &'a HashMap<String, String>, path: &Path, key: &str) -> Result<&'a str> {
+    m.get(key)
+        .map(|s| s.as_str())
+        .ok_or_else(|| file_err(path, format!("checkpoint metadata has no `{key}` entry")))
+}
+
+fn meta_json(
+    m: &HashMap<String, String>,
+    path: &Path,
+    key: &str,
+) -> Result<Option<serde_json::Value>> {
+    m.get(key)
+        .map(|s| {
+            serde_json::from_str(s)
+                .map_err(|e| file_err(path, format!("metadata `{key}` is not valid JSON: {e}")))
+        })
+        .transpose()
+}
+
+fn load_impl(path: &Path) -> Result<(Checkpoint, Model)> {
+    let (entries, meta) = read_tensors(path)?;
+    let meta = meta.unwrap_or_default();
+    match meta.get("format") {
+        Some(f) if f == FORMAT => {}
+        Some(f) => {
+            return Err(file_err(
+                path,
+                format!("unsupported checkpoint format `{f}` (this build reads `{FORMAT}`)"),
+            ))
+        }
+        None => {
+            return Err(file_err(
+                path,
+                "not a quadra checkpoint: no `format` metadata (a plain PyTorch state dict? \
+                 convert it with `quadra-train import --from torch`)",
+            ))
+        }
+    }
+    let spec = ModelSpec::from_json(meta_get(&meta, path, "spec")?)
+        .and_then(|s| s.check().map(|_| s))
+        .map_err(|e| file_err(path, format!("metadata `spec`: {e}")))?;
+    let dtype = match meta_get(&meta, path, "dtype")? {
+        "f32" => DType::F32,
+        "f64" => DType::F64,
+        d => {
+            return Err(file_err(
+                path,
+                format!("metadata `dtype` is `{d}`, expected f32 or f64"),
+            ))
+        }
+    };
+    let num = |key: &str| -> Result<u64> {
+        meta_get(&meta, path, key)?
+            .parse()
+            .map_err(|e| file_err(path, format!("metadata `{key}`: {e}")))
+    };
+    let (epoch, step) = (num("epoch")?, num("step")?);
+    let seed = if meta.contains_key("seed") {
+        Some(num("seed")?)
+    } else {
+        None
+    };
+    let (mut model_entries, mut optim_tensors) = (HashMap::new(), Vec::new());
+    for (k, t) in entries {
+        match k.strip_prefix(OPTIM_PREFIX) {
+            Some(rest) => optim_tensors.push((rest.to_string(), t)),
+            None => {
+                model_entries.insert(k, t);
+            }
+        }
+    }
+    let optim = match meta.get("optim.kind") {
+        Some(kind) => Some(OptimState {
+            kind: kind.clone(),
+            scalars: meta_json(&meta, path, "optim.state")?.unwrap_or(serde_json::Value::Null),
+            tensors: optim_tensors,
+        }),
+        None if optim_tensors.is_empty() => None,
+        None => {
+            return Err(file_err(
+                path,
+                format!(
+                    "tensor `{OPTIM_PREFIX}{}` without an `optim.kind` metadata entry",
+                    optim_tensors[0].0
+                ),
+            ))
+        }
+    };
+    let mut model = build_for(&spec, dtype).map_err(|e| file_err(path, e.to_string()))?;
+    load_checked(&mut model, model_entries, path, Some(dtype))?;
+    let ck = Checkpoint {
+        spec,
+        dtype,
+        state: state_dict(&model),
+        optim,
+        epoch,
+        step,
+        seed,
+        rng: meta_json(&meta, path, "rng")?,
+        config: meta_json(&meta, path, "config")?,
+        metrics: meta_json(&meta, path, "metrics")?,
+    };
+    Ok((ck, model))
+}
+
+/// Check `entries` against `model`'s state dict — every problem (missing, extra, wrong
+/// shape, wrong dtype when `dtype` is given) is listed by name — then load them.
+fn load_checked(
+    model: &mut Model,
+    mut entries: HashMap<String, Tensor>,
+    path: &Path,
+    dtype: Option<DType>,
+) -> Result<()> {
+    let want = state_dict(model);
+    let want_names: HashSet<&str> = want.iter().map(|(k, _)| k.as_str()).collect();
+    let mut problems = Vec::new();
+    let mut missing = Vec::new();
+    for (k, t) in &want {
+        match entries.get(k) {
+            None => missing.push(k.as_str()),
+            Some(got) if got.shape() != t.shape() => problems.push(format!(
+                "tensor `{k}` has shape {:?}, the model `{}` expects {:?}",
+                got.shape(),
+                model.spec.name,
+                t.shape()
+            )),
+            Some(got) => {
+                if let Some(d) = dtype {
+                    if got.dtype() != d {
+                        problems.push(format!(
+                            "tensor `{k}` is {}, the checkpoint declares {d}",
+                            got.dtype()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let mut extra: Vec<&str> = entries
+        .keys()
+        .map(|k| k.as_str())
+        .filter(|k| !want_names.contains(k))
+        .collect();
+    extra.sort();
+    fn list(v: &[&str]) -> String {
+        let mut s = v
+            .iter()
+            .take(8)
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if v.len() > 8 {
+            s += &format!(" and {} more", v.len() - 8);
+        }
+        s
+    }
+    if !missing.is_empty() {
+        problems.push(format!(
+            "missing tensor{} {} (model `{}`)",
+            if missing.len() > 1 { "s" } else { "" },
+            list(&missing),
+            model.spec.name
+        ));
+    }
+    if !extra.is_empty() {
+        problems.push(format!(
+            "unexpected tensor{} {} (not in model `{}`)",
+            if extra.len() > 1 { "s" } else { "" },
+            list(&extra),
+            model.spec.name
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(file_err(path, problems.join("; ")));
+    }
+    model
+        .net
+        .load_state_dict(&mut entries)
+        .map_err(|e| file_err(path, e.to_string()))?;
+    if let Some(k) = entries.keys().next() {
+        return Err(file_err(
+            path,
+            format!("tensor `{k}` was not used by the model"),
+        ));
+    }
+    Ok(())
+}
+
+/// Import a PyTorch state dict (safetensors, PyTorch names) into a model built from
+/// `spec` in `dtype`. `num_batches_tracked` entries are ignored; a leading `module.`
+/// (DataParallel) is stripped; missing/extra/misshapen entries are errors naming them.
+pub fn import_torch(path: impl AsRef<Path>, spec: &ModelSpec, dtype: DType) -> Result<Model> {
+    let path = path.as_ref();
+    let (entries, _) = read_tensors_filtered(path, &|k: &str| !k.ends_with("num_batches_tracked"))?;
+    let map: HashMap<String, Tensor> = entries
+        .into_iter()
+        .map(|(k, t)| {
+            (
+                k.strip_prefix("module.").map(str::to_string).unwrap_or(k),
+                t,
+            )
+        })
+        .collect();
+    let mut model = build_for(spec, dtype).map_err(|e| file_err(path, e.to_string()))?;
+    load_checked(&mut model, map, path, None)?;
+    Ok(model)
+}
+
+/// Write `model`'s state dict as a PyTorch-loadable safetensors file (F32, atomically).
+pub fn export_torch(model: &Model, path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
+    let sd = state_dict(model)
+        .into_iter()
+        .map(|(k, t)| Ok((k, t.to_dtype(DType::F32)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    let bytes = tensors_to_bytes(&sd, Some(meta)).map_err(|e| file_err(path, e.to_string()))?;
+    write_atomic(path, &bytes)
+}
+
+// ---- safetensors plumbing ------------------------------------------------------------
+
+struct RawView {
+    dtype: StDtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl View for &RawView {
+    fn dtype(&self) -> StDtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn raw_of(t: &Tensor) -> Result<RawView> {
+    let (dtype, data) = match t.dtype() {
+        DType::F32 => (
+            StDtype::F32,
+            t.as_slice::<f32>()?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        DType::F64 => (
+            StDtype::F64,
+            t.as_slice::<f64>()?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+    };
+    Ok(RawView {
+        dtype,
+        shape: t.shape().to_vec(),
+        data,
+    })
+}
+
+/// Named tensors (and optional metadata) as safetensors bytes.
+pub fn tensors_to_bytes(
+    tensors: &[(String, Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
+    let raws = tensors
+        .iter()
+        .map(|(k, t)| Ok((k.clone(), raw_of(t)?)))
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(raws.iter().map(|(k, r)| (k.as_str(), r)), metadata)
+        .map_err(|e| Error::invalid("safetensors", e.to_string()))
+}
+
+/// Write named tensors to a safetensors file, atomically.
+pub fn write_tensors(
+    path: impl AsRef<Path>,
+    tensors: &[(String, Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let path = path.as_ref();
+    let bytes = tensors_to_bytes(tensors, metadata).map_err(|e| file_err(path, e.to_string()))?;
+    write_atomic(path, &bytes)
+}
+
+fn describe_st_error(e: &SafeTensorError, len: usize) -> String {
+    match e {
+        SafeTensorError::HeaderTooSmall
+        | SafeTensorError::InvalidHeaderLength
+        | SafeTensorError::MetadataIncompleteBuffer => format!(
+            "truncated or corrupt safetensors file ({len} bytes; the header's length or tensor offsets do not match the file size): {e:?}"
+        ),
+        SafeTensorError::InvalidOffset(name) => {
+            format!("corrupt safetensors header: tensor `{name}` has invalid data offsets")
+        }
+        SafeTensorError::TensorInvalidInfo => {
+            "corrupt safetensors header: a tensor's shape and dtype do not match its data size"
+                .to_string()
+        }
+        _ => format!("invalid safetensors header: {e}"),
+    }
+}
+
+fn to_tensor(path: &Path, name: &str, v: &safetensors::tensor::TensorView<'_>) -> Result<Tensor> {
+    let shape = v.shape();
+    let d = v.data();
+    let t = match v.dtype() {
+        StDtype::F32 => Tensor::from_vec_in(
+            d.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect::<Vec<f32>>(),
+            shape,
+            Device::Cpu,
+            Category::Data,
+        ),
+        StDtype::F64 => Tensor::from_vec_in(
+            d.chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect::<Vec<f64>>(),
+            shape,
+            Device::Cpu,
+            Category::Data,
+        ),
+        StDtype::F16 => Tensor::from_vec_in(
+            d.chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect::<Vec<f32>>(),
+            shape,
+            Device::Cpu,
+            Category::Data,
+        ),
+        StDtype::BF16 => Tensor::from_vec_in(
+            d.chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect::<Vec<f32>>(),
+            shape,
+            Device::Cpu,
+            Category::Data,
+        ),
+        other => {
+            return Err(file_err(
+                path,
+                format!("tensor `{name}` has dtype {other:?}; expected a floating-point tensor (F32, F64, F16, BF16)"),
+            ))
+        }
+    };
+    t.map_err(|e| file_err(path, format!("tensor `{name}`: {e}")))
+}
+
+/// A safetensors file's named tensors and its metadata (absent when it has none).
+pub type TensorFile = (Vec<(String, Tensor)>, Option<HashMap<String, String>>);
+
+/// Parse safetensors bytes (read from `path`, for messages) into named tensors, keeping
+/// those `keep` accepts, and the metadata.
+pub fn parse_tensors(path: &Path, bytes: &[u8], keep: &dyn Fn(&str) -> bool) -> Result<TensorFile> {
+    let (_, meta) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| file_err(path, describe_st_error(&e, bytes.len())))?;
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| file_err(path, describe_st_error(&e, bytes.len())))?;
+    let mut out = Vec::new();
+    let mut names = st.names();
+    names.sort();
+    for name in names {
+        if !keep(name) {
+            continue;
+        }
+        let v = st
+            .tensor(name)
+            .map_err(|e| file_err(path, format!("tensor `{name}`: {e}")))?;
+        out.push((name.to_string(), to_tensor(path, name, &v)?));
+    }
+    Ok((out, meta.metadata().clone()))
+}
+
+/// Read a safetensors file: its floating-point tensors (sorted by name) and metadata.
+pub fn read_tensors(path: impl AsRef<Path>) -> Result<TensorFile> {
+    read_tensors_filtered(path.as_ref(), &|_| true)
+}
+
+/// [`read_tensors`], keeping only the tensors `keep` accepts (others are not decoded).
+pub fn read_tensors_filtered(path: &Path, keep: &dyn Fn(&str) -> bool) -> Result<TensorFile> {
+    let bytes = std::fs::read(path).map_err(|e| io_err(path, "cannot read", e))?;
+    parse_tensors(path, &bytes, keep)
+}
+
+/// Names, dtypes and shapes of a safetensors file's tensors, without decoding them.
+pub fn list_tensors(path: impl AsRef<Path>) -> Result<BTreeMap<String, (String, Vec<usize>)>> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| io_err(path, "cannot read", e))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| file_err(path, describe_st_error(&e, bytes.len())))?;
+    Ok(meta
+        .tensors()
+        .into_iter()
+        .map(|(k, i)| (k, (format!("{:?}", i.dtype), i.shape.clone())))
+        .collect())
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Write `bytes` to `path` atomically: a temporary file in the same directory is written
+/// and fsynced, renamed over `path`, then the directory is fsynced. On failure the
+/// temporary file is removed and `path` keeps its old content (or stays absent).
+pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+    let path = path.as_ref();
+    let name = path
+        .file_name()
+        .ok_or_else(|| file_err(path, "not a file path"))?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if path.is_dir() {
+        return Err(file_err(path, "is a directory"));
+    }
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let res = (|| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        // make the rename durable
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err(path, "cannot write", e));
+    }
+    Ok(())
+}

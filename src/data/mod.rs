@@ -354,7 +354,7 @@ impl Dataset {
                 ),
             ));
         }
-        let perm = permutation(self.len(), &mut rng_for(seed, u64::MAX, 0x5350_4c49_54));
+        let perm = permutation(self.len(), &mut rng_for(seed, u64::MAX, 0x0053_504c_4954));
         Ok((
             self.subset(&perm[..n_first])?,
             self.subset(&perm[n_first..])?,

@@ -335,14 +335,14 @@ fn batch_seed(seed: u64, index: u64) -> u64 {
 fn build_optimizer(
     cfg: &TrainConfig,
     resume: Option<&OptimState>,
-) -> Result<(Box<dyn Optimizer>, Value)> {
+) -> Result<Box<dyn Optimizer>> {
     let OptimConfig::Sgd {
         lr,
         momentum,
         weight_decay,
         nesterov,
     } = cfg.optimizer;
-    let opt = Sgd::new(lr, momentum, weight_decay, nesterov)?;
+    let mut opt = Sgd::new(lr, momentum, weight_decay, nesterov)?;
     if let Some(s) = resume {
         if s.kind != "sgd" {
             bail!(
@@ -350,14 +350,10 @@ fn build_optimizer(
                 s.kind
             );
         }
-        // Sgd does not export its momentum buffers yet (src/optim is being extended with
-        // state export/import through `checkpoint::OptimizerState`): they restart at zero.
+        // momentum buffers and step counts: the resumed run continues exactly
+        opt.load_state(&s.to_optim()?)?;
     }
-    let scalars = json!({
-        "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov,
-        "momentum_buffers_saved": false,
-    });
-    Ok((Box::new(opt), scalars))
+    Ok(Box::new(opt))
 }
 
 fn evaluate(model: &Model, x: &Tensor, y: &[usize], batch: usize) -> Result<(f64, f64)> {
@@ -432,7 +428,7 @@ fn train(a: &TrainArgs) -> Result<()> {
         }
     };
     let data = build_data(&cfg, &model.spec)?;
-    let (mut opt, optim_scalars) = build_optimizer(&cfg, resume_optim.as_ref())?;
+    let mut opt = build_optimizer(&cfg, resume_optim.as_ref())?;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("{}: cannot create the output directory", a.out.display()))?;
     let metrics_path = a.out.join("metrics.jsonl");
@@ -524,11 +520,7 @@ fn train(a: &TrainArgs) -> Result<()> {
         }));
         ck.config = Some(cfg_json.clone());
         ck.metrics = Some(metrics.clone());
-        ck.optim = Some(OptimState {
-            kind: "sgd".into(),
-            scalars: optim_scalars.clone(),
-            tensors: Vec::new(),
-        });
+        ck.optim = Some(OptimState::from_optim(opt.state()?));
         let bytes = ck.to_bytes()?;
         checkpoint::write_atomic(&ck_path, &bytes)?;
         if is_best {

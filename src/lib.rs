@@ -6,6 +6,7 @@
 //! back-propagation (`stored` / `recompute`), model specs and a tracking allocator that
 //! accounts every byte kept for backward.
 
+pub mod convert;
 pub mod data;
 pub mod device;
 pub mod error;

@@ -90,12 +90,15 @@ pub struct ImportanceReport {
 }
 
 /// Every leaf layer's (input, output) per-sample shapes, by full path.
-pub(crate) fn io_shapes(spec: &ModelSpec) -> Result<HashMap<String, (Vec<usize>, Vec<usize>)>> {
+/// Per-sample (input, output) shapes of each leaf layer, by full path.
+pub(crate) type IoShapes = HashMap<String, (Vec<usize>, Vec<usize>)>;
+
+pub(crate) fn io_shapes(spec: &ModelSpec) -> Result<IoShapes> {
     fn walk(
         layers: &[LayerSpec],
         prefix: &str,
         shape: &[usize],
-        out: &mut HashMap<String, (Vec<usize>, Vec<usize>)>,
+        out: &mut IoShapes,
     ) -> Result<Vec<usize>> {
         let mut s = shape.to_vec();
         for (i, l) in layers.iter().enumerate() {

@@ -7,7 +7,7 @@
 //! Tensor)>`, as `Module::state_dict` writes them), and every report is a serde struct so
 //! that a command line can print it as JSON.
 //!
-//! - [`convert`]: which layers (`Selector`: path, index, glob pattern), into which neuron,
+//! - [`builder`]: which layers (`Selector`: path, index, glob pattern), into which neuron,
 //!   and the function-preserving initialisation of the new layers from trained weights
 //!   (`convert_spec`, `convert_state_dict`, `convert_model`).
 //! - [`cost`]: parameters and multiply-accumulates per layer and in total (`cost`,
@@ -17,14 +17,14 @@
 //! - [`reduce`]: drop or linearise the most removable quadratic layers until a budget is
 //!   met (`reduce`).
 
-pub mod convert;
+pub mod builder;
 pub mod cost;
 pub mod importance;
 pub mod reduce;
 
-pub use convert::{
-    convert_model, convert_spec, convert_state_dict, Conversion, ConvertOptions, ConvertReport,
-    ConvertedLayer, Selector,
+pub use builder::{
+    convert_model, convert_spec, convert_state_dict, convertible_layers, glob_match, Conversion,
+    ConvertOptions, ConvertReport, ConvertedLayer, Selector,
 };
 pub use cost::{cost, cost_at, CostReport, LayerCost};
 pub use importance::{layer_importance, ImportanceReport, LayerImportance, MaskMethod};

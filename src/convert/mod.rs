@@ -292,3 +292,40 @@ pub fn max_output_diff(a: &Model, b: &Model, x: &Tensor) -> Result<(f64, f64)> {
     let scale = ya.to_f64_vec().iter().fold(0.0f64, |m, v| m.max(v.abs()));
     Ok((ya.max_abs_diff(&yb)?, scale))
 }
+
+/// The layer right after the one at `path` in the same parent (its path and spec).
+pub(crate) fn next_sibling(
+    layers: &[LayerSpec],
+    prefix: &str,
+    path: &str,
+) -> Option<(String, LayerSpec)> {
+    for (i, l) in layers.iter().enumerate() {
+        let p = join(prefix, &child_name(l, i));
+        if p == path {
+            return layers
+                .get(i + 1)
+                .map(|n| (join(prefix, &child_name(n, i + 1)), n.clone()));
+        }
+        if !under(path, &p) {
+            continue;
+        }
+        return match l {
+            LayerSpec::Sequential { layers, .. } => next_sibling(layers, &p, path),
+            LayerSpec::Residual {
+                layers,
+                shortcut,
+                shortcut_name,
+                ..
+            } => {
+                let sp = join(&p, shortcut_name);
+                if under(path, &sp) {
+                    shortcut.as_ref().and_then(|s| next_sibling(s, &sp, path))
+                } else {
+                    next_sibling(layers, &p, path)
+                }
+            }
+            _ => None,
+        };
+    }
+    None
+}

@@ -7,6 +7,7 @@
 //! accounts every byte kept for backward.
 
 pub mod checkpoint;
+pub mod convert;
 pub mod data;
 pub mod device;
 pub mod error;

@@ -6,6 +6,7 @@
 //! back-propagation (`stored` / `recompute`), model specs and a tracking allocator that
 //! accounts every byte kept for backward.
 
+pub mod analysis;
 pub mod data;
 pub mod device;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod profile;
 pub mod tensor;
 
 pub use device::alloc::{Category, Phase};

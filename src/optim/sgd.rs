@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use super::Optimizer;
-use crate::device::alloc::Category;
+use crate::device::alloc::{self, Category};
 use crate::nn::{Module, Param};
 use crate::tensor::{Float, Tensor};
 use crate::{ensure_valid, with_dtype, Error, Result};
@@ -74,6 +74,9 @@ impl Sgd {
         }
         let first = !self.buffers.contains_key(name);
         if first {
+            // charged to the layer that owns the parameter (its gradient's layer), so that the
+            // memory profiler's per-layer table shows each layer's optimizer state
+            let _s = alloc::scope_layer(alloc::layer_id(&g.layer()));
             let b = Tensor::zeros_in(g.shape(), g.dtype(), Category::OptimizerState)?;
             self.buffers.insert(name.to_string(), b);
         }

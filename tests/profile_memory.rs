@@ -125,6 +125,28 @@ fn profile_equals_the_tracker_counters() {
 }
 
 #[test]
+fn per_layer_rows_add_up_on_a_residual_network() {
+    let _g = lock();
+    // residual blocks share their path with their main Sequential: counted once
+    let s = quadra::models::get("qresnet10", None, 10).unwrap();
+    let mut o = opts();
+    o.batch = 2;
+    o.warmup = 0;
+    let p = profile::profile_training(&s, "stored", &o).unwrap();
+    assert_eq!(p.peak_total, cpu_tracker().snapshot().peak_total);
+    assert_eq!(p.saved_total(), p.saved_at_forward_end);
+    assert_eq!(p.saved_total(), saved_by_one_forward(&s, &o));
+    let mut names: Vec<_> = p.layers.iter().map(|r| r.layer.as_str()).collect();
+    let n = names.len();
+    names.dedup();
+    assert_eq!(names.len(), n, "one row per layer");
+    assert!(
+        p.layer("layer1.0").unwrap().saved_for_backward > 0,
+        "the block's final ReLU"
+    );
+}
+
+#[test]
 fn comparison_and_planner_fit_their_budgets() {
     let _g = lock();
     let s = spec();

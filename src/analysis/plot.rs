@@ -110,7 +110,7 @@ impl Chart for HistogramGrid<'_> {
             area.draw(&Text::new(
                 note,
                 (50, 24),
-                ("sans-serif", 11).into_font().color(&BLACK.mix(0.8)),
+                ("sans-serif", 12).into_font().color(&BLACK.mix(0.8)),
             ))
             .map_err(draw_err)?;
         }

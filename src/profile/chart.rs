@@ -208,6 +208,24 @@ impl Chart for TimelineChart<'_> {
                     .map_err(draw_err)?;
             }
         }
+        for ph in [
+            Phase::Forward,
+            Phase::Backward,
+            Phase::Optimizer,
+            Phase::Other,
+        ] {
+            let col = phase_color(ph);
+            let what = if ph == Phase::Other {
+                "between phases (frees)".to_string()
+            } else {
+                format!("{} phase (strips below)", phase_name(ph))
+            };
+            chart
+                .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())
+                .map_err(draw_err)?
+                .label(what)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 24, y + 6)], col.filled()));
+        }
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperRight)
@@ -252,22 +270,6 @@ impl Chart for TimelineChart<'_> {
                 }))
                 .map_err(draw_err)?;
         }
-        for ph in [Phase::Forward, Phase::Backward, Phase::Optimizer] {
-            let col = phase_color(ph);
-            strip
-                .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())
-                .map_err(draw_err)?
-                .label(format!("{} phase", phase_name(ph)))
-                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 18, y + 6)], col.filled()));
-        }
-        strip
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .draw()
-            .map_err(draw_err)?;
         Ok(())
     }
 }

@@ -389,6 +389,9 @@ fn profile_inner(spec: &ModelSpec, label: &str, opts: &ProfileOptions) -> Result
     // the per-layer table, in forward order
     let mut nodes = Vec::new();
     walk_modules(&model.net, &mut nodes);
+    // a residual block and its main `Sequential` share one path: one row per path
+    let mut seen = std::collections::HashSet::new();
+    nodes.retain(|n| seen.insert(n.0.clone()));
     let mut weights: HashMap<String, u64> = HashMap::new();
     model.net.visit_params(&mut |name, p| {
         for suffix in [".stacked.weight", ".lifted.weight"] {

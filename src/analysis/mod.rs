@@ -428,11 +428,15 @@ pub fn channel_mean(t: &Tensor, model: &str, layer: &str) -> Result<FeatureMap> 
     })
 }
 
+/// What the observer of `channel_mean_map` collects: the map, and every layer with a
+/// spatial output (for the error message).
+type MapCapture = (Option<Result<FeatureMap>>, BTreeSet<String>);
+
 /// The channel-mean map of `layer`'s output (eval mode) for the first image of `image`
 /// (N, C, H, W). Errors when `layer` is not a layer with a (N, C, H, W) output, listing
 /// those that are.
 pub fn channel_mean_map(model: &Model, image: &Tensor, layer: &str) -> Result<FeatureMap> {
-    let found: Rc<RefCell<(Option<Result<FeatureMap>>, BTreeSet<String>)>> = Default::default();
+    let found: Rc<RefCell<MapCapture>> = Default::default();
     let sink = found.clone();
     let (want, name) = (layer.to_string(), model.spec.name.clone());
     let previous = crate::nn::set_forward_observer(Some(Box::new(move |path, y| {

@@ -155,7 +155,8 @@ impl Chart for TimelineChart<'_> {
             .iter()
             .map(|p| mib(p.timeline_peak_total.max(p.peak_total)))
             .fold(1e-3, f64::max)
-            * 1.08;
+            // head room for the legend above the lines
+            * 1.55;
         let mut chart = ChartBuilder::on(&top)
             .caption(
                 format!(

@@ -120,6 +120,23 @@ fn profile_equals_the_tracker_counters() {
         phases.dedup();
         assert_eq!(phases, ["forward", "backward", "optimizer"], "{mode}");
         assert_eq!(p.timeline.last().unwrap().total, p.baseline_total);
+        // category × layer × phase covers every event: allocations minus frees net to zero
+        // over a step, and the forward's saved-for-backward retags match the per-layer table
+        let net: i64 = p
+            .by_layer_phase
+            .iter()
+            .map(|r| r.allocated as i64 - r.freed as i64)
+            .sum();
+        assert_eq!(net, 0);
+        let fwd_saved: u64 = p
+            .by_layer_phase
+            .iter()
+            .filter(|r| {
+                r.phase == quadra::Phase::Forward && r.category == Category::SavedForBackward
+            })
+            .map(|r| r.allocated - r.freed)
+            .sum();
+        assert_eq!(fwd_saved, p.saved_at_forward_end);
         assert!(p.step_time_s > 0.0);
     }
 }

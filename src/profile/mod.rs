@@ -111,6 +111,18 @@ pub struct PhaseRow {
     pub freed: u64,
 }
 
+/// Bytes allocated and freed by one layer in one phase for one category during the
+/// recorded step (a retag — e.g. an activation becoming saved-for-backward — is a free in
+/// one category and an allocation in the other).
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerPhaseRow {
+    pub layer: String,
+    pub phase: Phase,
+    pub category: Category,
+    pub allocated: u64,
+    pub freed: u64,
+}
+
 /// What `profile_training` measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct MemoryProfile {
@@ -141,6 +153,8 @@ pub struct MemoryProfile {
     /// bytes at the end of the forward pass minus what was saved before the step (0).
     pub layers: Vec<LayerRow>,
     pub phases: Vec<PhaseRow>,
+    /// Category × layer × phase of every event of the recorded step.
+    pub by_layer_phase: Vec<LayerPhaseRow>,
     pub timeline: Vec<TimelinePoint>,
     pub phase_spans: Vec<PhaseSpan>,
     /// Wall time of each timed step, seconds.
@@ -341,6 +355,7 @@ fn profile_inner(spec: &ModelSpec, label: &str, opts: &ProfileOptions) -> Result
     let mut at_fwd_end = r.clone();
     let mut timeline = Vec::with_capacity(events.len());
     let mut phases: BTreeMap<(u8, Category), (u64, u64)> = BTreeMap::new();
+    let mut layer_phases: BTreeMap<(String, u8, Category), (u64, u64)> = BTreeMap::new();
     for (i, e) in events.iter().enumerate() {
         r.apply(e)?;
         if r.total > at_peak.total {
@@ -358,10 +373,15 @@ fn profile_inner(spec: &ModelSpec, label: &str, opts: &ProfileOptions) -> Result
         let slot = phases
             .entry((phase_order(e.phase), e.category))
             .or_insert((0, 0));
+        let lslot = layer_phases
+            .entry((e.layer.clone(), phase_order(e.phase), e.category))
+            .or_insert((0, 0));
         if e.delta >= 0 {
             slot.0 += e.delta as u64;
+            lslot.0 += e.delta as u64;
         } else {
             slot.1 += e.delta.unsigned_abs();
+            lslot.1 += e.delta.unsigned_abs();
         }
     }
     let mut phase_spans: Vec<PhaseSpan> = Vec::new();
@@ -481,6 +501,20 @@ fn profile_inner(spec: &ModelSpec, label: &str, opts: &ProfileOptions) -> Result
             freed: f,
         })
         .collect();
+    let by_layer_phase = layer_phases
+        .into_iter()
+        .map(|((l, p, c), (a, f))| LayerPhaseRow {
+            layer: if l.is_empty() {
+                OUTSIDE_LAYERS.to_string()
+            } else {
+                l
+            },
+            phase: phase_from_order(p),
+            category: c,
+            allocated: a,
+            freed: f,
+        })
+        .collect();
     let step_time_s = median(&step_times_s);
     let saved_at_forward_end = at_fwd_end.cat[Category::SavedForBackward as usize];
     Ok(MemoryProfile {
@@ -499,6 +533,7 @@ fn profile_inner(spec: &ModelSpec, label: &str, opts: &ProfileOptions) -> Result
         saved_at_forward_end,
         layers,
         phases,
+        by_layer_phase,
         timeline,
         phase_spans,
         step_times_s,

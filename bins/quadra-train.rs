@@ -332,10 +332,7 @@ fn batch_seed(seed: u64, index: u64) -> u64 {
     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(index)
 }
 
-fn build_optimizer(
-    cfg: &TrainConfig,
-    resume: Option<&OptimState>,
-) -> Result<Box<dyn Optimizer>> {
+fn build_optimizer(cfg: &TrainConfig, resume: Option<&OptimState>) -> Result<Box<dyn Optimizer>> {
     let OptimConfig::Sgd {
         lr,
         momentum,

@@ -6,6 +6,7 @@
 //! back-propagation (`stored` / `recompute`), model specs and a tracking allocator that
 //! accounts every byte kept for backward.
 
+pub mod analysis;
 pub mod checkpoint;
 pub mod convert;
 pub mod data;
@@ -16,6 +17,7 @@ pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod profile;
 pub mod serve;
 pub mod tensor;
 

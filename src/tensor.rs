@@ -327,6 +327,11 @@ impl Tensor {
         Arc::ptr_eq(&self.storage, &other.storage)
     }
 
+    /// The layer its storage's bytes are charged to (empty: none).
+    pub fn layer(&self) -> String {
+        self.storage.alloc().layer()
+    }
+
     /// Re-charge this tensor's storage to `category` and the current layer.
     pub fn retag(&self, category: Category) {
         self.storage.alloc().retag(category)

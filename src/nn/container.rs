@@ -3,7 +3,7 @@
 use std::any::Any;
 use std::collections::HashMap;
 
-use super::{no_forward, BackpropMode, LayerName, Module, Param};
+use super::{no_forward, observe_output, BackpropMode, LayerName, Module, Param};
 use crate::device::alloc::Category;
 use crate::tensor::{Float, Tensor};
 use crate::{with_dtype, Error, Result};
@@ -34,6 +34,7 @@ impl Module for Sequential {
         let mut h = x.clone();
         for l in &self.layers {
             h = l.infer(&h)?;
+            observe_output(l.path(), &h);
         }
         Ok(h)
     }
@@ -41,6 +42,7 @@ impl Module for Sequential {
         let mut h = x.clone();
         for l in &mut self.layers {
             h = l.forward(&h)?;
+            observe_output(l.path(), &h);
         }
         Ok(h)
     }

@@ -14,6 +14,7 @@ pub mod quadratic;
 pub mod spec;
 
 use std::any::Any;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ops::Range;
 
@@ -148,6 +149,35 @@ impl Param {
     pub fn zero_grad(&mut self) {
         self.grad = None;
     }
+}
+
+/// A callback given (layer path, output) for every child of every `Sequential` (see
+/// `set_forward_observer`).
+pub type ForwardObserver = Box<dyn FnMut(&str, &Tensor)>;
+
+thread_local! {
+    static FORWARD_OBSERVER: RefCell<Option<ForwardObserver>> = const { RefCell::new(None) };
+}
+
+/// Install (or, with `None`, remove) this thread's forward observer and return the previous
+/// one. While installed, `Sequential::forward` and `Sequential::infer` call it with each
+/// child's path and output, so every layer's output is seen once (a residual block's by its
+/// parent, its own layers' by its inner `Sequential`). The analysis tools use it to look at
+/// activations; it must not keep clones of the outputs (layers may write to them later).
+pub fn set_forward_observer(observer: Option<ForwardObserver>) -> Option<ForwardObserver> {
+    FORWARD_OBSERVER.with(|o| std::mem::replace(&mut *o.borrow_mut(), observer))
+}
+
+/// Give `y`, the output of the layer at `path`, to this thread's forward observer, if any
+/// (skipped when called from inside the observer itself).
+pub fn observe_output(path: &str, y: &Tensor) {
+    FORWARD_OBSERVER.with(|o| {
+        if let Ok(mut o) = o.try_borrow_mut() {
+            if let Some(f) = o.as_mut() {
+                f(path, y);
+            }
+        }
+    });
 }
 
 /// A layer's full dotted path (its PyTorch state-dict prefix) and its interned id, which

@@ -136,6 +136,8 @@ impl Adam {
         let gv = g.as_slice::<T>()?;
         let n = gv.len();
         if !self.state.contains_key(name) {
+            // charged to the layer that owns the parameter, for the per-layer memory tables
+            let _s = crate::device::alloc::scope_layer(crate::device::alloc::layer_id(&g.layer()));
             let z = || Tensor::zeros_in(g.shape(), g.dtype(), Category::OptimizerState);
             let st = State {
                 step: 0,

@@ -103,6 +103,8 @@ impl Sgd {
         }
         let first = !self.buffers.contains_key(name);
         if first {
+            // charged to the layer that owns the parameter, for the per-layer memory tables
+            let _s = crate::device::alloc::scope_layer(crate::device::alloc::layer_id(&g.layer()));
             let b = Tensor::zeros_in(g.shape(), g.dtype(), Category::OptimizerState)?;
             self.buffers.insert(name.to_string(), b);
         }

@@ -66,9 +66,16 @@ impl OptimState {
     /// The checkpoint form of an optimizer's exported state (`Optimizer::state`): scalars
     /// become a JSON object (f64 values round-trip exactly through serde_json).
     pub fn from_optim(s: crate::optim::OptimState) -> OptimState {
-        let scalars: serde_json::Map<String, serde_json::Value> =
-            s.scalars.into_iter().map(|(k, v)| (k, serde_json::json!(v))).collect();
-        OptimState { kind: s.kind, scalars: serde_json::Value::Object(scalars), tensors: s.tensors }
+        let scalars: serde_json::Map<String, serde_json::Value> = s
+            .scalars
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::json!(v)))
+            .collect();
+        OptimState {
+            kind: s.kind,
+            scalars: serde_json::Value::Object(scalars),
+            tensors: s.tensors,
+        }
     }
 
     /// Back to the form `Optimizer::load_state` takes; an error names a scalar that is not
@@ -78,12 +85,19 @@ impl OptimState {
         if let serde_json::Value::Object(m) = &self.scalars {
             for (k, v) in m {
                 let x = v.as_f64().ok_or_else(|| {
-                    Error::invalid("checkpoint optimizer state", format!("scalar `{k}` is not a number: {v}"))
+                    Error::invalid(
+                        "checkpoint optimizer state",
+                        format!("scalar `{k}` is not a number: {v}"),
+                    )
                 })?;
                 scalars.push((k.clone(), x));
             }
         }
-        Ok(crate::optim::OptimState { kind: self.kind.clone(), tensors: self.tensors.clone(), scalars })
+        Ok(crate::optim::OptimState {
+            kind: self.kind.clone(),
+            tensors: self.tensors.clone(),
+            scalars,
+        })
     }
 }
 

@@ -745,6 +745,15 @@ struct Data {
 
 fn build_data(cfg: &TrainConfig, spec: &ModelSpec) -> Result<Data> {
     let name = cfg.dataset.name();
+    // the input shape is known before reading the files: fail fast on a model/dataset mismatch
+    let known: Option<[usize; 3]> = match cfg.dataset {
+        DatasetKind::Synthetic => None,
+        DatasetKind::FashionMnist | DatasetKind::Mnist => Some([1, 28, 28]),
+        DatasetKind::Cifar10 | DatasetKind::Cifar100 => Some([3, 32, 32]),
+    };
+    if let Some(shape) = known {
+        check_shape(spec, name, shape)?;
+    }
     let tt = match cfg.dataset {
         DatasetKind::Synthetic => {
             let shape: [usize; 3] = spec.input.as_slice().try_into().map_err(|_| {
@@ -765,20 +774,7 @@ fn build_data(cfg: &TrainConfig, spec: &ModelSpec) -> Result<Data> {
         _ => Dataset::by_name(name, cfg.data_dir.as_deref())
             .with_context(|| format!("--dataset {name}"))?,
     };
-    let shape = tt.train.shape();
-    if spec.input[..] != shape[..] {
-        bail!(
-            "model `{}` takes {:?} inputs but dataset `{name}` has {:?} images: pick a model \
-             for {}×{}×{} inputs (28×28 grey: qcnn, cnn, mlp; 32×32 colour: qresnet14, \
-             resnet20, qvgg7, vgg11, …)",
-            spec.name,
-            spec.input,
-            shape,
-            shape[0],
-            shape[1],
-            shape[2]
-        );
-    }
+    check_shape(spec, name, tt.train.shape())?;
     if tt.train.classes() != spec.num_classes {
         bail!(
             "model `{}` has {} classes, dataset `{name}` {}",
@@ -822,6 +818,23 @@ fn build_data(cfg: &TrainConfig, spec: &ModelSpec) -> Result<Data> {
         test,
         source,
     })
+}
+
+fn check_shape(spec: &ModelSpec, name: &str, shape: [usize; 3]) -> Result<()> {
+    if spec.input[..] != shape[..] {
+        bail!(
+            "model `{}` takes {:?} inputs but dataset `{name}` has {:?} images: pick a model \
+             for {}×{}×{} inputs (28×28 grey: qcnn, cnn, mlp; 32×32 colour: qresnet14, \
+             resnet20, qvgg7, vgg11, …)",
+            spec.name,
+            spec.input,
+            shape,
+            shape[0],
+            shape[1],
+            shape[2]
+        );
+    }
+    Ok(())
 }
 
 fn train_seed(seed: u64) -> u64 {
@@ -1055,6 +1068,31 @@ impl Position {
     }
 }
 
+/// The checkpoint of `dir` (epoch-*, step-*, last) that stands furthest (most steps; an
+/// epoch checkpoint over a mid-epoch one of the same step).
+fn latest_checkpoint(dir: &Path) -> Result<PathBuf> {
+    let mut best: Option<(u64, bool, PathBuf)> = None;
+    let rd = std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?;
+    for e in rd.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ok =
+            (name.starts_with("epoch-") || name.starts_with("step-") || name == "last.safetensors")
+                && name.ends_with(".safetensors");
+        if !ok {
+            continue;
+        }
+        let Ok(ck) = Checkpoint::load(e.path()) else {
+            continue;
+        };
+        let key = (ck.step, name.starts_with("epoch-"));
+        if best.as_ref().is_none_or(|b| key > (b.0, b.1)) {
+            best = Some((key.0, key.1, e.path()));
+        }
+    }
+    best.map(|b| b.2)
+        .ok_or_else(|| anyhow!("--resume {}: no checkpoint in this folder", dir.display()))
+}
+
 /// The checkpoint's training config, if it has one this version understands.
 fn checkpoint_config(ck: &Checkpoint) -> Option<TrainConfig> {
     serde_json::from_value(ck.config.clone()?).ok()
@@ -1083,8 +1121,13 @@ fn train(a: &TrainArgs) -> Result<()> {
     // the base: the checkpoint's config when resuming, else the defaults
     let resumed = match &a.resume {
         Some(p) => {
-            let (ck, model) = Checkpoint::load_model(p)?;
-            Some((p.clone(), ck, model))
+            let p = if p.is_dir() {
+                latest_checkpoint(p)?
+            } else {
+                p.clone()
+            };
+            let (ck, model) = Checkpoint::load_model(&p)?;
+            Some((p, ck, model))
         }
         None => None,
     };
@@ -1408,6 +1451,7 @@ fn train(a: &TrainArgs) -> Result<()> {
         "epochs": cfg.epochs,
         "start_epoch": pos.epoch,
         "start_batch": pos.batch,
+        "start_step": pos.step,
         "step": step,
         "params": params,
         "best_test_acc": best,

@@ -1226,7 +1226,7 @@ fn train(a: &TrainArgs) -> Result<()> {
             "--out {}: the directory already holds a run (metrics.jsonl); continue it with \
              --resume {}, start over with --force, or pick another --out",
             out_dir.display(),
-            out_dir.join("last.safetensors").display()
+            out_dir.display()
         );
     }
     std::fs::create_dir_all(&out_dir)

@@ -1,7 +1,8 @@
 //! quadra-train: train, evaluate, predict with, inspect and convert QDNN checkpoints.
 //!
-//!     quadra-train train --model qcnn --epochs 3 --batch-size 64 --lr 0.05 --out runs/a
-//!     quadra-train train --model qcnn --epochs 6 --resume runs/a/epoch-0003.safetensors --out runs/a
+//!     quadra-train train --model qcnn --dataset fashion-mnist --epochs 2 --out runs/a
+//!     quadra-train train --config configs/qresnet14-cifar10.toml --data-dir DIR --out runs/b
+//!     quadra-train train --resume runs/a --epochs 6 --out runs/a
 //!     quadra-train eval --checkpoint runs/a/best.safetensors
 //!     quadra-train predict --checkpoint CKPT --input x.safetensors --output y.safetensors
 //!     quadra-train import --from torch --model qresnet14 weights.safetensors -o ck.safetensors
@@ -12,10 +13,12 @@
 //! stderr with the file and tensor they concern, and the exit status is non-zero; no output
 //! file is written (all writes are atomic).
 //!
-//! Training reads a `TrainConfig` (serde, unknown fields rejected) built from the flags;
-//! today the data is the synthetic set and the optimizer SGD. Real datasets, a TOML config
-//! file, Adam and LR schedules plug into `DataConfig` / `OptimConfig` and `build_data` /
-//! `build_optimizer`.
+//! `train` resolves a `TrainConfig` (serde, unknown fields rejected; stored in every
+//! checkpoint) from: the flags, over the `--config` TOML file, over the resumed checkpoint's
+//! config, over the defaults. Data come from `quadra::data` through a `Loader` (shuffle and
+//! augmentation keyed by (seed, epoch)), so a run resumes from any checkpoint — epoch or
+//! mid-epoch (`--save-every`) — with the optimizer state, the lr schedule position and the
+//! epoch's running sums restored, and continues bit-identically on the CPU.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -53,8 +56,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Train a zoo model (synthetic data, SGD for now), a checkpoint per epoch and the best.
-    Train(TrainArgs),
+    /// Train a zoo model on a dataset (flags and/or a TOML config), with a checkpoint per
+    /// epoch (and every --save-every steps), the best one, metrics and a chart; resumes
+    /// exactly.
+    Train(Box<TrainArgs>),
     /// Loss and accuracy of a checkpoint (on --input or the synthetic test set).
     Eval(EvalArgs),
     /// Eval-mode logits of tensor `input` (N, C, H, W) of a safetensors file.

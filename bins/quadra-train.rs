@@ -1364,6 +1364,16 @@ fn train(a: &TrainArgs) -> Result<()> {
             )?;
             bar.inc(1);
             bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
+            if !tty && !a.json && steps >= 20 && (b + 1) % (steps / 10) == 0 && b + 1 < steps {
+                println!(
+                    "epoch {}/{}: {}/{steps} steps, loss {:.4}, {:.0} images/s",
+                    epoch + 1,
+                    cfg.epochs,
+                    b + 1,
+                    loss_sum / seen as f64,
+                    new_seen as f64 / t0.elapsed().as_secs_f64()
+                );
+            }
             if let Some(every) = cfg.save_every {
                 if step % every as u64 == 0 && b + 1 < steps {
                     let p = Position {

@@ -1,7 +1,8 @@
 //! quadra-train: train, evaluate, predict with, inspect and convert QDNN checkpoints.
 //!
-//!     quadra-train train --model qcnn --epochs 3 --batch-size 64 --lr 0.05 --out runs/a
-//!     quadra-train train --model qcnn --epochs 6 --resume runs/a/epoch-0003.safetensors --out runs/a
+//!     quadra-train train --model qcnn --dataset fashion-mnist --epochs 2 --out runs/a
+//!     quadra-train train --config configs/qresnet14-cifar10.toml --data-dir DIR --out runs/b
+//!     quadra-train train --resume runs/a --epochs 6 --out runs/a
 //!     quadra-train eval --checkpoint runs/a/best.safetensors
 //!     quadra-train predict --checkpoint CKPT --input x.safetensors --output y.safetensors
 //!     quadra-train import --from torch --model qresnet14 weights.safetensors -o ck.safetensors
@@ -12,10 +13,12 @@
 //! stderr with the file and tensor they concern, and the exit status is non-zero; no output
 //! file is written (all writes are atomic).
 //!
-//! Training reads a `TrainConfig` (serde, unknown fields rejected) built from the flags;
-//! today the data is the synthetic set and the optimizer SGD. Real datasets, a TOML config
-//! file, Adam and LR schedules plug into `DataConfig` / `OptimConfig` and `build_data` /
-//! `build_optimizer`.
+//! `train` resolves a `TrainConfig` (serde, unknown fields rejected; stored in every
+//! checkpoint) from: the flags, over the `--config` TOML file, over the resumed checkpoint's
+//! config, over the defaults. Data come from `quadra::data` through a `Loader` (shuffle and
+//! augmentation keyed by (seed, epoch)), so a run resumes from any checkpoint — epoch or
+//! mid-epoch (`--save-every`) — with the optimizer state, the lr schedule position and the
+//! epoch's running sums restored, and continues bit-identically on the CPU.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -30,11 +33,15 @@ use serde_json::{json, Value};
 
 use quadra::checkpoint::{self, Checkpoint, OptimState};
 use quadra::data::synthetic::Synthetic;
+use quadra::data::{Augment, Dataset, Loader, LoaderConfig, TrainTest};
 use quadra::model::Model;
 use quadra::nn::quadratic::NeuronType;
 use quadra::nn::spec::{quadratic_layers, BuildOptions, ModelSpec};
 use quadra::nn::BackpropMode;
-use quadra::optim::{Optimizer, Sgd};
+use quadra::optim::{
+    clip_grad_norm, AdamConfig, BaseOptimizer, Constant, CosineAnnealing, Every, LrScheduler,
+    Optimizer, QuadraticConfig, QuadraticOptimizer, Schedule, StepDecay, Warmup,
+};
 use quadra::{DType, Device, Tensor};
 
 #[derive(Parser, Debug)]
@@ -49,8 +56,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Train a zoo model (synthetic data, SGD for now), a checkpoint per epoch and the best.
-    Train(TrainArgs),
+    /// Train a zoo model on a dataset (flags and/or a TOML config), with a checkpoint per
+    /// epoch (and every --save-every steps), the best one, metrics and a chart; resumes
+    /// exactly.
+    Train(Box<TrainArgs>),
     /// Loss and accuracy of a checkpoint (on --input or the synthetic test set).
     Eval(EvalArgs),
     /// Eval-mode logits of tensor `input` (N, C, H, W) of a safetensors file.
@@ -78,39 +87,110 @@ impl From<Backprop> for BackpropMode {
     }
 }
 
+/// `train` options. Every one is optional: a value comes from the flag, else from the
+/// `--config` file, else (with `--resume`) from the checkpoint's config, else the default.
 #[derive(Args, Debug)]
 struct TrainArgs {
-    /// Zoo model.
-    #[arg(long, default_value = "qcnn")]
-    model: String,
-    /// Train until this many epochs are complete (counting those of --resume).
-    #[arg(long, default_value_t = 3)]
-    epochs: usize,
-    #[arg(long, default_value_t = 64)]
-    batch_size: usize,
-    #[arg(long, default_value_t = 0.05)]
-    lr: f64,
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f64,
-    #[arg(long, default_value_t = 5e-4)]
-    weight_decay: f64,
-    #[arg(long, value_enum, default_value_t = Backprop::Stored)]
-    backprop: Backprop,
-    /// auto, cpu (cuda and emu: not built yet).
-    #[arg(long, default_value = "auto")]
-    device: String,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Synthetic training samples per epoch.
-    #[arg(long, default_value_t = 3840)]
-    train_samples: usize,
-    /// Synthetic test samples.
-    #[arg(long, default_value_t = 1000)]
-    test_samples: usize,
-    /// Output directory: epoch-NNNN.safetensors, best.safetensors, metrics.jsonl.
+    /// TOML config (keys as in configs/*.toml: architecture, dataset, epochs, lr, final_lr,
+    /// batch_size, …); flags given on the command line override it.
     #[arg(long)]
-    out: PathBuf,
-    /// Continue from a checkpoint written by `train`.
+    config: Option<PathBuf>,
+    /// Zoo model (default qcnn).
+    #[arg(long)]
+    model: Option<String>,
+    /// Dataset (default synthetic).
+    #[arg(long, value_enum)]
+    dataset: Option<DatasetKind>,
+    /// Where the dataset's files are (default: $QUADRA_DATA_DIR, then the system places).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Training augmentation: the dataset's preset (CIFAR: crop + flip + normalize; MNIST
+    /// sets: normalize) or none (default: default).
+    #[arg(long, value_enum)]
+    augment: Option<AugmentKind>,
+    /// Cutout square side in pixels (0: off, the default).
+    #[arg(long)]
+    cutout: Option<usize>,
+    /// Train until this many epochs are complete (counting those of --resume; default 3).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Default 64.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Default sgd.
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimKind>,
+    /// Base learning rate (default 0.05 for sgd, 0.001 for adam/adamw).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Learning rate the cosine schedule anneals to over the run (default 0).
+    #[arg(long)]
+    final_lr: Option<f64>,
+    /// LR schedule, stepped per epoch (default cosine).
+    #[arg(long, value_enum)]
+    schedule: Option<ScheduleKind>,
+    /// Linear warm-up epochs (from 0.1·lr) before the schedule (default 0).
+    #[arg(long)]
+    warmup_epochs: Option<usize>,
+    /// Step schedule: epochs between decays (default: a third of the run).
+    #[arg(long)]
+    step_size: Option<usize>,
+    /// Step schedule: decay factor (default 0.1).
+    #[arg(long)]
+    gamma: Option<f64>,
+    /// SGD momentum (default 0.9).
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// Default 5e-4 (0.01 for adamw).
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Nesterov momentum (SGD).
+    #[arg(long)]
+    nesterov: bool,
+    /// Clip gradients to this global L2 norm (default: no clipping).
+    #[arg(long)]
+    clip_grad_norm: Option<f64>,
+    /// Quadratic optimizer: lr multiplier of the second-order weights (default 0.1).
+    #[arg(long)]
+    quad_lr_scale: Option<f64>,
+    /// Quadratic optimizer: ReLinear init scale of a fresh run (default 0).
+    #[arg(long)]
+    relinear: Option<f64>,
+    /// Quadratic optimizer: keep the initial weights (no ReLinear).
+    #[arg(long)]
+    no_relinear: bool,
+    /// Plain optimizer for quadratic models too (no second-order group, no ReLinear).
+    #[arg(long)]
+    no_quadratic_optimizer: bool,
+    /// Back-propagation of quadratic layers (default stored).
+    #[arg(long, value_enum)]
+    backprop: Option<Backprop>,
+    /// auto, cpu, cuda[:N] or emu (only the CPU trains today; default auto).
+    #[arg(long)]
+    device: Option<String>,
+    /// Seed of the weights, the shuffling and the augmentation (default 0).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Synthetic dataset: training samples (default 3840).
+    #[arg(long)]
+    train_samples: Option<usize>,
+    /// Synthetic dataset: test samples (default 1000).
+    #[arg(long)]
+    test_samples: Option<usize>,
+    /// Data-loading threads (default 2).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Also write a checkpoint every this many optimizer steps (mid-epoch; 0: off).
+    #[arg(long)]
+    save_every: Option<usize>,
+    /// Output directory: epoch-NNNN.safetensors, step-NNNNNNNN.safetensors,
+    /// last.safetensors, best.safetensors, metrics.jsonl, steps.jsonl, chart.svg.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Start over in an --out that already holds a run (its logs are restarted).
+    #[arg(long)]
+    force: bool,
+    /// Continue from a checkpoint written by `train` (its config is the base of this run's).
     #[arg(long)]
     resume: Option<PathBuf>,
     /// JSON lines on stdout (one per epoch, then a summary).
@@ -196,164 +276,681 @@ struct InfoArgs {
 
 // ---- the training configuration ------------------------------------------------------
 
-/// Everything a training run is, as stored in its checkpoints' `config` metadata.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum DatasetKind {
+    Synthetic,
+    FashionMnist,
+    Mnist,
+    Cifar10,
+    Cifar100,
+}
+
+impl DatasetKind {
+    fn name(self) -> &'static str {
+        match self {
+            DatasetKind::Synthetic => "synthetic",
+            DatasetKind::FashionMnist => "fashion-mnist",
+            DatasetKind::Mnist => "mnist",
+            DatasetKind::Cifar10 => "cifar10",
+            DatasetKind::Cifar100 => "cifar100",
+        }
+    }
+    fn classes(self) -> usize {
+        if self == DatasetKind::Cifar100 {
+            100
+        } else {
+            10
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum AugmentKind {
+    None,
+    Default,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum OptimKind {
+    Sgd,
+    Adam,
+    Adamw,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum ScheduleKind {
+    Cosine,
+    Step,
+    Constant,
+}
+
+/// Everything a training run is, as stored in its checkpoints' `config` metadata. The keys
+/// are those of the TOML config file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TrainConfig {
     model: String,
-    #[serde(default = "ten")]
     num_classes: usize,
+    dataset: DatasetKind,
+    data_dir: Option<PathBuf>,
+    augmentation: AugmentKind,
+    cutout: Option<usize>,
+    /// Synthetic dataset only.
+    train_samples: usize,
+    test_samples: usize,
+    workers: usize,
     epochs: usize,
     batch_size: usize,
     backprop: BackpropMode,
     device: String,
     seed: u64,
-    data: DataConfig,
-    optimizer: OptimConfig,
+    optimizer: OptimKind,
+    lr: f64,
+    final_lr: f64,
+    schedule: ScheduleKind,
+    warmup_epochs: usize,
+    step_size: Option<usize>,
+    gamma: f64,
+    momentum: f64,
+    weight_decay: f64,
+    nesterov: bool,
+    clip_grad_norm: Option<f64>,
+    quadratic_optimizer: bool,
+    quad_lr_scale: f64,
+    relinear: Option<f64>,
+    save_every: Option<usize>,
 }
 
-fn ten() -> usize {
-    10
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model: "qcnn".into(),
+            num_classes: 10,
+            dataset: DatasetKind::Synthetic,
+            data_dir: None,
+            augmentation: AugmentKind::Default,
+            cutout: None,
+            train_samples: 3840,
+            test_samples: 1000,
+            workers: 2,
+            epochs: 3,
+            batch_size: 64,
+            backprop: BackpropMode::Stored,
+            device: "auto".into(),
+            seed: 0,
+            optimizer: OptimKind::Sgd,
+            lr: 0.05,
+            final_lr: 0.0,
+            schedule: ScheduleKind::Cosine,
+            warmup_epochs: 0,
+            step_size: None,
+            gamma: 0.1,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            nesterov: false,
+            clip_grad_norm: None,
+            quadratic_optimizer: true,
+            quad_lr_scale: 0.1,
+            relinear: Some(0.0),
+            save_every: None,
+        }
+    }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-enum DataConfig {
-    /// `quadra::data::synthetic::Synthetic` at the model's input shape.
-    Synthetic {
-        train_samples: usize,
-        test_samples: usize,
-        noise: f32,
-    },
+/// Values given by flags or a config file (None: not given). Keys are the TOML keys.
+macro_rules! settings {
+    ($($key:ident : $ty:ty),* $(,)?) => {
+        #[derive(Clone, Debug, Default)]
+        struct Settings {
+            $($key: Option<$ty>,)*
+        }
+        impl Settings {
+            const KEYS: &'static [&'static str] = &[$(stringify!($key)),*];
+            /// Sets `key` from a TOML value; Ok(false) for an unknown key.
+            fn set_toml(&mut self, key: &str, v: toml::Value) -> std::result::Result<bool, String> {
+                match key {
+                    $(stringify!($key) => {
+                        self.$key = Some(v.try_into::<$ty>().map_err(|e| e.to_string().trim().to_string())?);
+                        Ok(true)
+                    })*
+                    _ => Ok(false),
+                }
+            }
+            /// `self`'s values, then `other`'s where `self` has none.
+            fn or(self, other: Settings) -> Settings {
+                Settings { $($key: self.$key.or(other.$key),)* }
+            }
+            fn given(&self, key: &str) -> bool {
+                match key {
+                    $(stringify!($key) => self.$key.is_some(),)*
+                    _ => false,
+                }
+            }
+        }
+    };
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-enum OptimConfig {
-    Sgd {
-        lr: f64,
-        momentum: f64,
-        weight_decay: f64,
-        #[serde(default)]
-        nesterov: bool,
-    },
+settings! {
+    model: String,
+    dataset: DatasetKind,
+    data_dir: PathBuf,
+    augmentation: AugmentKind,
+    cutout: usize,
+    train_samples: usize,
+    test_samples: usize,
+    workers: usize,
+    epochs: usize,
+    batch_size: usize,
+    backprop: BackpropMode,
+    device: String,
+    seed: u64,
+    optimizer: OptimKind,
+    lr: f64,
+    final_lr: f64,
+    schedule: ScheduleKind,
+    warmup_epochs: usize,
+    step_size: usize,
+    gamma: f64,
+    momentum: f64,
+    weight_decay: f64,
+    nesterov: bool,
+    clip_grad_norm: f64,
+    quadratic_optimizer: bool,
+    quad_lr_scale: f64,
+    relinear: f64,
+    no_relinear: bool,
+    save_every: usize,
+    out: PathBuf,
+}
+
+/// Other spellings accepted in config files (QuadraLib's config.yaml names).
+fn canonical_key(k: &str) -> &str {
+    match k {
+        "architecture" | "arch" => "model",
+        "augment" => "augmentation",
+        "learning_rate" => "lr",
+        "final_learning_rate" | "min_lr" => "final_lr",
+        "num_epochs" => "epochs",
+        "clip_grad" => "clip_grad_norm",
+        _ => k,
+    }
+}
+
+impl Settings {
+    fn from_args(a: &TrainArgs) -> Settings {
+        Settings {
+            model: a.model.clone(),
+            dataset: a.dataset,
+            data_dir: a.data_dir.clone(),
+            augmentation: a.augment,
+            cutout: a.cutout,
+            train_samples: a.train_samples,
+            test_samples: a.test_samples,
+            workers: a.workers,
+            epochs: a.epochs,
+            batch_size: a.batch_size,
+            backprop: a.backprop.map(Into::into),
+            device: a.device.clone(),
+            seed: a.seed,
+            optimizer: a.optimizer,
+            lr: a.lr,
+            final_lr: a.final_lr,
+            schedule: a.schedule,
+            warmup_epochs: a.warmup_epochs,
+            step_size: a.step_size,
+            gamma: a.gamma,
+            momentum: a.momentum,
+            weight_decay: a.weight_decay,
+            nesterov: a.nesterov.then_some(true),
+            clip_grad_norm: a.clip_grad_norm,
+            quadratic_optimizer: a.no_quadratic_optimizer.then_some(false),
+            quad_lr_scale: a.quad_lr_scale,
+            relinear: a.relinear,
+            no_relinear: a.no_relinear.then_some(true),
+            save_every: a.save_every,
+            out: a.out.clone(),
+        }
+    }
+
+    /// A TOML config file: flat `key = value` lines; unknown keys and ill-typed values are
+    /// errors naming the file and the key.
+    fn from_file(path: &Path) -> Result<Settings> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read the config file", path.display()))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| anyhow!("{}: invalid TOML: {e}", path.display()))?;
+        let mut s = Settings::default();
+        for (k, v) in table {
+            let key = canonical_key(&k);
+            // `augmentation = true/false`, `relinear = false` as in YAML configs
+            let (key, v) = match (key, v) {
+                ("augmentation", toml::Value::Boolean(b)) => (
+                    key,
+                    toml::Value::String(if b { "default" } else { "none" }.into()),
+                ),
+                ("relinear", toml::Value::Boolean(false)) => {
+                    ("no_relinear", toml::Value::Boolean(true))
+                }
+                ("no_relinear", _) => bail!("{}: unknown key `{k}`", path.display()),
+                kv => kv,
+            };
+            match s.set_toml(key, v) {
+                Ok(true) => {}
+                Ok(false) => bail!(
+                    "{}: unknown key `{k}` (known keys: {})",
+                    path.display(),
+                    Settings::KEYS
+                        .iter()
+                        .filter(|k| **k != "no_relinear")
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Err(e) => bail!("{}: key `{k}`: {e}", path.display()),
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// Where each setting came from, for error messages.
+struct Origins<'a> {
+    flags: &'a Settings,
+    file: Option<(&'a Path, &'a Settings)>,
+}
+
+impl Origins<'_> {
+    /// `--batch-size` or "`batch_size` in FILE".
+    fn of(&self, key: &str) -> String {
+        if !self.flags.given(key) {
+            if let Some((p, f)) = self.file {
+                if f.given(key) {
+                    return format!("`{key}` in {}", p.display());
+                }
+            }
+        }
+        format!("--{}", key.replace('_', "-"))
+    }
 }
 
 impl TrainConfig {
-    fn from_args(a: &TrainArgs) -> TrainConfig {
-        TrainConfig {
-            model: a.model.clone(),
-            num_classes: 10,
-            epochs: a.epochs,
-            batch_size: a.batch_size,
-            backprop: a.backprop.into(),
-            device: a.device.clone(),
-            seed: a.seed,
-            data: DataConfig::Synthetic {
-                train_samples: a.train_samples,
-                test_samples: a.test_samples,
-                noise: 0.8,
-            },
-            optimizer: OptimConfig::Sgd {
-                lr: a.lr,
-                momentum: a.momentum,
-                weight_decay: a.weight_decay,
-                nesterov: false,
-            },
+    /// `base` with the values of `s` (flags merged over the file).
+    fn with(mut self, s: &Settings, fresh_base: bool) -> TrainConfig {
+        macro_rules! take {
+            ($($k:ident),*) => { $( if let Some(v) = s.$k.clone() { self.$k = v; } )* };
         }
-    }
-
-    fn validate(&self) -> Result<()> {
-        if self.epochs == 0 {
-            bail!("--epochs must be at least 1");
-        }
-        if self.batch_size == 0 {
-            bail!("--batch-size must be at least 1");
-        }
-        let DataConfig::Synthetic {
+        take!(
+            model,
+            dataset,
+            augmentation,
             train_samples,
             test_samples,
-            ..
-        } = &self.data;
-        if *train_samples == 0 || *test_samples == 0 {
-            bail!("--train-samples and --test-samples must be at least 1");
+            workers,
+            epochs,
+            batch_size,
+            backprop,
+            device,
+            seed,
+            optimizer,
+            lr,
+            final_lr,
+            schedule,
+            warmup_epochs,
+            gamma,
+            momentum,
+            weight_decay,
+            nesterov,
+            quadratic_optimizer,
+            quad_lr_scale
+        );
+        if let Some(d) = &s.data_dir {
+            self.data_dir = Some(d.clone());
         }
+        if let Some(c) = s.cutout {
+            self.cutout = (c > 0).then_some(c);
+        }
+        if let Some(n) = s.step_size {
+            self.step_size = Some(n);
+        }
+        if let Some(c) = s.clip_grad_norm {
+            self.clip_grad_norm = (c > 0.0).then_some(c);
+        }
+        if let Some(r) = s.relinear {
+            self.relinear = Some(r);
+        }
+        if s.no_relinear == Some(true) {
+            self.relinear = None;
+        }
+        if let Some(n) = s.save_every {
+            self.save_every = (n > 0).then_some(n);
+        }
+        if fresh_base && s.optimizer.is_some_and(|o| o != OptimKind::Sgd) {
+            if s.lr.is_none() {
+                self.lr = 1e-3;
+            }
+            if s.weight_decay.is_none() && s.optimizer == Some(OptimKind::Adamw) {
+                self.weight_decay = 0.01;
+            }
+        }
+        self.num_classes = self.dataset.classes();
+        self
+    }
+
+    fn validate(&self, o: &Origins) -> Result<()> {
+        if self.epochs == 0 {
+            bail!("{} must be at least 1", o.of("epochs"));
+        }
+        if self.batch_size == 0 {
+            bail!("{} must be at least 1", o.of("batch_size"));
+        }
+        if self.dataset == DatasetKind::Synthetic
+            && (self.train_samples == 0 || self.test_samples == 0)
+        {
+            bail!(
+                "{} and {} must be at least 1",
+                o.of("train_samples"),
+                o.of("test_samples")
+            );
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("{} {}: must be positive", o.of("lr"), self.lr);
+        }
+        if !(self.final_lr.is_finite() && self.final_lr >= 0.0) {
+            bail!("{} {}: must be ≥ 0", o.of("final_lr"), self.final_lr);
+        }
+        if self.schedule == ScheduleKind::Cosine && self.final_lr > self.lr {
+            bail!(
+                "{} {} is above {} {}: the cosine schedule anneals down to the final lr",
+                o.of("final_lr"),
+                self.final_lr,
+                o.of("lr"),
+                self.lr
+            );
+        }
+        if self.warmup_epochs >= self.epochs && self.warmup_epochs > 0 {
+            bail!(
+                "{} {} leaves no epoch of the {} for the schedule",
+                o.of("warmup_epochs"),
+                self.warmup_epochs,
+                self.epochs
+            );
+        }
+        if self.step_size == Some(0) {
+            bail!("{} must be at least 1", o.of("step_size"));
+        }
+        if !(self.gamma.is_finite() && self.gamma > 0.0) {
+            bail!("{} {}: must be positive", o.of("gamma"), self.gamma);
+        }
+        if !(self.quad_lr_scale.is_finite() && self.quad_lr_scale > 0.0) {
+            bail!(
+                "{} {}: must be positive",
+                o.of("quad_lr_scale"),
+                self.quad_lr_scale
+            );
+        }
+        if let Some(r) = self.relinear {
+            if !(0.0..=1.0).contains(&r) {
+                bail!("{} {r}: must be in [0, 1]", o.of("relinear"));
+            }
+        }
+        if let Some(c) = self.clip_grad_norm {
+            if !c.is_finite() {
+                bail!("{} {c}: must be finite", o.of("clip_grad_norm"));
+            }
+        }
+        resolve_device(&self.device).map_err(|e| anyhow!("{}: {e:#}", o.of("device")))?;
         Ok(())
+    }
+
+    /// The schedule of the base lr, per epoch (QuadraLib steps its scheduler per epoch).
+    fn scheduler(&self) -> Result<LrScheduler> {
+        let left = self.epochs - self.warmup_epochs;
+        let inner: Box<dyn Schedule> = match self.schedule {
+            ScheduleKind::Cosine => {
+                Box::new(CosineAnnealing::new(self.lr, self.final_lr, left.max(1))?)
+            }
+            ScheduleKind::Step => Box::new(StepDecay::new(
+                self.lr,
+                self.step_size.unwrap_or((self.epochs / 3).max(1)),
+                self.gamma,
+            )?),
+            ScheduleKind::Constant => Box::new(Constant::new(self.lr)?),
+        };
+        let sched: Box<dyn Schedule> = if self.warmup_epochs > 0 {
+            Box::new(Warmup::new(inner, self.warmup_epochs, 0.1)?)
+        } else {
+            inner
+        };
+        Ok(LrScheduler::new(sched, Every::Epoch))
     }
 }
 
-/// The device to train on; only the CPU engine exists today.
+/// The device to train on; only the CPU engine trains today.
 fn resolve_device(s: &str) -> Result<Device> {
     let d: Device = s.parse()?;
     match d {
         Device::Cpu => Ok(d),
         other => bail!(
-            "--device {s}: the CUDA backend is not built yet (device {other} is unavailable); use --device cpu or auto"
+            "`{s}`: the CUDA backend is not wired into training yet (device {other}); use --device cpu or auto"
         ),
     }
 }
 
-/// A dataset: training batches by index, and a fixed test set.
+/// A dataset: shuffled, augmented training batches and the test set in eval mode.
 struct Data {
-    synth: Synthetic,
-    train_samples: usize,
-    test: (Tensor, Vec<usize>),
+    train: Loader,
+    test: Loader,
+    source: String,
 }
 
 fn build_data(cfg: &TrainConfig, spec: &ModelSpec) -> Result<Data> {
-    let DataConfig::Synthetic {
-        train_samples,
-        test_samples,
-        noise,
-    } = cfg.data;
-    let shape: [usize; 3] = spec.input.as_slice().try_into().map_err(|_| {
-        anyhow!(
-            "model `{}` takes input {:?}; the synthetic dataset makes (C, H, W) images",
+    let name = cfg.dataset.name();
+    // the input shape is known before reading the files: fail fast on a model/dataset mismatch
+    let known: Option<[usize; 3]> = match cfg.dataset {
+        DatasetKind::Synthetic => None,
+        DatasetKind::FashionMnist | DatasetKind::Mnist => Some([1, 28, 28]),
+        DatasetKind::Cifar10 | DatasetKind::Cifar100 => Some([3, 32, 32]),
+    };
+    if let Some(shape) = known {
+        check_shape(spec, name, shape)?;
+    }
+    let tt = match cfg.dataset {
+        DatasetKind::Synthetic => {
+            let shape: [usize; 3] = spec.input.as_slice().try_into().map_err(|_| {
+                anyhow!(
+                    "model `{}` takes input {:?}; the synthetic dataset makes (C, H, W) images",
+                    spec.name,
+                    spec.input
+                )
+            })?;
+            let synth = Synthetic::new(shape, spec.num_classes, 0.8, cfg.seed)?;
+            let (x, y) = synth.batch(cfg.train_samples, train_seed(cfg.seed))?;
+            let (tx, ty) = synth.batch(cfg.test_samples, test_seed(cfg.seed))?;
+            TrainTest {
+                train: Dataset::from_tensor("synthetic", "synthetic", spec.num_classes, x, y)?,
+                test: Dataset::from_tensor("synthetic", "synthetic", spec.num_classes, tx, ty)?,
+            }
+        }
+        _ => Dataset::by_name(name, cfg.data_dir.as_deref())
+            .with_context(|| format!("--dataset {name}"))?,
+    };
+    check_shape(spec, name, tt.train.shape())?;
+    if tt.train.classes() != spec.num_classes {
+        bail!(
+            "model `{}` has {} classes, dataset `{name}` {}",
             spec.name,
-            spec.input
-        )
-    })?;
-    let synth = Synthetic::new(shape, spec.num_classes, noise, cfg.seed)?;
-    let test = synth.batch(test_samples, test_seed(cfg.seed))?;
+            spec.num_classes,
+            tt.train.classes()
+        );
+    }
+    let source = tt.train.source().to_string();
+    let mut augment = match cfg.augmentation {
+        AugmentKind::Default => Augment::train_preset(name),
+        AugmentKind::None => Augment::eval_preset(name),
+    };
+    augment.cutout = cfg.cutout;
+    let train = Loader::new(
+        tt.train,
+        LoaderConfig {
+            batch_size: cfg.batch_size,
+            shuffle: true,
+            drop_last: false,
+            seed: cfg.seed,
+            workers: cfg.workers,
+            prefetch: 2,
+            augment,
+        },
+    )?;
+    let test = Loader::new(
+        tt.test,
+        LoaderConfig {
+            batch_size: 256,
+            shuffle: false,
+            drop_last: false,
+            seed: cfg.seed,
+            workers: cfg.workers.min(1),
+            prefetch: 2,
+            augment: Augment::eval_preset(name),
+        },
+    )?;
     Ok(Data {
-        synth,
-        train_samples,
+        train,
         test,
+        source,
     })
+}
+
+fn check_shape(spec: &ModelSpec, name: &str, shape: [usize; 3]) -> Result<()> {
+    if spec.input[..] != shape[..] {
+        bail!(
+            "model `{}` takes {:?} inputs but dataset `{name}` has {:?} images: pick a model \
+             for {}×{}×{} inputs (28×28 grey: qcnn, cnn, mlp; 32×32 colour: qresnet14, \
+             resnet20, qvgg7, vgg11, …)",
+            spec.name,
+            spec.input,
+            shape,
+            shape[0],
+            shape[1],
+            shape[2]
+        );
+    }
+    Ok(())
+}
+
+fn train_seed(seed: u64) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x7EA1_7EA1
 }
 
 fn test_seed(seed: u64) -> u64 {
     seed ^ 0x7E57_7E57_7E57_7E57
 }
 
-/// The seed of training batch `index` (all of a run's batches, in order): a resumed run
-/// draws the same batches as an uninterrupted one.
-fn batch_seed(seed: u64, index: u64) -> u64 {
-    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(index)
+/// The optimizer wrapped with gradient clipping.
+struct Clipped {
+    inner: Box<dyn Optimizer>,
+    max_norm: f64,
 }
 
-fn build_optimizer(cfg: &TrainConfig, resume: Option<&OptimState>) -> Result<Box<dyn Optimizer>> {
-    let OptimConfig::Sgd {
-        lr,
-        momentum,
-        weight_decay,
-        nesterov,
-    } = cfg.optimizer;
-    let mut opt = Sgd::new(lr, momentum, weight_decay, nesterov)?;
+impl Optimizer for Clipped {
+    fn step(&mut self, net: &mut dyn quadra::nn::Module) -> quadra::Result<()> {
+        clip_grad_norm(net, self.max_norm)?;
+        self.inner.step(net)
+    }
+    fn lr(&self) -> f64 {
+        self.inner.lr()
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.inner.set_lr(lr)
+    }
+    fn state(&self) -> quadra::Result<quadra::optim::OptimState> {
+        self.inner.state()
+    }
+    fn load_state(&mut self, s: &quadra::optim::OptimState) -> quadra::Result<()> {
+        self.inner.load_state(s)
+    }
+}
+
+/// The run's optimizer: the quadratic optimizer (second-order group; ReLinear on a fresh
+/// run) for models with quadratic layers unless turned off, the plain one otherwise.
+fn build_optimizer(
+    cfg: &TrainConfig,
+    model: &mut Model,
+    resume: Option<&OptimState>,
+) -> Result<(Box<dyn Optimizer>, Option<String>)> {
+    let base = match cfg.optimizer {
+        OptimKind::Sgd => BaseOptimizer::Sgd {
+            lr: cfg.lr,
+            momentum: cfg.momentum,
+            weight_decay: cfg.weight_decay,
+            nesterov: cfg.nesterov,
+        },
+        OptimKind::Adam => BaseOptimizer::Adam(AdamConfig {
+            weight_decay: cfg.weight_decay,
+            ..AdamConfig::adam(cfg.lr)
+        }),
+        OptimKind::Adamw => BaseOptimizer::Adam(AdamConfig {
+            weight_decay: cfg.weight_decay,
+            ..AdamConfig::adamw(cfg.lr)
+        }),
+    };
+    let qcfg = if cfg.quadratic_optimizer {
+        QuadraticConfig {
+            quad_lr_scale: cfg.quad_lr_scale,
+            quad_weight_decay: None,
+            // a resumed run continues from trained weights: never re-initialise them
+            relinear: if resume.is_some() { None } else { cfg.relinear },
+        }
+    } else {
+        QuadraticConfig::off()
+    };
+    let quad = QuadraticOptimizer::for_model(&mut model.net, base, qcfg)?;
+    let note = match (cfg.quadratic_optimizer, quad.groups().is_empty()) {
+        (_, true) => None,
+        (false, false) => Some("plain optimizer (--no-quadratic-optimizer)".to_string()),
+        (true, false) => Some(format!(
+            "quadratic optimizer: second-order lr ×{}{}",
+            cfg.quad_lr_scale,
+            match quad.relinear_report() {
+                Some(r) => format!(
+                    ", ReLinear({}) on {} layers",
+                    cfg.relinear.unwrap_or(0.0),
+                    r.applied()
+                ),
+                None => String::new(),
+            }
+        )),
+    };
+    let mut opt: Box<dyn Optimizer> = Box::new(quad);
     if let Some(s) = resume {
-        if s.kind != "sgd" {
+        let want = match cfg.optimizer {
+            OptimKind::Sgd => "sgd",
+            OptimKind::Adam => "adam",
+            OptimKind::Adamw => "adamw",
+        };
+        if s.kind != want {
             bail!(
-                "the checkpoint's optimizer is `{}`, this run uses sgd",
+                "the checkpoint's optimizer is `{}`, this run uses {want}",
                 s.kind
             );
         }
-        // momentum buffers and step counts: the resumed run continues exactly
+        // momentum buffers / moments and step counts: the resumed run continues exactly
         opt.load_state(&s.to_optim()?)?;
     }
-    Ok(Box::new(opt))
+    if let Some(m) = cfg.clip_grad_norm {
+        opt = Box::new(Clipped {
+            inner: opt,
+            max_norm: m,
+        });
+    }
+    Ok((opt, note))
 }
 
-fn evaluate(model: &Model, x: &Tensor, y: &[usize], batch: usize) -> Result<(f64, f64)> {
+fn evaluate_tensors(model: &Model, x: &Tensor, y: &[usize], batch: usize) -> Result<(f64, f64)> {
     let n = y.len();
     let per: usize = x.shape()[1..].iter().product();
     let xs = x.to_f64_vec();
@@ -372,47 +969,231 @@ fn evaluate(model: &Model, x: &Tensor, y: &[usize], batch: usize) -> Result<(f64
     Ok((loss / n as f64, correct as f64 / n as f64))
 }
 
-fn append_line(path: &Path, line: &str) -> Result<()> {
+/// Mean loss and accuracy over a loader's epoch 0 (in order), in eval mode.
+fn evaluate(model: &Model, data: &Loader) -> Result<(f64, f64)> {
+    let (mut loss, mut correct, mut n) = (0.0, 0usize, 0usize);
+    for b in data.epoch(0)? {
+        let (x, y) = b?;
+        let out = model.evaluate(&x, &y)?;
+        loss += out.loss * y.len() as f64;
+        correct += out.correct;
+        n += y.len();
+    }
+    Ok((loss / n as f64, correct as f64 / n as f64))
+}
+
+/// Appends one line with a single write (a killed process leaves whole lines).
+fn append_line(path: &Path, line: &str, sync: bool) -> Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .with_context(|| format!("{}: cannot open", path.display()))?;
-    writeln!(f, "{line}").with_context(|| format!("{}: cannot write", path.display()))?;
-    f.sync_all()
-        .with_context(|| format!("{}: cannot sync", path.display()))?;
+    f.write_all(format!("{line}\n").as_bytes())
+        .with_context(|| format!("{}: cannot write", path.display()))?;
+    if sync {
+        f.sync_all()
+            .with_context(|| format!("{}: cannot sync", path.display()))?;
+    }
     Ok(())
 }
 
-fn train(a: &TrainArgs) -> Result<()> {
-    let mut cfg = TrainConfig::from_args(a);
-    cfg.validate()?;
-    resolve_device(&cfg.device)?;
-    // round trip through serde: the config that checkpoints record is the one used
-    let cfg_json = serde_json::to_value(&cfg)?;
-    cfg = serde_json::from_value(cfg_json.clone())?;
+/// Keeps the JSON lines of `path` for which `keep` holds (drops torn lines), atomically.
+fn filter_lines(path: &Path, keep: &dyn Fn(&Value) -> bool) -> Result<Vec<Value>> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(Vec::new());
+    };
+    let kept: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| keep(v))
+        .collect();
+    let mut out = String::new();
+    for v in &kept {
+        out.push_str(&v.to_string());
+        out.push('\n');
+    }
+    checkpoint::write_atomic(path, out.as_bytes())?;
+    Ok(kept)
+}
 
-    let (mut model, start_epoch, mut step, resume_optim, mut best) = match &a.resume {
+fn bits(x: f64) -> String {
+    format!("{:016x}", x.to_bits())
+}
+
+fn unbits(v: &Value) -> Option<f64> {
+    u64::from_str_radix(v.as_str()?, 16)
+        .ok()
+        .map(f64::from_bits)
+}
+
+/// Where a checkpoint stands: `epoch` complete epochs plus `batch` batches of the next one,
+/// with that epoch's running sums (exact, as bit patterns).
+#[derive(Clone, Copy, Debug, Default)]
+struct Position {
+    epoch: usize,
+    batch: usize,
+    step: u64,
+    loss_sum: f64,
+    correct: usize,
+    seen: usize,
+    best: f64,
+}
+
+impl Position {
+    fn to_json(self) -> Value {
+        json!({
+            "scheme": "Loader(seed): shuffle (seed, epoch), augmentation (seed, epoch, sample)",
+            "epoch": self.epoch,
+            "next_batch": self.batch,
+            "loss_sum_bits": bits(self.loss_sum),
+            "correct": self.correct,
+            "seen": self.seen,
+            "best_test_acc_bits": bits(self.best),
+        })
+    }
+    fn from_checkpoint(ck: &Checkpoint) -> Position {
+        let r = ck.rng.clone().unwrap_or(Value::Null);
+        let best = unbits(&r["best_test_acc_bits"])
+            .or_else(|| {
+                ck.metrics
+                    .as_ref()
+                    .and_then(|m| m["best_test_acc"].as_f64())
+            })
+            .unwrap_or(-1.0);
+        Position {
+            epoch: ck.epoch as usize,
+            batch: r["next_batch"].as_u64().unwrap_or(0) as usize,
+            step: ck.step,
+            loss_sum: unbits(&r["loss_sum_bits"]).unwrap_or(0.0),
+            correct: r["correct"].as_u64().unwrap_or(0) as usize,
+            seen: r["seen"].as_u64().unwrap_or(0) as usize,
+            best,
+        }
+    }
+}
+
+/// The checkpoint of `dir` (epoch-*, step-*, last) that stands furthest (most steps; an
+/// epoch checkpoint over a mid-epoch one of the same step).
+fn latest_checkpoint(dir: &Path) -> Result<PathBuf> {
+    let mut best: Option<(u64, bool, PathBuf)> = None;
+    let rd = std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?;
+    for e in rd.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ok =
+            (name.starts_with("epoch-") || name.starts_with("step-") || name == "last.safetensors")
+                && name.ends_with(".safetensors");
+        if !ok {
+            continue;
+        }
+        let Ok(ck) = Checkpoint::load(e.path()) else {
+            continue;
+        };
+        let key = (ck.step, name.starts_with("epoch-"));
+        if best.as_ref().is_none_or(|b| key > (b.0, b.1)) {
+            best = Some((key.0, key.1, e.path()));
+        }
+    }
+    best.map(|b| b.2)
+        .ok_or_else(|| anyhow!("--resume {}: no checkpoint in this folder", dir.display()))
+}
+
+/// The checkpoint's training config, if it has one this version understands.
+fn checkpoint_config(ck: &Checkpoint) -> Option<TrainConfig> {
+    serde_json::from_value(ck.config.clone()?).ok()
+}
+
+fn train(a: &TrainArgs) -> Result<()> {
+    let flags = Settings::from_args(a);
+    let file = a
+        .config
+        .as_ref()
+        .map(|p| Settings::from_file(p))
+        .transpose()?;
+    let s = match &file {
+        Some(f) => flags.clone().or(f.clone()),
+        None => flags.clone(),
+    };
+    let origins = Origins {
+        flags: &flags,
+        file: a.config.as_deref().zip(file.as_ref()),
+    };
+    let out_dir = s
+        .out
+        .clone()
+        .ok_or_else(|| anyhow!("--out DIR is required (or `out` in the config file)"))?;
+
+    // the base: the checkpoint's config when resuming, else the defaults
+    let resumed = match &a.resume {
         Some(p) => {
-            let (ck, mut model) = Checkpoint::load_model(p)?;
+            let p = if p.is_dir() {
+                latest_checkpoint(p)?
+            } else {
+                p.clone()
+            };
+            let (ck, model) = Checkpoint::load_model(&p)?;
+            Some((p, ck, model))
+        }
+        None => None,
+    };
+    let base = resumed
+        .as_ref()
+        .and_then(|(_, ck, _)| checkpoint_config(ck));
+    let fresh_base = base.is_none();
+    let cfg = base.clone().unwrap_or_default().with(&s, fresh_base);
+    cfg.validate(&origins)?;
+    let cfg_json = serde_json::to_value(&cfg)?;
+
+    let (mut model, pos, resume_optim) = match resumed {
+        Some((p, ck, mut model)) => {
             if ck.spec.name != cfg.model {
                 bail!(
-                    "{}: the checkpoint holds model `{}`, --model is `{}`",
+                    "{}: the checkpoint holds model `{}`, {} is `{}`",
                     p.display(),
                     ck.spec.name,
+                    origins.of("model"),
                     cfg.model
                 );
             }
+            if let Some(b) = &base {
+                if b.dataset != cfg.dataset {
+                    bail!(
+                        "{}: the checkpoint was trained on {}, {} is {}",
+                        p.display(),
+                        b.dataset.name(),
+                        origins.of("dataset"),
+                        cfg.dataset.name()
+                    );
+                }
+            }
+            if ck.spec.num_classes != cfg.num_classes {
+                bail!(
+                    "{}: the checkpoint's model has {} classes, dataset {} has {}",
+                    p.display(),
+                    ck.spec.num_classes,
+                    cfg.dataset.name(),
+                    cfg.num_classes
+                );
+            }
+            let pos = Position::from_checkpoint(&ck);
+            if pos.batch > 0 {
+                if let Some(b) = &base {
+                    if b.batch_size != cfg.batch_size || b.seed != cfg.seed {
+                        bail!(
+                            "{}: a mid-epoch checkpoint resumes only with its batch size ({}) and seed ({})",
+                            p.display(),
+                            b.batch_size,
+                            b.seed
+                        );
+                    }
+                }
+            }
             model.set_backprop(cfg.backprop, Default::default())?;
-            let best = ck
-                .metrics
-                .as_ref()
-                .and_then(|m| m["best_test_acc"].as_f64())
-                .unwrap_or(-1.0);
-            (model, ck.epoch as usize, ck.step, ck.optim, best)
+            (model, pos, ck.optim)
         }
         None => {
-            let mut spec = quadra::models::get(&cfg.model, None, cfg.num_classes)?;
+            let mut spec = quadra::models::get(&cfg.model, None, cfg.num_classes)
+                .map_err(|e| anyhow!("{}: {e}", origins.of("model")))?;
             spec.backprop = cfg.backprop;
             let model = Model::build(
                 &spec,
@@ -421,37 +1202,126 @@ fn train(a: &TrainArgs) -> Result<()> {
                     seed: cfg.seed,
                 },
             )?;
-            (model, 0, 0, None, -1.0)
+            (
+                model,
+                Position {
+                    best: -1.0,
+                    ..Default::default()
+                },
+                None,
+            )
         }
     };
     let data = build_data(&cfg, &model.spec)?;
-    let mut opt = build_optimizer(&cfg, resume_optim.as_ref())?;
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("{}: cannot create the output directory", a.out.display()))?;
-    let metrics_path = a.out.join("metrics.jsonl");
-    let steps = data.train_samples.div_ceil(cfg.batch_size);
+    let steps = data.train.batches_per_epoch();
+    if pos.batch > steps {
+        bail!(
+            "the checkpoint stands at batch {} of an epoch of {steps}",
+            pos.batch
+        );
+    }
+    let (mut opt, opt_note) = build_optimizer(&cfg, &mut model, resume_optim.as_ref())?;
+    let sched = cfg.scheduler()?;
+
+    // outputs: refuse to clobber another run; on resume, cut the logs back to the checkpoint
+    let metrics_path = out_dir.join("metrics.jsonl");
+    let steps_path = out_dir.join("steps.jsonl");
+    if a.resume.is_none() && !a.force && (metrics_path.exists() || steps_path.exists()) {
+        bail!(
+            "--out {}: the directory already holds a run (metrics.jsonl); continue it with \
+             --resume {}, start over with --force, or pick another --out",
+            out_dir.display(),
+            out_dir.display()
+        );
+    }
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("{}: cannot create the output directory", out_dir.display()))?;
+    let mut history: Vec<Value> = if a.resume.is_some() {
+        filter_lines(&steps_path, &|v| {
+            v["step"].as_u64().is_some_and(|s| s <= pos.step)
+        })?;
+        filter_lines(&metrics_path, &|v| {
+            v["epoch"].as_u64().is_some_and(|e| e as usize <= pos.epoch)
+        })?
+    } else {
+        for p in [&metrics_path, &steps_path] {
+            if p.exists() {
+                std::fs::remove_file(p)
+                    .with_context(|| format!("{}: cannot remove", p.display()))?;
+            }
+        }
+        Vec::new()
+    };
+
     let tty = std::io::stderr().is_terminal();
     let params = model.num_params();
     if !a.json {
         println!(
-            "model {} ({} parameters), backprop {}, {} epochs × {} steps of {}, device cpu{}",
+            "model {} ({} parameters), dataset {} ({} train / {} test, {}), {} epochs × {} steps of {}, {:?} lr {} → {} ({:?}), backprop {}, device cpu{}{}",
             cfg.model,
             params,
-            cfg.backprop,
+            cfg.dataset.name(),
+            data.train.dataset().len(),
+            data.test.dataset().len(),
+            data.source,
             cfg.epochs,
             steps,
             cfg.batch_size,
+            cfg.optimizer,
+            cfg.lr,
+            cfg.final_lr,
+            cfg.schedule,
+            cfg.backprop,
+            match &opt_note {
+                Some(n) => format!(", {n}"),
+                None => String::new(),
+            },
             match &a.resume {
-                Some(p) => format!(", resumed from {} at epoch {start_epoch}", p.display()),
+                Some(p) => format!(
+                    ", resumed from {} at epoch {} batch {}",
+                    p.display(),
+                    pos.epoch,
+                    pos.batch
+                ),
                 None => String::new(),
             }
         );
     }
-    let mut best_path = a.out.join("best.safetensors");
+    let best_path = out_dir.join("best.safetensors");
+    let last_path = out_dir.join("last.safetensors");
+    let mut best = pos.best;
+    let mut step = pos.step;
     let mut last_metrics = Value::Null;
-    for epoch in start_epoch..cfg.epochs {
+    let save = |model: &Model,
+                opt: &dyn Optimizer,
+                p: Position,
+                metrics: &Value,
+                paths: &[&Path]|
+     -> Result<()> {
+        let mut ck = Checkpoint::from_model(model)?;
+        ck.epoch = p.epoch as u64;
+        ck.step = p.step;
+        ck.seed = Some(cfg.seed);
+        ck.rng = Some(p.to_json());
+        ck.config = Some(cfg_json.clone());
+        ck.metrics = Some(metrics.clone());
+        ck.optim = Some(OptimState::from_optim(opt.state()?));
+        let bytes = ck.to_bytes()?;
+        for path in paths {
+            checkpoint::write_atomic(path, &bytes)?;
+        }
+        Ok(())
+    };
+    for epoch in pos.epoch..cfg.epochs {
         let t0 = Instant::now();
-        let bar = if tty {
+        let start = if epoch == pos.epoch { pos.batch } else { 0 };
+        let (mut loss_sum, mut correct, mut seen) = if epoch == pos.epoch {
+            (pos.loss_sum, pos.correct, pos.seen)
+        } else {
+            (0.0, 0, 0)
+        };
+        let lr = sched.apply(opt.as_mut(), epoch, 0);
+        let bar = if tty && !a.json {
             let b = indicatif::ProgressBar::new(steps as u64);
             b.set_style(
                 indicatif::ProgressStyle::with_template(
@@ -460,76 +1330,123 @@ fn train(a: &TrainArgs) -> Result<()> {
                 .progress_chars("=> "),
             );
             b.set_prefix(format!("{}/{}", epoch + 1, cfg.epochs));
+            b.set_position(start as u64);
             b
         } else {
             indicatif::ProgressBar::hidden()
         };
-        let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
-        for s in 0..steps {
-            let b = cfg.batch_size.min(data.train_samples - s * cfg.batch_size);
-            let index = (epoch * steps + s) as u64;
-            let (x, y) = data.synth.batch(b, batch_seed(cfg.seed, index))?;
+        let mut batches = data.train.epoch_from(epoch as u64, start)?;
+        let mut new_seen = 0usize;
+        for b in start..steps {
+            let (x, y) = batches
+                .next()
+                .ok_or_else(|| anyhow!("the data loader ended early at batch {b}"))??;
             let out = model.train_step(&x, &y, opt.as_mut())?;
             if !out.loss.is_finite() {
                 bail!(
                     "epoch {}, step {}: the loss is {} (lower --lr?)",
                     epoch + 1,
-                    s + 1,
+                    b + 1,
                     out.loss
                 );
             }
-            loss_sum += out.loss * b as f64;
+            loss_sum += out.loss * y.len() as f64;
             correct += out.correct;
-            seen += b;
+            seen += y.len();
+            new_seen += y.len();
             step += 1;
+            append_line(
+                &steps_path,
+                &json!({ "epoch": epoch + 1, "batch": b, "step": step, "lr": lr,
+                         "loss": out.loss, "loss_bits": bits(out.loss) })
+                .to_string(),
+                false,
+            )?;
             bar.inc(1);
             bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
+            if !tty && !a.json && steps >= 20 && (b + 1) % (steps / 10) == 0 && b + 1 < steps {
+                println!(
+                    "epoch {}/{}: {}/{steps} steps, loss {:.4}, {:.0} images/s",
+                    epoch + 1,
+                    cfg.epochs,
+                    b + 1,
+                    loss_sum / seen as f64,
+                    new_seen as f64 / t0.elapsed().as_secs_f64()
+                );
+            }
+            if let Some(every) = cfg.save_every {
+                if step % every as u64 == 0 && b + 1 < steps {
+                    let p = Position {
+                        epoch,
+                        batch: b + 1,
+                        step,
+                        loss_sum,
+                        correct,
+                        seen,
+                        best,
+                    };
+                    let m = json!({ "event": "step", "epoch": epoch + 1, "batch": b + 1, "step": step });
+                    let path = out_dir.join(format!("step-{step:08}.safetensors"));
+                    save(&model, opt.as_ref(), p, &m, &[&path, &last_path])?;
+                    if !tty && !a.json {
+                        println!(
+                            "step {step}: loss {:.4} → {}",
+                            loss_sum / seen as f64,
+                            path.display()
+                        );
+                    }
+                }
+            }
         }
+        drop(batches);
         bar.finish_and_clear();
-        let (test_loss, test_acc) = evaluate(&model, &data.test.0, &data.test.1, 256)?;
+        let (test_loss, test_acc) = evaluate(&model, &data.test)?;
         let secs = t0.elapsed().as_secs_f64();
         let is_best = test_acc > best;
         if is_best {
             best = test_acc;
         }
-        let ck_path = a.out.join(format!("epoch-{:04}.safetensors", epoch + 1));
+        let ck_path = out_dir.join(format!("epoch-{:04}.safetensors", epoch + 1));
         let metrics = json!({
             "event": "epoch",
             "epoch": epoch + 1,
             "step": step,
+            "lr": lr,
             "train_loss": loss_sum / seen as f64,
             "train_acc": correct as f64 / seen as f64,
             "test_loss": test_loss,
             "test_acc": test_acc,
             "best_test_acc": best,
             "seconds": secs,
-            "images_per_s": seen as f64 / secs,
+            "images_per_s": new_seen as f64 / secs,
             "checkpoint": ck_path.display().to_string(),
         });
-        let mut ck = Checkpoint::from_model(&model)?;
-        ck.epoch = (epoch + 1) as u64;
-        ck.step = step;
-        ck.seed = Some(cfg.seed);
-        ck.rng = Some(json!({
-            "scheme": "batch_seed(seed, index)",
-            "next_batch_index": (epoch + 1) * steps,
-            "test_seed": test_seed(cfg.seed),
-        }));
-        ck.config = Some(cfg_json.clone());
-        ck.metrics = Some(metrics.clone());
-        ck.optim = Some(OptimState::from_optim(opt.state()?));
-        let bytes = ck.to_bytes()?;
-        checkpoint::write_atomic(&ck_path, &bytes)?;
+        append_line(&metrics_path, &metrics.to_string(), true)?;
+        let p = Position {
+            epoch: epoch + 1,
+            batch: 0,
+            step,
+            loss_sum: 0.0,
+            correct: 0,
+            seen: 0,
+            best,
+        };
+        let mut paths: Vec<&Path> = vec![&ck_path, &last_path];
         if is_best {
-            best_path = a.out.join("best.safetensors");
-            checkpoint::write_atomic(&best_path, &bytes)?;
+            paths.push(&best_path);
         }
-        append_line(&metrics_path, &metrics.to_string())?;
+        save(&model, opt.as_ref(), p, &metrics, &paths)?;
+        history.push(metrics.clone());
+        let chart = out_dir.join("chart.svg");
+        let title = format!("{} on {}", cfg.model, cfg.dataset.name());
+        if let Err(e) = quadra_chart::write_chart(&chart, &title, &history) {
+            eprintln!("warning: {}: chart not written: {e:#}", chart.display());
+        }
         if a.json {
             println!("{metrics}");
         } else {
             println!(
-                "epoch {}/{}: train loss {:.4}, train acc {:.1}%, test loss {:.4}, test acc {:.1}%{}, {:.1} s → {}",
+                "epoch {}/{}: train loss {:.4}, train acc {:.1}%, test loss {:.4}, test acc {:.1}%{}, lr {:.4}, {:.1} s → {}",
                 epoch + 1,
                 cfg.epochs,
                 loss_sum / seen as f64,
@@ -537,6 +1454,7 @@ fn train(a: &TrainArgs) -> Result<()> {
                 test_loss,
                 100.0 * test_acc,
                 if is_best { " (best)" } else { "" },
+                lr,
                 secs,
                 ck_path.display()
             );
@@ -546,8 +1464,11 @@ fn train(a: &TrainArgs) -> Result<()> {
     let summary = json!({
         "event": "done",
         "epochs": cfg.epochs,
-        "start_epoch": start_epoch,
+        "start_epoch": pos.epoch,
+        "start_batch": pos.batch,
+        "start_step": pos.step,
         "step": step,
+        "params": params,
         "best_test_acc": best,
         "best": if best >= 0.0 { Value::String(best_path.display().to_string()) } else { Value::Null },
         "last": last_metrics,
@@ -555,19 +1476,123 @@ fn train(a: &TrainArgs) -> Result<()> {
     });
     if a.json {
         println!("{summary}");
-    } else if start_epoch >= cfg.epochs {
+    } else if pos.epoch >= cfg.epochs {
         println!(
-            "nothing to do: the checkpoint has {start_epoch} epochs, --epochs is {}",
-            cfg.epochs
+            "nothing to do: the checkpoint has {} epochs, --epochs is {}",
+            pos.epoch, cfg.epochs
         );
     } else {
         println!(
-            "best test accuracy {:.1}% → {}",
+            "best test accuracy {:.2}% → {}",
             100.0 * best,
             best_path.display()
         );
     }
     Ok(())
+}
+
+// ---- the chart -------------------------------------------------------------------------
+
+/// chart.svg: loss and accuracy per epoch, train and test (plotters, SVG backend).
+mod quadra_chart {
+    use std::path::Path;
+
+    use anyhow::{anyhow, Result};
+    use plotters::prelude::*;
+    use serde_json::Value;
+
+    type Series = Vec<(f64, f64)>;
+
+    fn series(history: &[Value], key: &str, scale: f64) -> Series {
+        history
+            .iter()
+            .filter_map(|m| Some((m["epoch"].as_f64()?, scale * m[key].as_f64()?)))
+            .collect()
+    }
+
+    fn panel<DB: DrawingBackend>(
+        area: &DrawingArea<DB, plotters::coord::Shift>,
+        caption: &str,
+        y_label: &str,
+        lines: &[(&str, Series, RGBColor)],
+    ) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        let pts = lines.iter().flat_map(|l| l.1.iter());
+        let x_max = pts.clone().map(|p| p.0).fold(1.0, f64::max);
+        let (lo, hi) = pts.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
+            (lo.min(p.1), hi.max(p.1))
+        });
+        let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+        let pad = ((hi - lo) * 0.1).max(1e-3);
+        let mut chart = ChartBuilder::on(area)
+            .caption(caption, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..x_max + 0.5, (lo - pad).max(0.0)..hi + pad)
+            .map_err(|e| anyhow!("{e:?}"))?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc(y_label)
+            .draw()
+            .map_err(|e| anyhow!("{e:?}"))?;
+        for (name, s, colour) in lines {
+            let c = *colour;
+            chart
+                .draw_series(LineSeries::new(s.clone(), c.stroke_width(2)))
+                .map_err(|e| anyhow!("{e:?}"))?
+                .label(*name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c));
+            chart
+                .draw_series(s.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                .map_err(|e| anyhow!("{e:?}"))?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| anyhow!("{e:?}"))?;
+        Ok(())
+    }
+
+    /// Renders the per-epoch metrics (`metrics.jsonl` lines) and writes the SVG atomically.
+    pub fn write_chart(path: &Path, title: &str, history: &[Value]) -> Result<()> {
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (1000, 420)).into_drawing_area();
+            root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
+            let root = root
+                .titled(title, ("sans-serif", 22))
+                .map_err(|e| anyhow!("{e:?}"))?;
+            let (left, right) = root.split_horizontally(500);
+            let (train_c, test_c) = (RGBColor(31, 119, 180), RGBColor(214, 39, 40));
+            panel(
+                &left,
+                "loss",
+                "cross-entropy loss",
+                &[
+                    ("train", series(history, "train_loss", 1.0), train_c),
+                    ("test", series(history, "test_loss", 1.0), test_c),
+                ],
+            )?;
+            panel(
+                &right,
+                "accuracy",
+                "accuracy (%)",
+                &[
+                    ("train", series(history, "train_acc", 100.0), train_c),
+                    ("test", series(history, "test_acc", 100.0), test_c),
+                ],
+            )?;
+            root.present().map_err(|e| anyhow!("{e:?}"))?;
+        }
+        quadra::checkpoint::write_atomic(path, svg.as_bytes())?;
+        Ok(())
+    }
 }
 
 // ---- eval, predict -------------------------------------------------------------------
@@ -667,7 +1692,7 @@ fn predict_batched(model: &Model, x: &Tensor, batch: usize) -> Result<Tensor> {
 
 fn eval(a: &EvalArgs) -> Result<()> {
     let (ck, model) = Checkpoint::load_model(&a.checkpoint)?;
-    let (x, y, source) = match &a.input {
+    let (loss, acc, n, source) = match &a.input {
         Some(p) => {
             let x = read_input(p, &model)?;
             let y = read_labels(p, "labels")?;
@@ -686,12 +1711,13 @@ fn eval(a: &EvalArgs) -> Result<()> {
                     model.spec.num_classes
                 );
             }
-            (x, y, p.display().to_string())
+            let (loss, acc) = evaluate_tensors(&model, &x, &y, a.batch_size.max(1))?;
+            (loss, acc, y.len(), p.display().to_string())
         }
         None => {
             let cfg: TrainConfig = match &ck.config {
                 Some(c) => serde_json::from_value(c.clone()).with_context(|| {
-                    format!("{}: metadata `config` is not a training config", a.checkpoint.display())
+                    format!("{}: metadata `config` is not a training config of this version", a.checkpoint.display())
                 })?,
                 None => bail!(
                     "{}: the checkpoint has no training config (an import?): pass --input DATA.safetensors",
@@ -699,19 +1725,24 @@ fn eval(a: &EvalArgs) -> Result<()> {
                 ),
             };
             let d = build_data(&cfg, &model.spec)?;
-            (d.test.0, d.test.1, "synthetic test set".to_string())
+            let (loss, acc) = evaluate(&model, &d.test)?;
+            (
+                loss,
+                acc,
+                d.test.dataset().len(),
+                format!("{} test set", cfg.dataset.name()),
+            )
         }
     };
-    let (loss, acc) = evaluate(&model, &x, &y, a.batch_size.max(1))?;
     let out = json!({ "checkpoint": a.checkpoint.display().to_string(), "data": source,
-                      "samples": y.len(), "loss": loss, "accuracy": acc });
+                      "samples": n, "loss": loss, "accuracy": acc });
     if a.json {
         println!("{out}");
     } else {
         println!(
             "{} on {source}: {} samples, loss {loss:.4}, accuracy {:.2}%",
             a.checkpoint.display(),
-            y.len(),
+            n,
             100.0 * acc
         );
     }

@@ -241,7 +241,7 @@ fn train_one_epoch_then_resume() {
     fails(&args, &["epoch-0001.safetensors", "mlp", "cnn"]);
     fails(
         &["train", "--device", "cuda", "--out", s(&dir.join("cuda"))],
-        &["CUDA backend is not built"],
+        &["--device", "CUDA backend is not wired into training"],
     );
     assert!(!dir.join("cuda").exists());
     fails(

@@ -22,6 +22,25 @@ pub fn workspace<T: Float>(len: usize) -> TrackedVec<T> {
     TrackedVec::filled(T::zero(), len, cpu_tracker(), Category::Workspace)
 }
 
+/// Σ r with 8 independent accumulators, so the loop vectorizes (a fixed summation order:
+/// deterministic, though not the sequential order).
+#[inline]
+pub fn lane_sum<T: Float>(r: &[T]) -> T {
+    let mut acc = [T::zero(); 8];
+    let mut it = r.chunks_exact(8);
+    for c in &mut it {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    let mut s = T::zero();
+    for &v in it.remainder() {
+        s += v;
+    }
+    let [a0, a1, a2, a3, a4, a5, a6, a7] = acc;
+    s + (((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)))
+}
+
 /// Split `0..n` into at most one contiguous range per rayon thread.
 pub fn chunk_ranges(n: usize) -> Vec<Range<usize>> {
     let t = rayon::current_num_threads().max(1).min(n.max(1));

@@ -42,7 +42,7 @@ impl ReLU {
     }
 
     fn run<T: Float>(&self, x: &Tensor) -> Result<Tensor> {
-        let mut y = Tensor::zeros_in(x.shape(), x.dtype(), Category::Workspace)?;
+        let mut y = super::zeros_par(x.shape(), x.dtype(), Category::Workspace)?;
         ops::relu_forward(x.as_slice::<T>()?, y.data_mut::<T>()?);
         Ok(y)
     }
@@ -53,7 +53,7 @@ impl ReLU {
             .take()
             .ok_or_else(|| no_forward(&self.name.path))?;
         check_grad(&self.name.path, g, y.shape(), y.dtype())?;
-        let mut dx = Tensor::zeros_in(y.shape(), y.dtype(), Category::Workspace)?;
+        let mut dx = super::zeros_par(y.shape(), y.dtype(), Category::Workspace)?;
         ops::relu_backward(g.as_slice::<T>()?, y.as_slice::<T>()?, dx.data_mut::<T>()?);
         Ok(dx)
     }
@@ -200,7 +200,7 @@ impl Dropout {
     }
 
     fn apply<T: Float>(x: &Tensor, mask: &[u8], scale: f64) -> Result<Tensor> {
-        let mut y = Tensor::zeros_in(x.shape(), x.dtype(), Category::Workspace)?;
+        let mut y = super::zeros_par(x.shape(), x.dtype(), Category::Workspace)?;
         ops::dropout_apply(x.as_slice::<T>()?, mask, T::of(scale), y.data_mut::<T>()?);
         Ok(y)
     }

@@ -51,6 +51,16 @@ pub fn add_relu<T: Float>(a: &[T], b: &[T], relu: bool) -> Vec<T> {
     out
 }
 
+/// `relu_forward` into a fresh vector (no zero fill first).
+pub fn relu_forward_vec<T: Float>(x: &[T]) -> Vec<T> {
+    let mut out = Vec::new();
+    x.par_iter()
+        .with_min_len(CHUNK)
+        .map(|&v| if v < T::zero() { T::zero() } else { v })
+        .collect_into_vec(&mut out);
+    out
+}
+
 /// `relu_backward` into a fresh vector (no zero fill first).
 pub fn relu_backward_vec<T: Float>(g: &[T], y: &[T]) -> Vec<T> {
     let mut out = Vec::new();

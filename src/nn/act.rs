@@ -42,9 +42,8 @@ impl ReLU {
     }
 
     fn run<T: Float>(&self, x: &Tensor) -> Result<Tensor> {
-        let mut y = Tensor::zeros_in(x.shape(), x.dtype(), Category::Workspace)?;
-        ops::relu_forward(x.as_slice::<T>()?, y.data_mut::<T>()?);
-        Ok(y)
+        let y = ops::relu_forward_vec(x.as_slice::<T>()?);
+        Tensor::from_vec_in(y, x.shape(), x.device(), Category::Workspace)
     }
 
     fn back<T: Float>(&mut self, g: &Tensor) -> Result<Tensor> {
@@ -53,9 +52,8 @@ impl ReLU {
             .take()
             .ok_or_else(|| no_forward(&self.name.path))?;
         check_grad(&self.name.path, g, y.shape(), y.dtype())?;
-        let mut dx = Tensor::zeros_in(y.shape(), y.dtype(), Category::Workspace)?;
-        ops::relu_backward(g.as_slice::<T>()?, y.as_slice::<T>()?, dx.data_mut::<T>()?);
-        Ok(dx)
+        let dx = ops::relu_backward_vec(g.as_slice::<T>()?, y.as_slice::<T>()?);
+        Tensor::from_vec_in(dx, y.shape(), y.device(), Category::Workspace)
     }
 }
 
@@ -200,7 +198,7 @@ impl Dropout {
     }
 
     fn apply<T: Float>(x: &Tensor, mask: &[u8], scale: f64) -> Result<Tensor> {
-        let mut y = Tensor::zeros_in(x.shape(), x.dtype(), Category::Workspace)?;
+        let mut y = super::zeros_par(x.shape(), x.dtype(), Category::Workspace)?;
         ops::dropout_apply(x.as_slice::<T>()?, mask, T::of(scale), y.data_mut::<T>()?);
         Ok(y)
     }

@@ -121,43 +121,18 @@ impl Residual {
                 ),
             ));
         }
-        let mut out = Tensor::zeros_in(a.shape(), a.dtype(), Category::Workspace)?;
-        let (av, bv) = (a.as_slice::<T>()?, b.as_slice::<T>()?);
-        for ((o, &p), &q) in out.data_mut::<T>()?.iter_mut().zip(av).zip(bv) {
-            let s = p + q;
-            *o = if self.relu && s < T::zero() {
-                T::zero()
-            } else {
-                s
-            };
-        }
-        Ok(out)
+        let out = crate::ops::act::add_relu(a.as_slice::<T>()?, b.as_slice::<T>()?, self.relu);
+        Tensor::from_vec_in(out, a.shape(), a.device(), Category::Workspace)
     }
 
     fn relu_back<T: Float>(&self, g: &Tensor, y: &Tensor) -> Result<Tensor> {
-        let mut out = Tensor::zeros_in(g.shape(), g.dtype(), Category::Workspace)?;
-        for ((o, &gv), &yv) in out
-            .data_mut::<T>()?
-            .iter_mut()
-            .zip(g.as_slice::<T>()?)
-            .zip(y.as_slice::<T>()?)
-        {
-            *o = if yv > T::zero() { gv } else { T::zero() };
-        }
-        Ok(out)
+        let out = crate::ops::act::relu_backward_vec(g.as_slice::<T>()?, y.as_slice::<T>()?);
+        Tensor::from_vec_in(out, g.shape(), g.device(), Category::Workspace)
     }
 
     fn add<T: Float>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-        let mut out = Tensor::zeros_in(a.shape(), a.dtype(), Category::Workspace)?;
-        for ((o, &p), &q) in out
-            .data_mut::<T>()?
-            .iter_mut()
-            .zip(a.as_slice::<T>()?)
-            .zip(b.as_slice::<T>()?)
-        {
-            *o = p + q;
-        }
-        Ok(out)
+        let out = crate::ops::act::add_relu(a.as_slice::<T>()?, b.as_slice::<T>()?, false);
+        Tensor::from_vec_in(out, a.shape(), a.device(), Category::Workspace)
     }
 }
 

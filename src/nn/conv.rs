@@ -56,7 +56,7 @@ impl Conv2d {
 
     fn run<T: Float>(&self, x: &Tensor) -> Result<Tensor> {
         let (n, h, w, ho, wo) = conv::check_input(&self.geom, x, &self.name.path)?;
-        let mut out = Tensor::zeros_in(
+        let mut out = super::zeros_par(
             &[n, self.geom.c_out, ho, wo],
             x.dtype(),
             Category::Workspace,
@@ -94,7 +94,7 @@ impl Conv2d {
                 ),
             ));
         }
-        let mut dx = Tensor::zeros_in(x.shape(), x.dtype(), Category::Workspace)?;
+        let mut dx = super::zeros_par(x.shape(), x.dtype(), Category::Workspace)?;
         let (dw, db) = conv::conv2d_backward(
             &self.geom,
             1,

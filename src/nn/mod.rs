@@ -24,6 +24,22 @@ use crate::device::alloc::{self, Category};
 use crate::tensor::{Float, Tensor};
 use crate::{Error, Result};
 
+/// `Tensor::zeros_in` on the CPU with the zero fill split over the rayon pool (see
+/// `ops::par_zeros`); the same storage, category and accounting.
+pub(crate) fn zeros_par(
+    shape: &[usize],
+    dtype: crate::DType,
+    category: Category,
+) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    crate::with_dtype!(dtype, T => Tensor::from_vec_in(
+        crate::ops::par_zeros::<T>(n),
+        shape,
+        crate::Device::Cpu,
+        category,
+    ))
+}
+
 /// What a quadratic layer keeps between forward and backward (hybrid back-propagation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

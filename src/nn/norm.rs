@@ -174,7 +174,7 @@ impl BatchNorm {
 
     fn run_eval<T: Float>(&self, x: &Tensor) -> Result<Tensor> {
         let dims = self.dims(x)?;
-        let mut y = Tensor::zeros_in(x.shape(), x.dtype(), Category::Workspace)?;
+        let mut y = super::zeros_par(x.shape(), x.dtype(), Category::Workspace)?;
         let rstd = ops::rstd(self.running_var.as_slice::<T>()?, self.eps);
         ops::normalize(
             x.as_slice::<T>()?,
@@ -202,7 +202,7 @@ impl BatchNorm {
         let xs = x.as_slice::<T>()?;
         let (mean, var) = ops::batch_stats(xs, n, c, l);
         let rstd = ops::rstd(&var, self.eps);
-        let mut y = Tensor::zeros_in(x.shape(), x.dtype(), Category::Workspace)?;
+        let mut y = super::zeros_par(x.shape(), x.dtype(), Category::Workspace)?;
         ops::normalize(
             xs,
             (n, c, l),
@@ -249,7 +249,7 @@ impl BatchNorm {
         let (mean, rstd) = (s.mean.as_slice::<T>()?, s.rstd.as_slice::<T>()?);
         // dβ = Σ g, dγ = Σ g·x̂ (per channel)
         let (sum_g, sum_gx) = ops::grad_sums(xs, gs, dims, mean, rstd);
-        let mut dx = Tensor::zeros_in(s.x.shape(), s.x.dtype(), Category::Workspace)?;
+        let mut dx = super::zeros_par(s.x.shape(), s.x.dtype(), Category::Workspace)?;
         ops::backward_input(
             xs,
             gs,

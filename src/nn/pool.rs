@@ -55,7 +55,7 @@ impl MaxPool2d {
                 format!("input plane {h}x{w} has more elements than a u32 index can address"),
             ));
         }
-        let mut y = Tensor::zeros_in(&[n, c, ho, wo], x.dtype(), Category::Workspace)?;
+        let mut y = super::zeros_par(&[n, c, ho, wo], x.dtype(), Category::Workspace)?;
         let mut idx = TrackedVec::filled(0u32, n * c * ho * wo, cpu_tracker(), category);
         ops::maxpool2d_forward(
             &self.geom,
@@ -75,7 +75,7 @@ impl MaxPool2d {
             .ok_or_else(|| no_forward(&self.name.path))?;
         let (ho, wo) = self.geom.out_hw(h, w, &self.name.path)?;
         check_grad(&self.name.path, g, &[n, c, ho, wo])?;
-        let mut dx = Tensor::zeros_in(&[n, c, h, w], g.dtype(), Category::Workspace)?;
+        let mut dx = super::zeros_par(&[n, c, h, w], g.dtype(), Category::Workspace)?;
         ops::maxpool2d_backward(
             g.as_slice::<T>()?,
             &idx,
@@ -145,7 +145,7 @@ impl AvgPool2d {
 
     fn run<T: Float>(&self, x: &Tensor) -> Result<Tensor> {
         let (n, c, h, w, ho, wo) = ops::check_input(&self.geom, x, &self.name.path)?;
-        let mut y = Tensor::zeros_in(&[n, c, ho, wo], x.dtype(), Category::Workspace)?;
+        let mut y = super::zeros_par(&[n, c, ho, wo], x.dtype(), Category::Workspace)?;
         ops::avgpool2d_forward(
             &self.geom,
             x.as_slice::<T>()?,
@@ -163,7 +163,7 @@ impl AvgPool2d {
             .ok_or_else(|| no_forward(&self.name.path))?;
         let (ho, wo) = self.geom.out_hw(h, w, &self.name.path)?;
         check_grad(&self.name.path, g, &[n, c, ho, wo])?;
-        let mut dx = Tensor::zeros_in(&[n, c, h, w], g.dtype(), Category::Workspace)?;
+        let mut dx = super::zeros_par(&[n, c, h, w], g.dtype(), Category::Workspace)?;
         ops::avgpool2d_backward(
             &self.geom,
             g.as_slice::<T>()?,
@@ -237,7 +237,7 @@ impl GlobalAvgPool {
 
     fn run<T: Float>(&self, x: &Tensor) -> Result<Tensor> {
         let [n, c, h, w] = self.dims(x)?;
-        let mut y = Tensor::zeros_in(&[n, c], x.dtype(), Category::Workspace)?;
+        let mut y = super::zeros_par(&[n, c], x.dtype(), Category::Workspace)?;
         ops::global_avg_forward(x.as_slice::<T>()?, h * w, y.data_mut::<T>()?);
         Ok(y)
     }
@@ -248,7 +248,7 @@ impl GlobalAvgPool {
             .take()
             .ok_or_else(|| no_forward(&self.name.path))?;
         check_grad(&self.name.path, g, &[n, c])?;
-        let mut dx = Tensor::zeros_in(&[n, c, h, w], g.dtype(), Category::Workspace)?;
+        let mut dx = super::zeros_par(&[n, c, h, w], g.dtype(), Category::Workspace)?;
         ops::global_avg_backward(g.as_slice::<T>()?, h * w, dx.data_mut::<T>()?);
         Ok(dx)
     }

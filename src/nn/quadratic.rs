@@ -400,7 +400,7 @@ impl Core {
 
     fn infer_t<T: Float>(&self, x: &Tensor) -> Result<Tensor> {
         let (n, op) = self.op_for(x)?;
-        let mut y = Tensor::zeros_in(&self.out_shape(n, &op), x.dtype(), Category::Workspace)?;
+        let mut y = super::zeros_par(&self.out_shape(n, &op), x.dtype(), Category::Workspace)?;
         let xs = x.as_slice::<T>()?;
         let wt = self.weights::<T>()?;
         if self.neuron.has_bn() {
@@ -418,7 +418,7 @@ impl Core {
         let dtype = x.dtype();
         let stored = self.mode == BackpropMode::Stored;
         let (c, l) = (self.geom.c_out, op.l());
-        let mut y = Tensor::zeros_in(&self.out_shape(n, &op), dtype, Category::Workspace)?;
+        let mut y = super::zeros_par(&self.out_shape(n, &op), dtype, Category::Workspace)?;
         let xs = x.as_slice::<T>()?;
         let mut saved = Saved {
             x: x.clone(),
@@ -430,9 +430,9 @@ impl Core {
             rstd: None,
         };
         if self.neuron.has_bn() {
-            let mut z = Tensor::zeros_in(&[n, 3 * c, l], dtype, Category::Workspace)?;
+            let mut z = super::zeros_par(&[n, 3 * c, l], dtype, Category::Workspace)?;
             let mut ab = if stored {
-                Some(Tensor::zeros_in(
+                Some(super::zeros_par(
                     &[n, 2 * c, l],
                     dtype,
                     Category::Workspace,
@@ -472,7 +472,7 @@ impl Core {
         } else {
             let r = self.neuron.planes_read();
             let mut planes = if stored && r > 0 {
-                Some(Tensor::zeros_in(
+                Some(super::zeros_par(
                     &[n, r * c, l],
                     dtype,
                     Category::Workspace,
@@ -483,10 +483,10 @@ impl Core {
             let mut lifted = match self.neuron.lift() {
                 _ if !stored => None,
                 Lift::None => None,
-                Lift::Square => Some(Tensor::zeros_in(x.shape(), dtype, Category::Workspace)?),
+                Lift::Square => Some(super::zeros_par(x.shape(), dtype, Category::Workspace)?),
                 Lift::Outer => {
                     let k = op.k();
-                    Some(Tensor::zeros_in(
+                    Some(super::zeros_par(
                         &[n, k * k, l],
                         dtype,
                         Category::Workspace,
@@ -526,7 +526,7 @@ impl Core {
                 format!("output gradient {:?}, expected {:?}", g.shape(), want),
             ));
         }
-        let mut dx = Tensor::zeros_in(sv.x.shape(), sv.x.dtype(), Category::Workspace)?;
+        let mut dx = super::zeros_par(sv.x.shape(), sv.x.dtype(), Category::Workspace)?;
         let xs = sv.x.as_slice::<T>()?;
         let gs = g.as_slice::<T>()?;
         let gr = {

@@ -32,6 +32,46 @@ pub fn relu_backward<T: Float>(g: &[T], y: &[T], dx: &mut [T]) {
         });
 }
 
+/// out = relu(a + b) (or a + b when `relu` is false), computed in parallel into a fresh
+/// vector (no zero fill first); a, b: same length.
+pub fn add_relu<T: Float>(a: &[T], b: &[T], relu: bool) -> Vec<T> {
+    let mut out = Vec::new();
+    a.par_iter()
+        .zip(b.par_iter())
+        .with_min_len(CHUNK)
+        .map(|(&p, &q)| {
+            let s = p + q;
+            if relu && s < T::zero() {
+                T::zero()
+            } else {
+                s
+            }
+        })
+        .collect_into_vec(&mut out);
+    out
+}
+
+/// `relu_forward` into a fresh vector (no zero fill first).
+pub fn relu_forward_vec<T: Float>(x: &[T]) -> Vec<T> {
+    let mut out = Vec::new();
+    x.par_iter()
+        .with_min_len(CHUNK)
+        .map(|&v| if v < T::zero() { T::zero() } else { v })
+        .collect_into_vec(&mut out);
+    out
+}
+
+/// `relu_backward` into a fresh vector (no zero fill first).
+pub fn relu_backward_vec<T: Float>(g: &[T], y: &[T]) -> Vec<T> {
+    let mut out = Vec::new();
+    g.par_iter()
+        .zip(y.par_iter())
+        .with_min_len(CHUNK)
+        .map(|(&gv, &yv)| if yv > T::zero() { gv } else { T::zero() })
+        .collect_into_vec(&mut out);
+    out
+}
+
 /// Fill `mask` (one byte per element, 1 = kept) with a Bernoulli(1 − p) draw from the ChaCha8
 /// stream `stream` of key `seed`. Element i uses the i-th 64-bit word of that stream,
 /// whichever chunk computes it, so the mask depends only on (seed, stream, p) and not on the

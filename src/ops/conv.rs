@@ -213,6 +213,18 @@ pub fn col2im<T: Float>(
                     let xrow = &mut xc[iy as usize * w..(iy as usize + 1) * w];
                     let srow = &src[oy * wo..(oy + 1) * wo];
                     let off = (kx * dw) as isize - pw as isize;
+                    if sw == 1 {
+                        // contiguous run, as in `im2col`: the in-bounds ox are [lo, hi)
+                        let lo = (-off).max(0) as usize;
+                        let hi = ((w as isize - off).max(0) as usize).min(wo);
+                        if lo < hi {
+                            let s = (lo as isize + off) as usize;
+                            for (d, &v) in xrow[s..s + (hi - lo)].iter_mut().zip(&srow[lo..hi]) {
+                                *d += v;
+                            }
+                        }
+                        continue;
+                    }
                     for (ox, &v) in srow.iter().enumerate() {
                         let ix = (ox * sw) as isize + off;
                         if ix >= 0 && ix < w as isize {
@@ -340,7 +352,7 @@ pub fn add_bias<T: Float>(out: &mut [T], bias: &[T], l: usize) {
 /// db[o] += Σ_l dout[o, l] for dout (M, L).
 pub fn backward_bias<T: Float>(dout: &[T], l: usize, db: &mut [T]) {
     for (o, d) in db.iter_mut().enumerate() {
-        *d += dout[o * l..(o + 1) * l].iter().copied().sum::<T>();
+        *d += super::lane_sum(&dout[o * l..(o + 1) * l]);
     }
 }
 
@@ -461,4 +473,42 @@ pub fn conv2d_backward<T: Float>(
     );
     let (dws, dbs): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
     (super::reduce_partials(dws), super::reduce_partials(dbs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// col2im is the adjoint of im2col: <im2col(x), c> = <x, col2im(c)>, for strides,
+    /// paddings and dilations that exercise both the contiguous and the general paths.
+    #[test]
+    fn col2im_is_the_adjoint_of_im2col() {
+        let (h, w) = (7, 6);
+        for (k, s, p, d) in [
+            (3, 1, 1, 1),
+            (3, 2, 1, 1),
+            (1, 1, 0, 1),
+            (3, 1, 2, 2),
+            (2, 1, 0, 1),
+        ] {
+            let mut g = ConvGeom::square(2, 3, k, s, p);
+            g.dilation = (d, d);
+            let (ho, wo) = g.out_hw(h, w, "t").unwrap();
+            let l = ho * wo;
+            let x: Vec<f64> = (0..2 * h * w).map(|i| (i as f64 * 0.37).sin()).collect();
+            let c: Vec<f64> = (0..g.k_total() * l)
+                .map(|i| (i as f64 * 0.71).cos())
+                .collect();
+            let mut cols = vec![7.0; g.k_total() * l];
+            im2col(&g, &x, h, w, ho, wo, &mut cols);
+            let mut dx = vec![0.0; 2 * h * w];
+            col2im(&g, &c, h, w, ho, wo, &mut dx);
+            let lhs: f64 = cols.iter().zip(&c).map(|(a, b)| a * b).sum();
+            let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
+            assert!(
+                (lhs - rhs).abs() < 1e-9,
+                "k={k} s={s} p={p} d={d}: {lhs} vs {rhs}"
+            );
+        }
+    }
 }

@@ -22,6 +22,41 @@ pub fn workspace<T: Float>(len: usize) -> TrackedVec<T> {
     TrackedVec::filled(T::zero(), len, cpu_tracker(), Category::Workspace)
 }
 
+/// Σ r with 8 independent accumulators, so the loop vectorizes (a fixed summation order:
+/// deterministic, though not the sequential order).
+#[inline]
+pub fn lane_sum<T: Float>(r: &[T]) -> T {
+    let mut acc = [T::zero(); 8];
+    let mut it = r.chunks_exact(8);
+    for c in &mut it {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    let mut s = T::zero();
+    for &v in it.remainder() {
+        s += v;
+    }
+    let [a0, a1, a2, a3, a4, a5, a6, a7] = acc;
+    s + (((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)))
+}
+
+/// A zeroed vector of `n` elements, the fill split over the rayon pool when it is large (a
+/// serial fill of a whole-batch activation is a serial section of its layer).
+pub fn par_zeros<T: Float>(n: usize) -> Vec<T> {
+    const PAR_MIN: usize = 1 << 16;
+    if n < PAR_MIN || rayon::current_num_threads() < 2 {
+        return vec![T::zero(); n];
+    }
+    let mut v = Vec::new();
+    (0..n)
+        .into_par_iter()
+        .with_min_len(PAR_MIN / 4)
+        .map(|_| T::zero())
+        .collect_into_vec(&mut v);
+    v
+}
+
 /// Split `0..n` into at most one contiguous range per rayon thread.
 pub fn chunk_ranges(n: usize) -> Vec<Range<usize>> {
     let t = rayon::current_num_threads().max(1).min(n.max(1));

@@ -189,3 +189,41 @@ fn absurd_sizes_are_refused_not_aborted() {
         .to_string();
     assert!(e.contains("2^36"), "{e}");
 }
+
+#[test]
+fn mobilenet_matches_the_pytorch_cifar_mobilenet() {
+    // sum(p.numel() for p in MobileNet().parameters()) of the common PyTorch CIFAR MobileNet
+    // (conv1/bn1, layers.{i}.conv1 depthwise + bn1, conv2 pointwise + bn2, linear): 3217226
+    let spec = models::get("mobilenet", None, 10).unwrap();
+    let mut net = spec.build(BuildOptions::default()).unwrap();
+    let mut n = 0;
+    net.visit_params(&mut |_, p| n += p.value.numel());
+    assert_eq!(n, 3_217_226);
+    let mut sd = Vec::new();
+    net.state_dict(&mut sd);
+    let names: Vec<&str> = sd.iter().map(|(k, _)| k.as_str()).collect();
+    for k in [
+        "conv1.weight",
+        "layers.0.conv1.weight",
+        "layers.0.bn2.running_var",
+        "layers.12.conv2.weight",
+        "linear.bias",
+    ] {
+        assert!(names.contains(&k), "{k} missing");
+    }
+    // qcnn's first-order twin has a similar parameter count
+    let count = |m: &str| {
+        let mut net = models::get(m, None, 10)
+            .unwrap()
+            .build(BuildOptions::default())
+            .unwrap();
+        let mut n = 0usize;
+        net.visit_params(&mut |_, p| n += p.value.numel());
+        n
+    };
+    let (q, w) = (count("qcnn"), count("cnn-wide"));
+    assert!(
+        (w as f64 / q as f64 - 1.0).abs() < 0.1,
+        "qcnn {q} vs cnn-wide {w}"
+    );
+}

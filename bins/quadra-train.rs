@@ -1561,6 +1561,8 @@ mod quadra_chart {
 
     /// Renders the per-epoch metrics (`metrics.jsonl` lines) and writes the SVG atomically.
     pub fn write_chart(path: &Path, title: &str, history: &[Value]) -> Result<()> {
+        // text is drawn through ab_glyph with the bundled font: register it first
+        quadra::profile::chart::ensure_font();
         let mut svg = String::new();
         {
             let root = SVGBackend::with_string(&mut svg, (1000, 420)).into_drawing_area();

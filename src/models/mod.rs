@@ -244,8 +244,8 @@ fn small_cnn(
 }
 
 /// MobileNet (v1) for CIFAR, as the widely used PyTorch CIFAR version: stem conv3x3(3→32)
-/// + BN + ReLU, 13 depthwise-separable blocks (`layers.{i}`: depthwise conv1 3×3 + bn1 +
-/// ReLU, pointwise conv2 1×1 + bn2 + ReLU), 2×2 average pooling, linear(1024). In
+/// with BN and ReLU, 13 depthwise-separable blocks (`layers.{i}`: depthwise conv1 3×3, bn1,
+/// ReLU, pointwise conv2 1×1, bn2, ReLU), 2×2 average pooling, linear(1024). In
 /// `qmobilenet` the pointwise convs are quadratic; the depthwise convs stay first order
 /// (they hold under 3% of the weights). The QuadraLib reference's own QMobileNet
 /// definition was not available to us: this is our choice.

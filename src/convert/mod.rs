@@ -63,22 +63,7 @@ pub(crate) fn under(key: &str, path: &str) -> bool {
 }
 
 fn set_name(l: &mut LayerSpec, n: String) {
-    match l {
-        LayerSpec::Conv2d { name, .. }
-        | LayerSpec::Linear { name, .. }
-        | LayerSpec::BatchNorm2d { name, .. }
-        | LayerSpec::BatchNorm1d { name, .. }
-        | LayerSpec::Relu { name }
-        | LayerSpec::MaxPool2d { name, .. }
-        | LayerSpec::AvgPool2d { name, .. }
-        | LayerSpec::GlobalAvgPool { name }
-        | LayerSpec::Flatten { name }
-        | LayerSpec::Dropout { name, .. }
-        | LayerSpec::QuadConv2d { name, .. }
-        | LayerSpec::QuadLinear { name, .. }
-        | LayerSpec::Sequential { name, .. }
-        | LayerSpec::Residual { name, .. } => *name = Some(n),
-    }
+    *l.name_mut() = Some(n);
 }
 
 fn name_all(layers: &mut [LayerSpec]) {

@@ -4,7 +4,7 @@ use std::any::Any;
 use std::collections::HashMap;
 
 use super::conv::default_init;
-use super::{load_param, no_forward, LayerName, Module, Param, ParamKind};
+use super::{no_forward, LayerName, Module, Param, ParamKind};
 use crate::device::alloc::Category;
 use crate::ops::linear as ops;
 use crate::tensor::{DType, Float, Tensor};
@@ -176,23 +176,13 @@ impl Module for Linear {
         with_dtype!(g.dtype(), T => self.back::<T>(g))
     }
     fn visit_params(&mut self, f: &mut dyn FnMut(&str, &mut Param)) {
-        f(&self.name.key("weight"), &mut self.weight);
-        if let Some(b) = &mut self.bias {
-            f(&self.name.key("bias"), b);
-        }
+        super::visit_weight_bias(&self.name, &mut self.weight, &mut self.bias, f);
     }
     fn state_dict(&self, out: &mut Vec<(String, Tensor)>) {
-        out.push((self.name.key("weight"), self.weight.value.clone()));
-        if let Some(b) = &self.bias {
-            out.push((self.name.key("bias"), b.value.clone()));
-        }
+        super::state_weight_bias(&self.name, &self.weight, &self.bias, out);
     }
     fn load_state_dict(&mut self, map: &mut HashMap<String, Tensor>) -> Result<()> {
-        load_param(&mut self.weight, map, &self.name.key("weight"))?;
-        if let Some(b) = &mut self.bias {
-            load_param(b, map, &self.name.key("bias"))?;
-        }
-        Ok(())
+        super::load_weight_bias(&self.name, &mut self.weight, &mut self.bias, map)
     }
     fn clear_saved(&mut self) {
         self.saved = None;

@@ -299,6 +299,46 @@ pub fn load_param(p: &mut Param, map: &mut HashMap<String, Tensor>, key: &str) -
     Ok(())
 }
 
+/// `visit_params` of a first-order layer: `{path}.weight` and, when present, `{path}.bias`.
+pub fn visit_weight_bias(
+    name: &LayerName,
+    w: &mut Param,
+    b: &mut Option<Param>,
+    f: &mut dyn FnMut(&str, &mut Param),
+) {
+    f(&name.key("weight"), w);
+    if let Some(b) = b {
+        f(&name.key("bias"), b);
+    }
+}
+
+/// `state_dict` of a first-order layer (PyTorch names `weight`, `bias`).
+pub fn state_weight_bias(
+    name: &LayerName,
+    w: &Param,
+    b: &Option<Param>,
+    out: &mut Vec<(String, Tensor)>,
+) {
+    out.push((name.key("weight"), w.value.clone()));
+    if let Some(b) = b {
+        out.push((name.key("bias"), b.value.clone()));
+    }
+}
+
+/// `load_state_dict` of a first-order layer; errors name the missing or misshapen entry.
+pub fn load_weight_bias(
+    name: &LayerName,
+    w: &mut Param,
+    b: &mut Option<Param>,
+    map: &mut HashMap<String, Tensor>,
+) -> Result<()> {
+    load_param(w, map, &name.key("weight"))?;
+    if let Some(b) = b {
+        load_param(b, map, &name.key("bias"))?;
+    }
+    Ok(())
+}
+
 /// The error for `backward` called without a matching `forward`.
 pub fn no_forward(path: &str) -> Error {
     Error::state(format!(

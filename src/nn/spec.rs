@@ -220,9 +220,11 @@ fn join(prefix: &str, name: &str) -> String {
     }
 }
 
-impl LayerSpec {
-    pub fn name(&self) -> Option<&str> {
-        match self {
+/// The `name` field of any layer variant (by reference or mutable reference, following
+/// the binding mode of `$e`).
+macro_rules! name_field {
+    ($e:expr) => {
+        match $e {
             LayerSpec::Conv2d { name, .. }
             | LayerSpec::Linear { name, .. }
             | LayerSpec::BatchNorm2d { name, .. }
@@ -236,8 +238,19 @@ impl LayerSpec {
             | LayerSpec::QuadConv2d { name, .. }
             | LayerSpec::QuadLinear { name, .. }
             | LayerSpec::Sequential { name, .. }
-            | LayerSpec::Residual { name, .. } => name.as_deref(),
+            | LayerSpec::Residual { name, .. } => name,
         }
+    };
+}
+
+impl LayerSpec {
+    pub fn name(&self) -> Option<&str> {
+        name_field!(self).as_deref()
+    }
+
+    /// The layer's name, to set or change.
+    pub fn name_mut(&mut self) -> &mut Option<String> {
+        name_field!(self)
     }
 
     /// The spec's type name, as written in spec files.

@@ -8,6 +8,12 @@
 //!     quadra-train import --from torch --model qresnet14 weights.safetensors -o ck.safetensors
 //!     quadra-train export --to torch CKPT -o weights.safetensors
 //!     quadra-train info CKPT
+//!     quadra-train memory --model qcnn --batch 4 --steps 1 --budget-mib 2.5 --out mem
+//!     quadra-train analyze --model qcnn --batch 8 --out an
+//!     quadra-train cost --model qresnet14 --json
+//!     quadra-train convert --model cnn --neuron quadralib-bn -o x.json
+//!     quadra-train convert --checkpoint CKPT --neuron quadralib-bn --select "conv*" -o q.safetensors
+//!     quadra-train importance --checkpoint q.safetensors --samples 256
 //!
 //! Every subcommand takes `--json` for a machine-readable summary on stdout. Errors go to
 //! stderr with the file and tensor they concern, and the exit status is non-zero; no output
@@ -70,6 +76,18 @@ enum Cmd {
     Export(ExportArgs),
     /// Describe a checkpoint: model, parameters, training position.
     Info(InfoArgs),
+    /// Memory profile of training steps (stored vs recompute back-propagation), budget
+    /// plans verified by measurement, charts and an HTML report.
+    Memory(MemoryArgs),
+    /// Distributions of a model's layer outputs, weights and gradients, with a histogram grid.
+    Analyze(AnalyzeArgs),
+    /// Parameters and multiply-accumulates of a model, per layer.
+    Cost(CostArgs),
+    /// Convert a model's layers to quadratic neurons: a spec (JSON) or, with --checkpoint,
+    /// a checkpoint with function-preserving weights.
+    Convert(ConvertArgs),
+    /// Rank a checkpoint's quadratic layers by importance on the test split.
+    Importance(ImportanceArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -270,6 +288,133 @@ struct ExportArgs {
 #[derive(Args, Debug)]
 struct InfoArgs {
     checkpoint: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+/// A model: a zoo name or a spec file (JSON, as `convert` writes).
+#[derive(Args, Debug)]
+struct SpecSource {
+    /// Zoo model (qcnn, cnn, qresnet14, resnet20, …).
+    #[arg(long, conflicts_with = "spec", required_unless_present = "spec")]
+    model: Option<String>,
+    /// Model spec file (JSON).
+    #[arg(long)]
+    spec: Option<PathBuf>,
+    /// Classes of a zoo model.
+    #[arg(long, default_value_t = 10)]
+    classes: usize,
+}
+
+impl SpecSource {
+    fn load(&self) -> Result<ModelSpec> {
+        match (&self.model, &self.spec) {
+            (_, Some(p)) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("--spec {}", p.display()))?;
+                Ok(ModelSpec::from_json(&text)
+                    .with_context(|| format!("--spec {}", p.display()))?)
+            }
+            (Some(m), None) => Ok(quadra::models::get(m, None, self.classes)
+                .with_context(|| format!("--model {m}"))?),
+            (None, None) => bail!("pass --model NAME or --spec FILE.json"),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct MemoryArgs {
+    #[command(flatten)]
+    source: SpecSource,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Threads of the profiled steps (0: all cores).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Timed steps per configuration.
+    #[arg(long, default_value_t = 2)]
+    steps: usize,
+    /// A memory budget in bytes to plan for and verify (repeatable).
+    #[arg(long)]
+    memory_budget: Vec<u64>,
+    /// A memory budget in MiB to plan for and verify (repeatable).
+    #[arg(long)]
+    budget_mib: Vec<f64>,
+    /// Output directory: timeline.{png,svg}, layers.{png,svg}, report.json, report.html.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct AnalyzeArgs {
+    #[command(flatten)]
+    source: SpecSource,
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Histogram bins.
+    #[arg(long, default_value_t = 64)]
+    bins: usize,
+    /// Output directory: activations.{png,svg}, analysis.json.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct CostArgs {
+    #[command(flatten)]
+    source: SpecSource,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ConvertArgs {
+    /// The model to convert (without --checkpoint).
+    #[arg(long, conflicts_with_all = ["spec", "checkpoint"])]
+    model: Option<String>,
+    #[arg(long, conflicts_with = "checkpoint")]
+    spec: Option<PathBuf>,
+    #[arg(long, default_value_t = 10)]
+    classes: usize,
+    /// Convert this checkpoint's model and weights; -o is then a checkpoint.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Neuron type of the converted layers (quadralib-bn, t1, …).
+    #[arg(long)]
+    neuron: String,
+    /// Layers to convert: `all`, a path, an index, a glob (repeatable; default all).
+    #[arg(long)]
+    select: Vec<String>,
+    /// Layers to leave alone (same forms as --select; repeatable).
+    #[arg(long)]
+    exclude: Vec<String>,
+    /// Seed of the fresh second-order weights.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output: the converted spec (JSON), or with --checkpoint the converted checkpoint.
+    #[arg(short = 'o', long = "output")]
+    output: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ImportanceArgs {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Dataset of the test split (default: the checkpoint's training config's, else synthetic).
+    #[arg(long, value_enum)]
+    dataset: Option<DatasetKind>,
+    /// Where the dataset's files are.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Test samples used (default 1000).
+    #[arg(long, default_value_t = 1000)]
+    samples: usize,
     #[arg(long)]
     json: bool,
 }
@@ -1908,6 +2053,282 @@ fn info(a: &InfoArgs) -> Result<()> {
     Ok(())
 }
 
+// ---- memory, analyze, cost, convert, importance ------------------------------------
+
+fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("--out {}: creating it", dir.display()))
+}
+
+fn paths(files: &[PathBuf]) -> Vec<String> {
+    files.iter().map(|f| f.display().to_string()).collect()
+}
+
+fn memory(a: &MemoryArgs) -> Result<()> {
+    use quadra::profile::{self, chart, html, mib, BudgetPlan, ProfileOptions};
+    let spec = a.source.load()?;
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    create_dir(&a.out)?;
+    let opts = ProfileOptions {
+        batch: a.batch,
+        steps: a.steps.max(1),
+        threads: a.threads,
+        ..ProfileOptions::default()
+    };
+    let mut cmp = profile::compare_modes_with(&spec, &opts)?;
+    if !a.json {
+        print!("{}", profile::render_table(&cmp));
+    }
+    let mut budgets: Vec<u64> = a.memory_budget.clone();
+    for &m in &a.budget_mib {
+        if !(m.is_finite() && m > 0.0) {
+            bail!("--budget-mib {m}: expected a positive number of MiB");
+        }
+        budgets.push((m * 1024.0 * 1024.0) as u64);
+    }
+    let mut plans: Vec<BudgetPlan> = Vec::new();
+    let middle = budgets.len().div_ceil(2);
+    let mut planned = None;
+    for (k, &budget) in budgets.iter().enumerate() {
+        let (plan, prof) = profile::plan_and_verify(&spec, &cmp, budget, &opts)
+            .with_context(|| format!("budget {budget} bytes ({:.2} MiB)", mib(budget)))?;
+        if !a.json {
+            println!(
+                "budget {:>8.2} MiB: recompute {:>2} layers ({:.3} GFLOP), predicted {:.2} MiB, measured {:.2} MiB, fits {}, step {:.3} s",
+                mib(budget),
+                plan.recomputed_layers,
+                plan.recompute_flops as f64 / 1e9,
+                mib(plan.predicted_peak),
+                mib(prof.peak_total),
+                plan.fits_measured.unwrap_or(false),
+                prof.step_time_s,
+            );
+        }
+        if k + 1 == middle {
+            let mut p = prof;
+            p.label = "planned".into();
+            planned = Some(p);
+        }
+        plans.push(plan);
+    }
+    if let Some(p) = planned {
+        cmp.profiles.push(p);
+        cmp = profile::ModeComparison::from_profiles(cmp.profiles, cmp.steps)?;
+    }
+    let mut files = chart::write_timeline_chart(&cmp, &a.out.join("timeline"))?;
+    files.extend(chart::write_layer_chart(
+        &cmp,
+        &a.out.join("layers"),
+        false,
+    )?);
+    let report = a.out.join("report.html");
+    html::write_report(
+        &report,
+        &html::ReportInputs {
+            comparison: &cmp,
+            plans: &plans,
+            analysis: None,
+            feature_maps: None,
+        },
+    )?;
+    files.push(report);
+    let dump = a.out.join("report.json");
+    profile::write_atomic(
+        &dump,
+        serde_json::to_string(&json!({ "comparison": cmp, "plans": plans }))?.as_bytes(),
+    )?;
+    files.push(dump);
+    let peaks: serde_json::Map<String, Value> = cmp
+        .profiles
+        .iter()
+        .map(|p| (p.label.clone(), json!(p.peak_total)))
+        .collect();
+    if a.json {
+        println!(
+            "{}",
+            json!({ "model": spec.name, "batch": a.batch, "peak_bytes": peaks,
+                    "plans": plans, "files": paths(&files) })
+        );
+    } else {
+        for f in &files {
+            println!("wrote {}", f.display());
+        }
+    }
+    Ok(())
+}
+
+fn analyze(a: &AnalyzeArgs) -> Result<()> {
+    use quadra::analysis::{self, StatKind};
+    let spec = a.source.load()?;
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    create_dir(&a.out)?;
+    let report = analysis::analyze_spec(&spec, a.batch, 0, a.bins.max(1), 1)?;
+    let acts: Vec<_> = report
+        .of_kind(StatKind::Activation)
+        .filter(|e| !e.describe.starts_with("ReLU"))
+        .collect();
+    let mut files = analysis::plot::write_histogram_grid(
+        &format!("{}: layer outputs (batch {})", report.model, report.batch),
+        &acts,
+        4,
+        &a.out.join("activations"),
+    )?;
+    let dump = a.out.join("analysis.json");
+    quadra::profile::write_atomic(&dump, serde_json::to_string(&report)?.as_bytes())?;
+    files.push(dump);
+    if a.json {
+        println!(
+            "{}",
+            json!({ "model": report.model, "batch": report.batch, "loss": report.loss,
+                    "entries": report.entries.len(), "files": paths(&files) })
+        );
+    } else {
+        println!(
+            "{}: batch {}, loss {:.4}, {} distributions ({} layer outputs plotted)",
+            report.model,
+            report.batch,
+            report.loss,
+            report.entries.len(),
+            acts.len()
+        );
+        for f in &files {
+            println!("wrote {}", f.display());
+        }
+    }
+    Ok(())
+}
+
+fn cost(a: &CostArgs) -> Result<()> {
+    let spec = a.source.load()?;
+    let report = quadra::convert::cost(&spec)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+fn convert(a: &ConvertArgs) -> Result<()> {
+    use quadra::convert::{self, ConvertOptions, Selector};
+    let neuron: NeuronType = a
+        .neuron
+        .parse()
+        .with_context(|| format!("--neuron {}", a.neuron))?;
+    let mut opts = ConvertOptions::new(neuron);
+    opts.seed = a.seed;
+    for s in &a.select {
+        opts.select
+            .push(Selector::parse(s).with_context(|| format!("--select {s}"))?);
+    }
+    for s in &a.exclude {
+        opts.exclude
+            .push(Selector::parse(s).with_context(|| format!("--exclude {s}"))?);
+    }
+    let (name, layers, params, macs) = if let Some(ck_path) = &a.checkpoint {
+        let (_, model) = Checkpoint::load_model(ck_path)?;
+        let (q, report) = convert::convert_model(&model, &opts)
+            .with_context(|| format!("converting {}", ck_path.display()))?;
+        Checkpoint::from_model(&q)?.save(&a.output)?;
+        (
+            report.model,
+            report.layers,
+            (report.params_before, report.params_after),
+            (report.macs_before, report.macs_after),
+        )
+    } else {
+        let source = SpecSource {
+            model: a.model.clone(),
+            spec: a.spec.clone(),
+            classes: a.classes,
+        };
+        let spec = source.load()?;
+        let conv = convert::convert_spec(&spec, &opts)?;
+        let (before, after) = (convert::cost(&spec)?, convert::cost(&conv.spec)?);
+        quadra::profile::write_atomic(&a.output, conv.spec.to_json().as_bytes())?;
+        (
+            spec.name.clone(),
+            conv.layers,
+            (before.total_params, after.total_params),
+            (before.total_macs, after.total_macs),
+        )
+    };
+    let out = json!({ "model": name, "neuron": neuron, "output": a.output.display().to_string(),
+                      "layers": layers.iter().map(|l| l.path.clone()).collect::<Vec<_>>(),
+                      "params_before": params.0, "params_after": params.1,
+                      "macs_before": macs.0, "macs_after": macs.1 });
+    if a.json {
+        println!("{out}");
+    } else {
+        println!(
+            "converted {name}: {} layers to {neuron} {:?}; params {} → {}, MACs {} → {}; wrote {}",
+            layers.len(),
+            layers.iter().map(|l| l.path.as_str()).collect::<Vec<_>>(),
+            params.0,
+            params.1,
+            macs.0,
+            macs.1,
+            a.output.display()
+        );
+    }
+    Ok(())
+}
+
+fn importance(a: &ImportanceArgs) -> Result<()> {
+    let (ck, model) = Checkpoint::load_model(&a.checkpoint)?;
+    let mut cfg: TrainConfig = match &ck.config {
+        Some(c) => serde_json::from_value(c.clone()).unwrap_or_default(),
+        None => TrainConfig::default(),
+    };
+    if let Some(d) = a.dataset {
+        cfg.dataset = d;
+    }
+    if a.data_dir.is_some() {
+        cfg.data_dir = a.data_dir.clone();
+    }
+    if a.samples == 0 {
+        bail!("--samples must be at least 1");
+    }
+    cfg.test_samples = cfg.test_samples.max(a.samples);
+    cfg.train_samples = cfg.train_samples.clamp(1, 64);
+    let d = build_data(&cfg, &model.spec)?;
+    let test = d
+        .test
+        .dataset()
+        .take(a.samples.min(d.test.dataset().len()))?;
+    let n = test.len();
+    let loader = Loader::new(
+        test,
+        LoaderConfig {
+            batch_size: n,
+            shuffle: false,
+            drop_last: false,
+            seed: cfg.seed,
+            workers: 0,
+            prefetch: 1,
+            augment: d.test.config().augment.clone(),
+        },
+    )?;
+    let (x, y) = loader.batch(0, 0)?;
+    let report = quadra::convert::layer_importance(&model, &x, &y)
+        .with_context(|| format!("{}", a.checkpoint.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{} on {} test samples of {}:",
+            a.checkpoint.display(),
+            n,
+            cfg.dataset.name()
+        );
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match &cli.cmd {
@@ -1917,6 +2338,11 @@ fn main() -> ExitCode {
         Cmd::Import(a) => import(a),
         Cmd::Export(a) => export(a),
         Cmd::Info(a) => info(a),
+        Cmd::Memory(a) => memory(a),
+        Cmd::Analyze(a) => analyze(a),
+        Cmd::Cost(a) => cost(a),
+        Cmd::Convert(a) => convert(a),
+        Cmd::Importance(a) => importance(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

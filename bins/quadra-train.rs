@@ -113,7 +113,7 @@ struct TrainArgs {
     /// batch_size, …); flags given on the command line override it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Zoo model (default qcnn).
+    /// Zoo model (default qcnn), or a model spec JSON file such as `convert -o` writes.
     #[arg(long)]
     model: Option<String>,
     /// Dataset (default synthetic).
@@ -970,6 +970,25 @@ fn build_data(cfg: &TrainConfig, spec: &ModelSpec) -> Result<Data> {
     })
 }
 
+/// The model `train` builds: a zoo name, or the path of a spec JSON file (what
+/// `convert -o FILE.json` writes), whose class count must match the dataset's.
+fn model_spec(model: &str, classes: usize) -> Result<ModelSpec> {
+    if !model.ends_with(".json") {
+        return Ok(quadra::models::get(model, None, classes)?);
+    }
+    let text = std::fs::read_to_string(model)
+        .with_context(|| format!("{model}: cannot read the model spec"))?;
+    let spec = ModelSpec::from_json(&text).with_context(|| format!("{model}"))?;
+    spec.check().with_context(|| format!("{model}"))?;
+    if spec.num_classes != classes {
+        bail!(
+            "{model}: the spec has {} classes, the dataset has {classes}",
+            spec.num_classes
+        );
+    }
+    Ok(spec)
+}
+
 fn check_shape(spec: &ModelSpec, name: &str, shape: [usize; 3]) -> Result<()> {
     if spec.input[..] != shape[..] {
         bail!(
@@ -1291,7 +1310,9 @@ fn train(a: &TrainArgs) -> Result<()> {
 
     let (mut model, pos, resume_optim) = match resumed {
         Some((p, ck, mut model)) => {
-            if ck.spec.name != cfg.model {
+            let expected = model_spec(&cfg.model, cfg.num_classes)
+                .map_err(|e| anyhow!("{}: {e:#}", origins.of("model")))?;
+            if ck.spec.name != expected.name {
                 bail!(
                     "{}: the checkpoint holds model `{}`, {} is `{}`",
                     p.display(),
@@ -1337,8 +1358,8 @@ fn train(a: &TrainArgs) -> Result<()> {
             (model, pos, ck.optim)
         }
         None => {
-            let mut spec = quadra::models::get(&cfg.model, None, cfg.num_classes)
-                .map_err(|e| anyhow!("{}: {e}", origins.of("model")))?;
+            let mut spec = model_spec(&cfg.model, cfg.num_classes)
+                .map_err(|e| anyhow!("{}: {e:#}", origins.of("model")))?;
             spec.backprop = cfg.backprop;
             let model = Model::build(
                 &spec,

@@ -135,6 +135,48 @@ fn convert_spec_and_bad_selection() {
     // the written spec is a valid --spec input, with the converted cost
     let c = ok_json(&["cost", "--spec", x.to_str().unwrap(), "--json"]);
     assert_eq!(c["total_params"], v["params_after"]);
+    // and `train` builds and trains it (the spec file given as --model)
+    let run_dir = d.join("run");
+    let o = run(&[
+        "train",
+        "--model",
+        x.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--train-samples",
+        "64",
+        "--test-samples",
+        "32",
+        "--out",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        o.status.success(),
+        "train --model x.json: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let ck = Checkpoint::load(run_dir.join("last.safetensors")).unwrap();
+    assert_eq!(ck.spec, spec);
+    // a spec whose class count does not match the dataset is refused, naming the file
+    let mut wrong = spec.clone();
+    wrong.layers.pop();
+    let w = d.join("wrong.json");
+    std::fs::write(&w, wrong.to_json()).unwrap();
+    let o = run(&[
+        "train",
+        "--model",
+        w.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--out",
+        d.join("r2").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("wrong.json"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     let y = d.join("y.json");
     let o = run(&[

@@ -978,8 +978,8 @@ fn model_spec(model: &str, classes: usize) -> Result<ModelSpec> {
     }
     let text = std::fs::read_to_string(model)
         .with_context(|| format!("{model}: cannot read the model spec"))?;
-    let spec = ModelSpec::from_json(&text).with_context(|| format!("{model}"))?;
-    spec.check().with_context(|| format!("{model}"))?;
+    let spec = ModelSpec::from_json(&text).with_context(|| model.to_string())?;
+    spec.check().with_context(|| model.to_string())?;
     if spec.num_classes != classes {
         bail!(
             "{model}: the spec has {} classes, the dataset has {classes}",

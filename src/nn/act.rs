@@ -2,27 +2,11 @@
 
 use std::any::Any;
 
-use super::{no_forward, LayerName, Module};
+use super::{check_grad, no_forward, LayerName, Module};
 use crate::device::alloc::{cpu_tracker, Category, TrackedVec};
 use crate::ops::act as ops;
 use crate::tensor::{Float, Tensor};
 use crate::{with_dtype, Error, Result};
-
-/// Error unless g has the shape and dtype of the tensor the layer produced / consumed.
-fn check_grad(path: &str, g: &Tensor, shape: &[usize], dtype: crate::DType) -> Result<()> {
-    if g.shape() != shape || g.dtype() != dtype {
-        return Err(Error::shape(
-            path,
-            format!(
-                "output gradient {:?} ({}), expected {:?} ({dtype})",
-                g.shape(),
-                g.dtype(),
-                shape
-            ),
-        ));
-    }
-    Ok(())
-}
 
 /// y = max(x, 0), any shape.
 pub struct ReLU {
@@ -135,12 +119,7 @@ impl Module for Flatten {
             .take()
             .ok_or_else(|| no_forward(&self.name.path))?;
         let out = [shape[0], shape[1..].iter().product()];
-        if g.shape() != out {
-            return Err(Error::shape(
-                &self.name.path,
-                format!("output gradient {:?}, expected {out:?}", g.shape()),
-            ));
-        }
+        check_grad(&self.name.path, g, &out, g.dtype())?;
         g.reshape(&shape)
     }
     fn clear_saved(&mut self) {

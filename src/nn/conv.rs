@@ -84,16 +84,7 @@ impl Conv2d {
             .take()
             .ok_or_else(|| no_forward(&self.name.path))?;
         let (n, h, w, ho, wo) = conv::check_input(&self.geom, &x, &self.name.path)?;
-        if g.shape() != [n, self.geom.c_out, ho, wo] {
-            return Err(crate::Error::shape(
-                &self.name.path,
-                format!(
-                    "output gradient {:?}, expected {:?}",
-                    g.shape(),
-                    [n, self.geom.c_out, ho, wo]
-                ),
-            ));
-        }
+        super::check_grad(&self.name.path, g, &[n, self.geom.c_out, ho, wo], x.dtype())?;
         let mut dx = super::zeros_par(x.shape(), x.dtype(), Category::Workspace)?;
         let (dw, db) = conv::conv2d_backward(
             &self.geom,

@@ -118,18 +118,7 @@ impl Linear {
             .take()
             .ok_or_else(|| no_forward(&self.name.path))?;
         let n = self.check_input(&x)?;
-        if g.shape() != [n, self.out_features] || g.dtype() != x.dtype() {
-            return Err(Error::shape(
-                &self.name.path,
-                format!(
-                    "output gradient {:?} ({}), expected {:?} ({})",
-                    g.shape(),
-                    g.dtype(),
-                    [n, self.out_features],
-                    x.dtype()
-                ),
-            ));
-        }
+        super::check_grad(&self.name.path, g, &[n, self.out_features], x.dtype())?;
         let mut dx = Tensor::zeros_in(x.shape(), x.dtype(), Category::Workspace)?;
         let (dw, db) = ops::linear_backward(
             x.as_slice::<T>()?,

@@ -339,6 +339,23 @@ pub fn load_weight_bias(
     Ok(())
 }
 
+/// Error unless the output gradient `g` has the shape and dtype of the output the layer
+/// produced (the message names the layer and both shapes).
+pub fn check_grad(path: &str, g: &Tensor, shape: &[usize], dtype: crate::DType) -> Result<()> {
+    if g.shape() != shape || g.dtype() != dtype {
+        return Err(Error::shape(
+            path,
+            format!(
+                "output gradient {:?} ({}), expected {:?} ({dtype})",
+                g.shape(),
+                g.dtype(),
+                shape
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The error for `backward` called without a matching `forward`.
 pub fn no_forward(path: &str) -> Error {
     Error::state(format!(

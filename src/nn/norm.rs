@@ -233,18 +233,7 @@ impl BatchNorm {
             .take()
             .ok_or_else(|| no_forward(&self.name.path))?;
         let dims = self.dims(&s.x)?;
-        if g.shape() != s.x.shape() || g.dtype() != s.x.dtype() {
-            return Err(Error::shape(
-                &self.name.path,
-                format!(
-                    "output gradient {:?} ({}), expected {:?} ({})",
-                    g.shape(),
-                    g.dtype(),
-                    s.x.shape(),
-                    s.x.dtype()
-                ),
-            ));
-        }
+        super::check_grad(&self.name.path, g, s.x.shape(), s.x.dtype())?;
         let (xs, gs) = (s.x.as_slice::<T>()?, g.as_slice::<T>()?);
         let (mean, rstd) = (s.mean.as_slice::<T>()?, s.rstd.as_slice::<T>()?);
         // dβ = Σ g, dγ = Σ g·x̂ (per channel)

@@ -3,21 +3,11 @@
 
 use std::any::Any;
 
-use super::{no_forward, LayerName, Module};
+use super::{check_grad, no_forward, LayerName, Module};
 use crate::device::alloc::{cpu_tracker, Category, TrackedVec};
 use crate::ops::pool::{self as ops, PoolGeom};
 use crate::tensor::{Float, Tensor};
 use crate::{with_dtype, Error, Result};
-
-fn check_grad(path: &str, g: &Tensor, shape: &[usize]) -> Result<()> {
-    if g.shape() != shape {
-        return Err(Error::shape(
-            path,
-            format!("output gradient {:?}, expected {shape:?}", g.shape()),
-        ));
-    }
-    Ok(())
-}
 
 /// `nn.MaxPool2d(kernel, stride, padding)`: padding acts as −inf, floor mode, no dilation.
 pub struct MaxPool2d {
@@ -74,7 +64,7 @@ impl MaxPool2d {
             .take()
             .ok_or_else(|| no_forward(&self.name.path))?;
         let (ho, wo) = self.geom.out_hw(h, w, &self.name.path)?;
-        check_grad(&self.name.path, g, &[n, c, ho, wo])?;
+        check_grad(&self.name.path, g, &[n, c, ho, wo], g.dtype())?;
         let mut dx = super::zeros_par(&[n, c, h, w], g.dtype(), Category::Workspace)?;
         ops::maxpool2d_backward(
             g.as_slice::<T>()?,
@@ -162,7 +152,7 @@ impl AvgPool2d {
             .take()
             .ok_or_else(|| no_forward(&self.name.path))?;
         let (ho, wo) = self.geom.out_hw(h, w, &self.name.path)?;
-        check_grad(&self.name.path, g, &[n, c, ho, wo])?;
+        check_grad(&self.name.path, g, &[n, c, ho, wo], g.dtype())?;
         let mut dx = super::zeros_par(&[n, c, h, w], g.dtype(), Category::Workspace)?;
         ops::avgpool2d_backward(
             &self.geom,
@@ -247,7 +237,7 @@ impl GlobalAvgPool {
             .saved
             .take()
             .ok_or_else(|| no_forward(&self.name.path))?;
-        check_grad(&self.name.path, g, &[n, c])?;
+        check_grad(&self.name.path, g, &[n, c], g.dtype())?;
         let mut dx = super::zeros_par(&[n, c, h, w], g.dtype(), Category::Workspace)?;
         ops::global_avg_backward(g.as_slice::<T>()?, h * w, dx.data_mut::<T>()?);
         Ok(dx)

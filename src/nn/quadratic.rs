@@ -520,12 +520,7 @@ impl Core {
             .ok_or_else(|| no_forward(&self.name.path))?;
         let (n, op) = self.op_for(&sv.x)?;
         let want = self.out_shape(n, &op);
-        if g.shape() != want.as_slice() {
-            return Err(Error::shape(
-                &self.name.path,
-                format!("output gradient {:?}, expected {:?}", g.shape(), want),
-            ));
-        }
+        super::check_grad(&self.name.path, g, &want, sv.x.dtype())?;
         let mut dx = super::zeros_par(sv.x.shape(), sv.x.dtype(), Category::Workspace)?;
         let xs = sv.x.as_slice::<T>()?;
         let gs = g.as_slice::<T>()?;

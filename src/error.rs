@@ -23,6 +23,9 @@ pub enum Error {
     /// A requested device or feature is not available on this machine.
     #[error("device unavailable: {0}")]
     Unavailable(String),
+    /// A device allocation did not fit: names the device, the request and what is in use.
+    #[error("out of memory on {device}: {msg}")]
+    OutOfMemory { device: String, msg: String },
     #[error("{path}: {msg}")]
     File { path: String, msg: String },
     #[error("{context}: {source}")]

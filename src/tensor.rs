@@ -13,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal, Uniform};
 
 use crate::device::alloc::{Category, TrackedVec, Tracker};
+use crate::device::gpu::{DevPtr, GpuBuf};
 use crate::device::Device;
 use crate::{Error, Result};
 
@@ -140,19 +141,51 @@ macro_rules! with_dtype {
     };
 }
 
+/// Where a storage's elements are: host memory (the CPU engine), or device memory of the
+/// CUDA backend (`Cuda(n)`, and `Emu`, whose "device memory" is host memory that only the
+/// backend's kernels touch).
+#[derive(Debug)]
+enum Data {
+    Host(CpuData),
+    Gpu { buf: GpuBuf, dtype: DType },
+}
+
 #[derive(Debug)]
 pub struct Storage {
     device: Device,
-    data: CpuData,
+    data: Data,
 }
 
 impl Storage {
     fn alloc(&self) -> &crate::device::alloc::Allocation {
         match &self.data {
-            CpuData::F32(v) => v.alloc(),
-            CpuData::F64(v) => v.alloc(),
+            Data::Host(CpuData::F32(v)) => v.alloc(),
+            Data::Host(CpuData::F64(v)) => v.alloc(),
+            Data::Gpu { buf, .. } => buf.alloc(),
         }
     }
+}
+
+/// The host bytes of a slice of plain floats.
+fn as_bytes<T: Float>(v: &[T]) -> &[u8] {
+    // SAFETY: T is f32 or f64 (the only `Float` impls): plain data without padding or
+    // invalid bit patterns; the byte view covers exactly the slice.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
+}
+
+fn as_bytes_mut<T: Float>(v: &mut [T]) -> &mut [u8] {
+    // SAFETY: as `as_bytes`; every byte pattern is a valid f32/f64.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, std::mem::size_of_val(v)) }
+}
+
+fn on_gpu_error(op: &str, device: Device) -> Error {
+    Error::dtype(
+        op,
+        format!(
+            "the tensor lives on {device}; its elements are not host memory (copy it with \
+             `to_device(Device::Cpu)` first)"
+        ),
+    )
 }
 
 #[derive(Clone)]
@@ -231,8 +264,15 @@ impl Tensor {
                 ),
             ));
         }
-        let tracker = tracker_for(device)?;
-        let data = T::wrap(TrackedVec::from_vec(data, tracker, category));
+        let data = if device.is_gpu() {
+            Data::Gpu {
+                buf: GpuBuf::from_host(device, as_bytes(&data), category)?,
+                dtype: T::DTYPE,
+            }
+        } else {
+            let tracker = tracker_for(device)?;
+            Data::Host(T::wrap(TrackedVec::from_vec(data, tracker, category)))
+        };
         Ok(Tensor {
             shape: shape.to_vec(),
             storage: Arc::new(Storage { device, data }),
@@ -253,6 +293,10 @@ impl Tensor {
         category: Category,
     ) -> Result<Tensor> {
         let n = checked_numel(shape)?;
+        if device.is_gpu() && value == 0.0 {
+            let buf = GpuBuf::zeroed(device, n * dtype.size(), category)?;
+            return Ok(Tensor::wrap_gpu(buf, dtype, shape));
+        }
         with_dtype!(dtype, T => Self::from_vec_in(vec![T::of(value); n], shape, device, category))
     }
 
@@ -307,9 +351,10 @@ impl Tensor {
         numel_of(&self.shape)
     }
     pub fn dtype(&self) -> DType {
-        match self.storage.data {
-            CpuData::F32(_) => DType::F32,
-            CpuData::F64(_) => DType::F64,
+        match &self.storage.data {
+            Data::Host(CpuData::F32(_)) => DType::F32,
+            Data::Host(CpuData::F64(_)) => DType::F64,
+            Data::Gpu { dtype, .. } => *dtype,
         }
     }
     pub fn device(&self) -> Device {
@@ -351,7 +396,11 @@ impl Tensor {
 
     /// The elements as a slice of `T`; an error names the dtype mismatch.
     pub fn as_slice<T: Float>(&self) -> Result<&[T]> {
-        T::slice(&self.storage.data).ok_or_else(|| {
+        let data = match &self.storage.data {
+            Data::Host(d) => d,
+            Data::Gpu { .. } => return Err(on_gpu_error("Tensor::as_slice", self.device())),
+        };
+        T::slice(data).ok_or_else(|| {
             Error::dtype(
                 "Tensor::as_slice",
                 format!("tensor is {}, asked for {}", self.dtype(), T::DTYPE),
@@ -362,10 +411,15 @@ impl Tensor {
     /// Mutable elements; the storage must not be shared with another tensor.
     pub fn data_mut<T: Float>(&mut self) -> Result<&mut [T]> {
         let dtype = self.dtype();
+        let device = self.device();
         let st = Arc::get_mut(&mut self.storage).ok_or_else(|| {
             Error::state("Tensor::data_mut: storage is shared with another tensor")
         })?;
-        T::slice_mut(&mut st.data).ok_or_else(|| {
+        let data = match &mut st.data {
+            Data::Host(d) => d,
+            Data::Gpu { .. } => return Err(on_gpu_error("Tensor::data_mut", device)),
+        };
+        T::slice_mut(data).ok_or_else(|| {
             Error::dtype(
                 "Tensor::data_mut",
                 format!("tensor is {dtype}, asked for {}", T::DTYPE),
@@ -373,12 +427,87 @@ impl Tensor {
         })
     }
 
+    /// The elements, copied to the host when the tensor lives on a GPU-path device.
     pub fn to_vec<T: Float>(&self) -> Result<Vec<T>> {
-        Ok(self.as_slice::<T>()?.to_vec())
+        match &self.storage.data {
+            Data::Host(_) => Ok(self.as_slice::<T>()?.to_vec()),
+            Data::Gpu { buf, dtype } => {
+                crate::ensure_valid!(
+                    *dtype == T::DTYPE,
+                    "dtype",
+                    "Tensor::to_vec: tensor is {dtype}, asked for {}",
+                    T::DTYPE
+                );
+                let mut v = vec![T::zero(); self.numel()];
+                buf.read(as_bytes_mut(&mut v))?;
+                Ok(v)
+            }
+        }
     }
 
+    /// The elements as f64 (copied from the device when needed; empty if that copy fails).
     pub fn to_f64_vec(&self) -> Vec<f64> {
-        with_dtype!(self.dtype(), T => self.as_slice::<T>().map(|s| s.iter().map(|v| v.f64()).collect()).unwrap_or_default())
+        with_dtype!(self.dtype(), T => self.to_vec::<T>().map(|s| s.iter().map(|v| v.f64()).collect()).unwrap_or_default())
+    }
+
+    fn wrap_gpu(buf: GpuBuf, dtype: DType, shape: &[usize]) -> Tensor {
+        let device = buf.device();
+        Tensor {
+            shape: shape.to_vec(),
+            storage: Arc::new(Storage {
+                device,
+                data: Data::Gpu { buf, dtype },
+            }),
+            keep: None,
+        }
+    }
+
+    /// A tensor of `shape` on a GPU-path device whose elements the caller's kernel will all
+    /// write (uninitialised; NaN on the emulator).
+    pub fn uninit_gpu(
+        shape: &[usize],
+        dtype: DType,
+        device: Device,
+        category: Category,
+    ) -> Result<Tensor> {
+        let n = checked_numel(shape)?;
+        let buf = GpuBuf::new(device, n * dtype.size(), category)?;
+        Ok(Tensor::wrap_gpu(buf, dtype, shape))
+    }
+
+    /// A copy on `device`, charged to the same category (the same storage when it is there
+    /// already).
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        if device == self.device() {
+            return Ok(self.clone());
+        }
+        let cat = self.category();
+        with_dtype!(self.dtype(), T => Self::from_vec_in(self.to_vec::<T>()?, &self.shape, device, cat))
+    }
+
+    /// The device address of a GPU-path tensor's elements, for kernels that only read them.
+    pub fn dev_ptr(&self) -> Result<DevPtr> {
+        match &self.storage.data {
+            Data::Gpu { buf, .. } => Ok(buf.ptr()),
+            Data::Host(_) => Err(Error::dtype(
+                "Tensor::dev_ptr",
+                format!(
+                    "the tensor lives on {}, not on a GPU-path device",
+                    self.device()
+                ),
+            )),
+        }
+    }
+
+    /// The device address of a GPU-path tensor for kernels that write it; the storage must
+    /// not be shared with another tensor.
+    pub fn dev_ptr_mut(&mut self) -> Result<DevPtr> {
+        if Arc::get_mut(&mut self.storage).is_none() {
+            return Err(Error::state(
+                "Tensor::dev_ptr_mut: storage is shared with another tensor",
+            ));
+        }
+        self.dev_ptr()
     }
 
     /// Same storage, new shape with the same number of elements.
@@ -404,12 +533,19 @@ impl Tensor {
     /// A copy in another dtype (a plain copy when it already has it).
     pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
         let cat = self.category();
-        let v = self.to_f64_vec();
+        let v = with_dtype!(self.dtype(), T => self.to_vec::<T>()?.iter().map(|v| v.f64()).collect::<Vec<f64>>());
         with_dtype!(dtype, T => Self::from_vec_in(v.iter().map(|&x| T::of(x)).collect::<Vec<T>>(), &self.shape, self.device(), cat))
     }
 
     /// A deep copy charged to `category`.
     pub fn copy_in(&self, category: Category) -> Result<Tensor> {
+        if let Data::Gpu { buf, dtype } = &self.storage.data {
+            return Ok(Tensor::wrap_gpu(
+                buf.duplicate(category)?,
+                *dtype,
+                &self.shape,
+            ));
+        }
         with_dtype!(self.dtype(), T => Self::from_vec_in(self.as_slice::<T>()?.to_vec(), &self.shape, self.device(), category))
     }
 

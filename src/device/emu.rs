@@ -84,7 +84,7 @@ impl LaunchConfig {
     }
 
     /// A 1-D launch for a grid-stride kernel over `n` elements (n > 0).
-    fn elementwise(n: usize) -> Self {
+    pub fn elementwise(n: usize) -> Self {
         let blocks = n
             .div_ceil(ELEMENTWISE_BLOCK as usize)
             .clamp(1, MAX_ELEMENTWISE_GRID);
@@ -207,6 +207,39 @@ impl Args {
             })
             .collect()
     }
+}
+
+/// Runs `name` with a ready `kernelParams` array (one pointer per parameter, pointing at
+/// its value), as the GPU runtime's `launch` does for `Device::Emu`.
+///
+/// # Safety
+/// As [`launch`]: the values must match the kernel's signature and every device pointer
+/// among them must be valid for every access the kernel makes under `cfg`.
+pub(crate) unsafe fn launch_params(
+    name: &str,
+    cfg: LaunchConfig,
+    params: &mut [*mut c_void],
+) -> Result<()> {
+    let cname = CString::new(name)
+        .map_err(|_| Error::invalid("kernel", format!("`{name}`: name contains a NUL byte")))?;
+    let pp = if params.is_empty() {
+        std::ptr::null_mut()
+    } else {
+        params.as_mut_ptr()
+    };
+    // SAFETY: guaranteed by this function's contract; the runtime keeps no pointer past
+    // the call.
+    let rc = unsafe {
+        ffi::quadra_emu_launch(
+            cname.as_ptr(),
+            cfg.grid,
+            cfg.block,
+            cfg.shared_bytes,
+            pp,
+            params.len() as c_uint,
+        )
+    };
+    check(rc)
 }
 
 /// Runs `name` with `args` under `cfg`.

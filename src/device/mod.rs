@@ -1,7 +1,9 @@
 //! Devices a tensor's storage can live on.
 
 pub mod alloc;
+pub mod cuda;
 pub mod emu;
+pub mod gpu;
 
 use std::fmt;
 use std::str::FromStr;
@@ -31,10 +33,14 @@ impl Device {
     pub fn tracker(self) -> Result<&'static alloc::Tracker> {
         match self {
             Device::Cpu => Ok(alloc::cpu_tracker()),
-            other => Err(Error::Unavailable(format!(
-                "device {other}: the CUDA backend is not part of this build (only `cpu` is available)"
-            ))),
+            Device::Emu => Ok(alloc::emu_tracker()),
+            Device::Cuda(_) => Ok(gpu::runtime(self)?.tracker()),
         }
+    }
+
+    /// True for the devices computed by the CUDA backend's code path (`Cuda(n)`, `Emu`).
+    pub fn is_gpu(self) -> bool {
+        !matches!(self, Device::Cpu)
     }
 }
 

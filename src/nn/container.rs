@@ -58,6 +58,11 @@ impl Module for Sequential {
             l.visit_params(f);
         }
     }
+    fn visit_buffers(&mut self, f: &mut dyn FnMut(&str, &mut Tensor)) {
+        for l in &mut self.layers {
+            l.visit_buffers(f);
+        }
+    }
     fn state_dict(&self, out: &mut Vec<(String, Tensor)>) {
         for l in &self.layers {
             l.state_dict(out);
@@ -196,6 +201,12 @@ impl Module for Residual {
         self.main.visit_params(f);
         if let Some(s) = &mut self.shortcut {
             s.visit_params(f);
+        }
+    }
+    fn visit_buffers(&mut self, f: &mut dyn FnMut(&str, &mut Tensor)) {
+        self.main.visit_buffers(f);
+        if let Some(s) = &mut self.shortcut {
+            s.visit_buffers(f);
         }
     }
     fn state_dict(&self, out: &mut Vec<(String, Tensor)>) {

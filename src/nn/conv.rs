@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use super::{no_forward, LayerName, Module, Param, ParamKind};
 use crate::device::alloc::Category;
+use crate::device::kernels::conv as kernels;
 use crate::ops::conv::{self, ConvGeom};
 use crate::tensor::{DType, Float, Tensor};
 use crate::{with_dtype, Result};
@@ -55,6 +56,17 @@ impl Conv2d {
     }
 
     fn run<T: Float>(&self, x: &Tensor) -> Result<Tensor> {
+        if x.device().is_gpu() {
+            return kernels::conv2d_forward(
+                &self.geom,
+                1,
+                x,
+                &self.weight.value,
+                self.bias.as_ref().map(|b| &b.value),
+                &self.name.path,
+                Category::Workspace,
+            );
+        }
         let (n, h, w, ho, wo) = conv::check_input(&self.geom, x, &self.name.path)?;
         let mut out = super::zeros_par(
             &[n, self.geom.c_out, ho, wo],
@@ -85,6 +97,24 @@ impl Conv2d {
             .ok_or_else(|| no_forward(&self.name.path))?;
         let (n, h, w, ho, wo) = conv::check_input(&self.geom, &x, &self.name.path)?;
         super::check_grad(&self.name.path, g, &[n, self.geom.c_out, ho, wo], x.dtype())?;
+        if x.device().is_gpu() {
+            let gr = kernels::conv2d_backward(
+                &self.geom,
+                1,
+                &x,
+                &self.weight.value,
+                g,
+                true,
+                &self.name.path,
+            )?;
+            self.weight.accumulate_grad_tensor(gr.dw)?;
+            if let Some(b) = &mut self.bias {
+                b.accumulate_grad_tensor(gr.db)?;
+            }
+            return gr
+                .dx
+                .ok_or_else(|| crate::Error::state("conv2d_backward: no dx"));
+        }
         let mut dx = super::zeros_par(x.shape(), x.dtype(), Category::Workspace)?;
         let (dw, db) = conv::conv2d_backward(
             &self.geom,

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use super::conv::default_init;
 use super::{no_forward, LayerName, Module, Param, ParamKind};
 use crate::device::alloc::Category;
+use crate::device::kernels::conv as kernels;
 use crate::ops::linear as ops;
 use crate::tensor::{DType, Float, Tensor};
 use crate::{with_dtype, Error, Result};
@@ -94,6 +95,14 @@ impl Linear {
 
     fn run<T: Float>(&self, x: &Tensor) -> Result<Tensor> {
         let n = self.check_input(x)?;
+        if x.device().is_gpu() {
+            return kernels::linear_forward(
+                x,
+                &self.weight.value,
+                self.bias.as_ref().map(|b| &b.value),
+                Category::Workspace,
+            );
+        }
         let mut y = Tensor::zeros_in(&[n, self.out_features], x.dtype(), Category::Workspace)?;
         let bias = match &self.bias {
             Some(b) => Some(b.value.as_slice::<T>()?),
@@ -119,6 +128,14 @@ impl Linear {
             .ok_or_else(|| no_forward(&self.name.path))?;
         let n = self.check_input(&x)?;
         super::check_grad(&self.name.path, g, &[n, self.out_features], x.dtype())?;
+        if x.device().is_gpu() {
+            let gr = kernels::linear_backward(&x, &self.weight.value, g, true)?;
+            self.weight.accumulate_grad_tensor(gr.dw)?;
+            if let Some(b) = &mut self.bias {
+                b.accumulate_grad_tensor(gr.db)?;
+            }
+            return gr.dx.ok_or_else(|| Error::state("linear_backward: no dx"));
+        }
         let mut dx = Tensor::zeros_in(x.shape(), x.dtype(), Category::Workspace)?;
         let (dw, db) = ops::linear_backward(
             x.as_slice::<T>()?,

@@ -130,6 +130,36 @@ impl Param {
         self.segments[0].kind
     }
 
+    /// Add the gradient tensor `g` (the parameter's element count, on its device) into the
+    /// gradient: the first one becomes the gradient (re-charged to `Category::Gradient`),
+    /// later ones are added (a kernel on the CUDA backend).
+    pub fn accumulate_grad_tensor(&mut self, g: Tensor) -> Result<()> {
+        if g.numel() != self.value.numel() || g.device() != self.value.device() {
+            return Err(Error::shape(
+                "Param::accumulate_grad",
+                format!(
+                    "gradient {:?} on {}, parameter {:?} on {}",
+                    g.shape(),
+                    g.device(),
+                    self.value.shape(),
+                    self.value.device()
+                ),
+            ));
+        }
+        if !g.device().is_gpu() {
+            return crate::with_dtype!(g.dtype(), T => self.accumulate_grad::<T>(g.as_slice::<T>()?));
+        }
+        match &mut self.grad {
+            Some(t) => crate::device::kernels::elementwise::axpy(1.0, &g, t),
+            None => {
+                let g = g.reshape(self.value.shape())?;
+                g.retag(Category::Gradient);
+                self.grad = Some(g);
+                Ok(())
+            }
+        }
+    }
+
     /// Add `g` (same length as the parameter) into the gradient, allocating it on first use.
     pub fn accumulate_grad<T: Float>(&mut self, g: &[T]) -> Result<()> {
         if g.len() != self.value.numel() {
@@ -247,6 +277,10 @@ pub trait Module: Send + Sync + Any {
     /// Visit every parameter with its full state-dict name.
     fn visit_params(&mut self, _f: &mut dyn FnMut(&str, &mut Param)) {}
 
+    /// Visit every tensor of the module's state that is not a parameter (batch-norm running
+    /// statistics), with its full state-dict name. Containers forward to their children.
+    fn visit_buffers(&mut self, _f: &mut dyn FnMut(&str, &mut Tensor)) {}
+
     /// Append state-dict entries (parameters and buffers) under PyTorch names.
     fn state_dict(&self, _out: &mut Vec<(String, Tensor)>) {}
 
@@ -269,6 +303,30 @@ pub trait Module: Send + Sync + Any {
     }
 
     fn as_any(&self) -> &dyn Any;
+}
+
+/// Move every parameter (value and gradient) and buffer of `m` to `device`, keeping their
+/// accounting categories; drops whatever a forward kept. The first failure is returned
+/// (naming the tensor); tensors already moved stay moved.
+pub fn module_to_device(m: &mut dyn Module, device: crate::Device) -> Result<()> {
+    m.clear_saved();
+    let mut err: Option<Error> = None;
+    let mut mv = |name: &str, t: &mut Tensor| {
+        if err.is_none() {
+            match t.to_device(device) {
+                Ok(moved) => *t = moved,
+                Err(e) => err = Some(Error::invalid(format!("tensor `{name}`"), e.to_string())),
+            }
+        }
+    };
+    m.visit_params(&mut |name, p| {
+        mv(name, &mut p.value);
+        if let Some(g) = &mut p.grad {
+            mv(name, g);
+        }
+    });
+    m.visit_buffers(&mut |name, t| mv(name, t));
+    err.map_or(Ok(()), Err)
 }
 
 /// Take entry `key` out of `map`, checking its shape; error names the entry.

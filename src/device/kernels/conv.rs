@@ -1,0 +1,508 @@
+//! Convolution and linear maps on the CUDA backend: im2col/col2im and bias kernels of
+//! `cuda/conv.cu`, GEMMs through the runtime (cuBLAS on a GPU).
+//!
+//! A weight may stack `nb` branches (the quadratic layers' first-order maps): conv weight
+//! (nb·C_out, C_in/G, kh, kw), linear weight (nb·O, I); the output then holds nb·C_out
+//! channels, branch b's channel o at b·C_out + o — the layout of the CPU engine
+//! (src/ops/conv.rs), so both engines share the epilogues' indexing.
+
+use super::{
+    channel_grid, check_all, expect_numel, gemm, gpu_f32, int, launch, output, LaunchConfig,
+    REDUCE_BLOCK,
+};
+use crate::device::alloc::Category;
+use crate::device::gpu::{Gemm, KArg};
+use crate::ops::conv::ConvGeom;
+use crate::tensor::Tensor;
+use crate::Result;
+
+/// Most elements of the column buffer of one chunk of images (64 MiB of f32): a batch is
+/// processed a chunk of images at a time so the workspace stays bounded.
+const MAX_COLS: usize = 1 << 24;
+
+/// Conv dims as the `int` parameters of im2col/col2im: (C, H, W, Ho, Wo, kh, kw, sh, sw,
+/// ph, pw, dh, dw).
+fn geom_args(
+    op: &str,
+    g: &ConvGeom,
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+) -> Result<Vec<KArg>> {
+    let vals = [
+        ("C_in", g.c_in),
+        ("H", h),
+        ("W", w),
+        ("Ho", ho),
+        ("Wo", wo),
+        ("kh", g.kh),
+        ("kw", g.kw),
+        ("stride", g.stride.0),
+        ("stride", g.stride.1),
+        ("padding", g.padding.0),
+        ("padding", g.padding.1),
+        ("dilation", g.dilation.0),
+        ("dilation", g.dilation.1),
+    ];
+    vals.iter()
+        .map(|&(what, v)| int(op, what, v).map(KArg::I32))
+        .collect()
+}
+
+/// The (weight row offset, row count) blocks one GEMM covers for group `gi`: the whole
+/// stack when G = 1, else one block per branch (as `ops::conv`).
+fn row_blocks(g: &ConvGeom, nb: usize, gi: usize) -> Vec<(usize, usize)> {
+    if g.groups == 1 {
+        return vec![(0, nb * g.c_out)];
+    }
+    let cog = g.c_out / g.groups;
+    (0..nb).map(|b| (b * g.c_out + gi * cog, cog)).collect()
+}
+
+struct Dims {
+    n: usize,
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+}
+
+fn check_conv(
+    op: &str,
+    g: &ConvGeom,
+    nb: usize,
+    x: &Tensor,
+    w: &Tensor,
+    layer: &str,
+) -> Result<Dims> {
+    gpu_f32(op, "x", x)?;
+    check_all(op, x.device(), &[("weight", w)])?;
+    let (n, c, h, wd) = x.dims4(layer)?;
+    crate::ensure_shape!(
+        c == g.c_in,
+        layer,
+        "input has {c} channels, the layer expects {}",
+        g.c_in
+    );
+    let (ho, wo) = g.out_hw(h, wd, layer)?;
+    expect_numel(
+        op,
+        "weight",
+        w,
+        nb * g.c_out * g.k_group(),
+        "nb·C_out, C_in/G, kh, kw",
+    )?;
+    Ok(Dims {
+        n,
+        h,
+        w: wd,
+        ho,
+        wo,
+    })
+}
+
+/// Images per chunk so that a chunk's column buffer stays under `MAX_COLS` elements.
+fn chunk(n: usize, per_image: usize) -> usize {
+    (MAX_COLS / per_image.max(1)).clamp(1, n.max(1))
+}
+
+/// Column buffer of images [i0, i0 + nc) of x: (nc, C_in·kh·kw, L).
+fn im2col(g: &ConvGeom, x: &Tensor, d: &Dims, i0: usize, nc: usize) -> Result<Tensor> {
+    let op = "im2col_f32";
+    let l = d.ho * d.wo;
+    let kt = g.k_total();
+    let mut cols = output(&[nc, kt, l], x.device(), Category::Workspace)?;
+    let total = nc * kt * l;
+    if total == 0 {
+        return Ok(cols);
+    }
+    let rt = gpu_f32(op, "x", x)?;
+    let img = g.c_in * d.h * d.w;
+    let mut args = vec![
+        KArg::Ptr(x.dev_ptr()? + (i0 * img * 4) as u64),
+        KArg::Ptr(cols.dev_ptr_mut()?),
+        KArg::I32(int(op, "N", nc)?),
+    ];
+    args.extend(geom_args(op, g, d.h, d.w, d.ho, d.wo)?);
+    // SAFETY: (x, cols, N, C, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw) as in conv.cu;
+    // the kernel reads x at images [i0, i0 + nc) (i0 + nc ≤ N, x checked (N, C_in, H, W))
+    // only inside each image's bounds, and writes cols below nc·C_in·kh·kw·L, its size.
+    unsafe { launch(rt, op, LaunchConfig::elementwise(total), &args)? };
+    Ok(cols)
+}
+
+/// Convolution forward: x (N, C_in, H, W), weight (nb·C_out, C_in/G, kh, kw), bias
+/// (nb·C_out) → (N, nb·C_out, Ho, Wo), charged to `category`.
+pub fn conv2d_forward(
+    g: &ConvGeom,
+    nb: usize,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    layer: &str,
+    category: Category,
+) -> Result<Tensor> {
+    let op = "conv2d_forward";
+    let d = check_conv(op, g, nb, x, w, layer)?;
+    let m = nb * g.c_out;
+    let l = d.ho * d.wo;
+    let (kt, kg) = (g.k_total(), g.k_group());
+    let mut out = output(&[d.n, m, d.ho, d.wo], x.device(), category)?;
+    if out.numel() == 0 {
+        return Ok(out);
+    }
+    let nc_max = chunk(d.n, kt * l);
+    let mut i0 = 0;
+    while i0 < d.n {
+        let nc = nc_max.min(d.n - i0);
+        let cols = im2col(g, x, &d, i0, nc)?;
+        for gi in 0..g.groups {
+            for (r0, rows) in row_blocks(g, nb, gi) {
+                let gm = Gemm {
+                    m: rows,
+                    n: l,
+                    k: kg,
+                    a: w.dev_ptr()? + (r0 * kg * 4) as u64,
+                    lda: kg,
+                    trans_a: false,
+                    stride_a: 0,
+                    b: cols.dev_ptr()? + (gi * kg * l * 4) as u64,
+                    ldb: l,
+                    trans_b: false,
+                    stride_b: kt * l,
+                    c: out.dev_ptr()? + ((i0 * m + r0) * l * 4) as u64,
+                    ldc: l,
+                    stride_c: m * l,
+                    batch: nc,
+                    accumulate: false,
+                };
+                gemm(op, &gm, w, &cols, &mut out)?;
+            }
+        }
+        i0 += nc;
+    }
+    if let Some(b) = bias {
+        add_bias(&mut out, b, d.n, m, l)?;
+    }
+    Ok(out)
+}
+
+/// y (N, M, L) += bias (M) per channel.
+fn add_bias(y: &mut Tensor, bias: &Tensor, n: usize, m: usize, l: usize) -> Result<()> {
+    let op = "bias_add_f32";
+    let rt = gpu_f32(op, "y", y)?;
+    check_all(op, y.device(), &[("bias", bias)])?;
+    expect_numel(op, "bias", bias, m, "M")?;
+    expect_numel(op, "y", y, n * m * l, "N, M, L")?;
+    let total = n * m * l;
+    if total == 0 {
+        return Ok(());
+    }
+    let args = [
+        KArg::Ptr(y.dev_ptr_mut()?),
+        KArg::Ptr(bias.dev_ptr()?),
+        KArg::I32(int(op, "N", n)?),
+        KArg::I32(int(op, "M", m)?),
+        KArg::I32(int(op, "L", l)?),
+    ];
+    // SAFETY: (float* y, const float* bias, int N, int M, int L); y holds N·M·L and bias M
+    // f32 elements (checked); y is unshared (dev_ptr_mut) so it is not bias.
+    unsafe { launch(rt, op, LaunchConfig::elementwise(total), &args) }
+}
+
+/// db (M) = Σ_{n,l} dy (N, M, L), a new tensor.
+fn bias_grad(dy: &Tensor, n: usize, m: usize, l: usize) -> Result<Tensor> {
+    let op = "bias_grad_f32";
+    let rt = gpu_f32(op, "dy", dy)?;
+    expect_numel(op, "dy", dy, n * m * l, "N, M, L")?;
+    let mut db = Tensor::full_in(
+        0.0,
+        &[m],
+        crate::DType::F32,
+        dy.device(),
+        Category::Workspace,
+    )?;
+    if m == 0 {
+        return Ok(db);
+    }
+    let args = [
+        KArg::Ptr(dy.dev_ptr()?),
+        KArg::Ptr(db.dev_ptr_mut()?),
+        KArg::I32(int(op, "N", n)?),
+        KArg::I32(int(op, "M", m)?),
+        KArg::I32(int(op, "L", l)?),
+    ];
+    // SAFETY: (const float* dy, float* db, int N, int M, int L); dy holds N·M·L f32 (checked),
+    // db was just allocated with M; block REDUCE_BLOCK is a multiple of 32 ≤ 1024 as the
+    // reduction requires.
+    unsafe {
+        launch(
+            rt,
+            op,
+            LaunchConfig::new(channel_grid(m), REDUCE_BLOCK, 0),
+            &args,
+        )?
+    };
+    Ok(db)
+}
+
+/// Gradients of a convolution.
+pub struct ConvGrads {
+    /// (N, C_in, H, W), when asked for.
+    pub dx: Option<Tensor>,
+    /// (nb·C_out, C_in/G, kh, kw)
+    pub dw: Tensor,
+    /// (nb·C_out): Σ of dout per channel (the bias gradient; ignore it without a bias).
+    pub db: Tensor,
+}
+
+/// Convolution backward: from x, the weight and dout (N, nb·C_out, Ho, Wo).
+pub fn conv2d_backward(
+    g: &ConvGeom,
+    nb: usize,
+    x: &Tensor,
+    w: &Tensor,
+    dout: &Tensor,
+    want_dx: bool,
+    layer: &str,
+) -> Result<ConvGrads> {
+    let op = "conv2d_backward";
+    let d = check_conv(op, g, nb, x, w, layer)?;
+    check_all(op, x.device(), &[("output gradient", dout)])?;
+    let m = nb * g.c_out;
+    let l = d.ho * d.wo;
+    let (kt, kg) = (g.k_total(), g.k_group());
+    expect_numel(
+        op,
+        "output gradient",
+        dout,
+        d.n * m * l,
+        "N, nb·C_out, Ho, Wo",
+    )?;
+    let dev = x.device();
+    let mut dw = Tensor::full_in(0.0, w.shape(), crate::DType::F32, dev, Category::Workspace)?;
+    let mut dx = if want_dx {
+        Some(output(x.shape(), dev, Category::Workspace)?)
+    } else {
+        None
+    };
+    let nc_max = chunk(d.n, kt * l);
+    let mut i0 = 0;
+    while i0 < d.n && l > 0 {
+        let nc = nc_max.min(d.n - i0);
+        let cols = im2col(g, x, &d, i0, nc)?;
+        // dW (rows, Kg) += dout_i (rows, L) · cols_iᵀ, image after image (one stream, so the
+        // accumulation is ordered).
+        for j in 0..nc {
+            for gi in 0..g.groups {
+                for (r0, rows) in row_blocks(g, nb, gi) {
+                    let gm = Gemm {
+                        m: rows,
+                        n: kg,
+                        k: l,
+                        a: dout.dev_ptr()? + (((i0 + j) * m + r0) * l * 4) as u64,
+                        lda: l,
+                        trans_a: false,
+                        stride_a: 0,
+                        b: cols.dev_ptr()? + ((j * kt + gi * kg) * l * 4) as u64,
+                        ldb: l,
+                        trans_b: true,
+                        stride_b: 0,
+                        c: dw.dev_ptr()? + (r0 * kg * 4) as u64,
+                        ldc: kg,
+                        stride_c: 0,
+                        batch: 1,
+                        accumulate: true,
+                    };
+                    gemm(op, &gm, dout, &cols, &mut dw)?;
+                }
+            }
+        }
+        if let Some(dx) = dx.as_mut() {
+            // dcols_i (Kg, L) per group = Σ_blocks W_blockᵀ (Kg, rows) · dout_i,block (rows, L)
+            let mut dcols = output(&[nc, kt, l], dev, Category::Workspace)?;
+            for gi in 0..g.groups {
+                for (bi, (r0, rows)) in row_blocks(g, nb, gi).into_iter().enumerate() {
+                    let gm = Gemm {
+                        m: kg,
+                        n: l,
+                        k: rows,
+                        a: w.dev_ptr()? + (r0 * kg * 4) as u64,
+                        lda: kg,
+                        trans_a: true,
+                        stride_a: 0,
+                        b: dout.dev_ptr()? + ((i0 * m + r0) * l * 4) as u64,
+                        ldb: l,
+                        trans_b: false,
+                        stride_b: m * l,
+                        c: dcols.dev_ptr()? + (gi * kg * l * 4) as u64,
+                        ldc: l,
+                        stride_c: kt * l,
+                        batch: nc,
+                        accumulate: bi > 0,
+                    };
+                    gemm(op, &gm, w, dout, &mut dcols)?;
+                }
+            }
+            col2im(g, &dcols, &d, i0, nc, dx)?;
+        }
+        i0 += nc;
+    }
+    if let (Some(dx), true) = (dx.as_mut(), l == 0) {
+        super::elementwise::fill(dx, 0.0)?;
+    }
+    let db = bias_grad(dout, d.n, m, l)?;
+    Ok(ConvGrads { dx, dw, db })
+}
+
+/// dx images [i0, i0 + nc) = col2im(dcols (nc, C_in·kh·kw, L)), overwritten.
+fn col2im(
+    g: &ConvGeom,
+    dcols: &Tensor,
+    d: &Dims,
+    i0: usize,
+    nc: usize,
+    dx: &mut Tensor,
+) -> Result<()> {
+    let op = "col2im_f32";
+    let rt = gpu_f32(op, "dx", dx)?;
+    let img = g.c_in * d.h * d.w;
+    expect_numel(op, "dx", dx, d.n * img, "N, C_in, H, W")?;
+    expect_numel(
+        op,
+        "dcols",
+        dcols,
+        nc * g.k_total() * d.ho * d.wo,
+        "nc, K, L",
+    )?;
+    crate::ensure_shape!(i0 + nc <= d.n, op, "images {i0}..{} of {}", i0 + nc, d.n);
+    let total = nc * img;
+    if total == 0 {
+        return Ok(());
+    }
+    let mut args = vec![
+        KArg::Ptr(dcols.dev_ptr()?),
+        KArg::Ptr(dx.dev_ptr_mut()? + (i0 * img * 4) as u64),
+        KArg::I32(int(op, "N", nc)?),
+    ];
+    args.extend(geom_args(op, g, d.h, d.w, d.ho, d.wo)?);
+    // SAFETY: (dcols, dx, N, C, H, W, Ho, Wo, kh, kw, ...) as in conv.cu; reads dcols below
+    // nc·K·L (checked) and writes dx images [i0, i0 + nc), inside its N·C_in·H·W (checked).
+    unsafe { launch(rt, op, LaunchConfig::elementwise(total), &args) }
+}
+
+/// Linear forward: x (N, I), weight (nb·O, I), bias (nb·O) → (N, nb·O) = x·Wᵀ + b.
+pub fn linear_forward(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    category: Category,
+) -> Result<Tensor> {
+    let op = "linear_forward";
+    gpu_f32(op, "x", x)?;
+    check_all(op, x.device(), &[("weight", w)])?;
+    let (n, i) = x.dims2(op)?;
+    crate::ensure_shape!(
+        w.rank() == 2 && w.shape()[1] == i,
+        op,
+        "weight has shape {:?}, expected (M, {i}) for an input of {i} features",
+        w.shape()
+    );
+    let m = w.shape()[0];
+    let mut y = output(&[n, m], x.device(), category)?;
+    if n * m == 0 {
+        return Ok(y);
+    }
+    if i == 0 {
+        super::elementwise::fill(&mut y, 0.0)?;
+    } else {
+        let gm = Gemm {
+            m: n,
+            n: m,
+            k: i,
+            a: x.dev_ptr()?,
+            lda: i,
+            trans_a: false,
+            stride_a: 0,
+            b: w.dev_ptr()?,
+            ldb: i,
+            trans_b: true,
+            stride_b: 0,
+            c: y.dev_ptr()?,
+            ldc: m,
+            stride_c: 0,
+            batch: 1,
+            accumulate: false,
+        };
+        gemm(op, &gm, x, w, &mut y)?;
+    }
+    if let Some(b) = bias {
+        add_bias(&mut y, b, n, m, 1)?;
+    }
+    Ok(y)
+}
+
+/// Linear backward: from x (N, I), weight (M, I) and dout (N, M): dx (N, I) when asked,
+/// dW (M, I) = doutᵀ·x and db (M) = Σ_n dout.
+pub fn linear_backward(x: &Tensor, w: &Tensor, dout: &Tensor, want_dx: bool) -> Result<ConvGrads> {
+    let op = "linear_backward";
+    gpu_f32(op, "x", x)?;
+    check_all(op, x.device(), &[("weight", w), ("output gradient", dout)])?;
+    let (n, i) = x.dims2(op)?;
+    let m = w.shape().first().copied().unwrap_or(0);
+    expect_numel(op, "weight", w, m * i, "M, I")?;
+    expect_numel(op, "output gradient", dout, n * m, "N, M")?;
+    let dev = x.device();
+    let mut dw = Tensor::full_in(0.0, w.shape(), crate::DType::F32, dev, Category::Workspace)?;
+    if n > 0 && m * i > 0 {
+        let gm = Gemm {
+            m,
+            n: i,
+            k: n,
+            a: dout.dev_ptr()?,
+            lda: m,
+            trans_a: true,
+            stride_a: 0,
+            b: x.dev_ptr()?,
+            ldb: i,
+            trans_b: false,
+            stride_b: 0,
+            c: dw.dev_ptr()?,
+            ldc: i,
+            stride_c: 0,
+            batch: 1,
+            accumulate: false,
+        };
+        gemm(op, &gm, dout, x, &mut dw)?;
+    }
+    let dx = if want_dx {
+        let mut dx = Tensor::full_in(0.0, x.shape(), crate::DType::F32, dev, Category::Workspace)?;
+        if n * i > 0 && m > 0 {
+            let gm = Gemm {
+                m: n,
+                n: i,
+                k: m,
+                a: dout.dev_ptr()?,
+                lda: m,
+                trans_a: false,
+                stride_a: 0,
+                b: w.dev_ptr()?,
+                ldb: i,
+                trans_b: false,
+                stride_b: 0,
+                c: dx.dev_ptr()?,
+                ldc: i,
+                stride_c: 0,
+                batch: 1,
+                accumulate: false,
+            };
+            gemm(op, &gm, dout, w, &mut dx)?;
+        }
+        Some(dx)
+    } else {
+        None
+    };
+    let db = bias_grad(dout, n, m, 1)?;
+    Ok(ConvGrads { dx, dw, db })
+}

@@ -1,0 +1,106 @@
+//! Elementwise arithmetic (cuda/elementwise.cu): gradient accumulation, residual sums,
+//! scaling. Flat over the elements; shapes must agree.
+
+use super::{check_all, gpu_f32, launch, output, LaunchConfig};
+use crate::device::alloc::Category;
+use crate::device::gpu::KArg;
+use crate::tensor::Tensor;
+use crate::Result;
+
+fn same_shape(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
+    crate::ensure_shape!(
+        a.shape() == b.shape(),
+        op,
+        "shapes differ: {:?} vs {:?}",
+        a.shape(),
+        b.shape()
+    );
+    Ok(())
+}
+
+/// a + b, a new tensor charged to `category`.
+pub fn add(a: &Tensor, b: &Tensor, category: Category) -> Result<Tensor> {
+    let op = "add_f32";
+    let rt = gpu_f32(op, "a", a)?;
+    check_all(op, a.device(), &[("b", b)])?;
+    same_shape(op, a, b)?;
+    let mut y = output(a.shape(), a.device(), category)?;
+    let n = a.numel();
+    if n == 0 {
+        return Ok(y);
+    }
+    let args = [
+        KArg::Ptr(a.dev_ptr()?),
+        KArg::Ptr(b.dev_ptr()?),
+        KArg::Ptr(y.dev_ptr_mut()?),
+        KArg::I64(n as i64),
+    ];
+    // SAFETY: (const float* a, const float* b, float* y, long long n); a, b and y all hold
+    // n f32 elements (shapes checked equal, dtypes f32, same device).
+    unsafe { launch(rt, op, LaunchConfig::elementwise(n), &args)? };
+    Ok(y)
+}
+
+/// y += alpha · x, in place (y's storage must not be shared).
+pub fn axpy(alpha: f32, x: &Tensor, y: &mut Tensor) -> Result<()> {
+    let op = "axpy_f32";
+    let rt = gpu_f32(op, "y", y)?;
+    check_all(op, y.device(), &[("x", x)])?;
+    crate::ensure_shape!(
+        x.numel() == y.numel(),
+        op,
+        "x has {} elements, y has {}",
+        x.numel(),
+        y.numel()
+    );
+    let n = x.numel();
+    if n == 0 {
+        return Ok(());
+    }
+    let args = [
+        KArg::F32(alpha),
+        KArg::Ptr(x.dev_ptr()?),
+        KArg::Ptr(y.dev_ptr_mut()?),
+        KArg::I64(n as i64),
+    ];
+    // SAFETY: (float alpha, const float* x, float* y, long long n); x and y hold n f32
+    // elements each (checked), and y's storage is unshared (dev_ptr_mut), so x ≠ y.
+    unsafe { launch(rt, op, LaunchConfig::elementwise(n), &args) }
+}
+
+/// alpha · x, a new tensor charged to `category`.
+pub fn scale(alpha: f32, x: &Tensor, category: Category) -> Result<Tensor> {
+    let op = "scale_f32";
+    let rt = gpu_f32(op, "x", x)?;
+    let mut y = output(x.shape(), x.device(), category)?;
+    let n = x.numel();
+    if n == 0 {
+        return Ok(y);
+    }
+    let args = [
+        KArg::F32(alpha),
+        KArg::Ptr(x.dev_ptr()?),
+        KArg::Ptr(y.dev_ptr_mut()?),
+        KArg::I64(n as i64),
+    ];
+    // SAFETY: (float alpha, const float* x, float* y, long long n); both hold n f32 elements.
+    unsafe { launch(rt, op, LaunchConfig::elementwise(n), &args)? };
+    Ok(y)
+}
+
+/// Sets every element of `y` to `value`, in place.
+pub fn fill(y: &mut Tensor, value: f32) -> Result<()> {
+    let op = "fill_f32";
+    let rt = gpu_f32(op, "y", y)?;
+    let n = y.numel();
+    if n == 0 {
+        return Ok(());
+    }
+    let args = [
+        KArg::F32(value),
+        KArg::Ptr(y.dev_ptr_mut()?),
+        KArg::I64(n as i64),
+    ];
+    // SAFETY: (float value, float* y, long long n); y holds n f32 elements.
+    unsafe { launch(rt, op, LaunchConfig::elementwise(n), &args) }
+}

@@ -1,0 +1,103 @@
+//! Shared by the emulator parity tests (`mod common;`): run one layer on the CPU engine and
+//! on `Device::Emu` (the CUDA backend's code path, kernels executed by the emulator) from
+//! the same weights and compare forward output, input gradient and parameter gradients.
+#![allow(dead_code)]
+
+use quadra::nn::{module_to_device, Module};
+use quadra::{DType, Device, Tensor};
+
+/// Relative-to-scale f32 tolerance: |a − b| ≤ atol + rtol·|b| elementwise.
+pub fn assert_close(got: &Tensor, want: &Tensor, rtol: f64, atol: f64, what: &str) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shapes differ");
+    let g = got.to_f64_vec();
+    let w = want.to_f64_vec();
+    assert_eq!(g.len(), w.len(), "{what}: element counts differ");
+    let mut worst = (0.0f64, 0usize);
+    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+        assert!(a.is_finite(), "{what}[{i}] = {a} is not finite (want {b})");
+        let excess = (a - b).abs() - (atol + rtol * b.abs());
+        if excess > worst.0 {
+            worst = (excess, i);
+        }
+    }
+    let i = worst.1;
+    assert!(
+        worst.0 <= 0.0,
+        "{what}: element {i} is {} on emu, {} on cpu",
+        g[i],
+        w[i]
+    );
+}
+
+/// Samples N(0, 1)·scale, reproducible.
+pub fn randn(shape: &[usize], seed: u64) -> Tensor {
+    Tensor::randn(shape, DType::F32, 1.0, seed).unwrap()
+}
+
+/// The parameter gradients of `m`, by name.
+pub fn grads(m: &mut dyn Module) -> Vec<(String, Tensor)> {
+    let mut out = Vec::new();
+    m.visit_params(&mut |name, p| {
+        if let Some(g) = &p.grad {
+            out.push((name.to_string(), g.to_device(Device::Cpu).unwrap()));
+        }
+    });
+    out
+}
+
+/// Builds the layer twice with `build` (same seed ⇒ same weights), moves one copy to Emu,
+/// runs a training forward and backward with the same input and output gradient on both,
+/// and an eval-mode `infer`, and compares everything. Returns the CPU output.
+pub fn check_layer(
+    build: &dyn Fn() -> Box<dyn Module>,
+    x_shape: &[usize],
+    seed: u64,
+    rtol: f64,
+    atol: f64,
+) -> Tensor {
+    let mut cpu = build();
+    let mut emu = build();
+    module_to_device(emu.as_mut(), Device::Emu).unwrap();
+    let x = randn(x_shape, seed);
+    let xe = x.to_device(Device::Emu).unwrap();
+    let name = cpu.path().to_string();
+
+    let y = cpu.forward(&x).unwrap();
+    let ye = emu.forward(&xe).unwrap();
+    assert_eq!(ye.device(), Device::Emu, "{name}: output left the device");
+    assert_close(
+        &ye.to_device(Device::Cpu).unwrap(),
+        &y,
+        rtol,
+        atol,
+        &format!("{name} forward"),
+    );
+
+    let g = randn(y.shape(), seed ^ 0x9e37);
+    let dx = cpu.backward(&g).unwrap();
+    let dxe = emu.backward(&g.to_device(Device::Emu).unwrap()).unwrap();
+    assert_close(
+        &dxe.to_device(Device::Cpu).unwrap(),
+        &dx,
+        rtol,
+        atol,
+        &format!("{name} dx"),
+    );
+    let (gc, ge) = (grads(cpu.as_mut()), grads(emu.as_mut()));
+    assert_eq!(gc.len(), ge.len(), "{name}: gradient counts differ");
+    for ((nc, a), (ne, b)) in gc.iter().zip(&ge) {
+        assert_eq!(nc, ne);
+        assert_close(b, a, rtol, atol, &format!("{name} grad {nc}"));
+    }
+
+    let yi = cpu.infer(&x).unwrap();
+    let yie = emu.infer(&xe).unwrap();
+    assert_close(
+        &yie.to_device(Device::Cpu).unwrap(),
+        &yi,
+        rtol,
+        atol,
+        &format!("{name} infer"),
+    );
+    y
+}

@@ -334,6 +334,9 @@ struct MemoryArgs {
     /// Timed steps per configuration.
     #[arg(long, default_value_t = 2)]
     steps: usize,
+    /// Where the steps run: cpu, emu (the CUDA backend on the kernel emulator), cuda, cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// A memory budget in bytes to plan for and verify (repeatable).
     #[arg(long)]
     memory_budget: Vec<u64>,
@@ -2090,13 +2093,27 @@ fn memory(a: &MemoryArgs) -> Result<()> {
     if a.batch == 0 {
         bail!("--batch must be at least 1");
     }
+    let device: Device = a.device.parse().map_err(|e| anyhow!("--device: {e}"))?;
     create_dir(&a.out)?;
     let opts = ProfileOptions {
         batch: a.batch,
         steps: a.steps.max(1),
         threads: a.threads,
+        device,
         ..ProfileOptions::default()
     };
+    // a batch that cannot fit is refused before anything of its size is allocated
+    let fit = profile::check_fits(&spec, &opts).context("--batch")?;
+    if !a.json {
+        println!(
+            "batch {}: predicted peak {:.1} MiB (stored mode; {:.1} MiB fixed + {:.3} MiB per sample), {:.1} MiB available on {device}",
+            a.batch,
+            mib(fit.predicted_peak),
+            mib(fit.fixed),
+            mib(fit.per_sample),
+            mib(fit.available.min(u64::MAX / 2)),
+        );
+    }
     let mut cmp = profile::compare_modes_with(&spec, &opts)?;
     if !a.json {
         print!("{}", profile::render_table(&cmp));

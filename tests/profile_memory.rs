@@ -49,6 +49,7 @@ fn opts() -> ProfileOptions {
         threads: 1,
         seed: 2,
         dtype: DType::F32,
+        device: quadra::Device::Cpu,
     }
 }
 
@@ -301,4 +302,43 @@ fn charts_and_report_are_written() {
     );
     assert!(!h.contains("src=\"http"), "no network resources");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn batch_fit_prediction_and_refusal() {
+    let _l = lock();
+    let s = spec();
+    // the prediction from batch 16 and 32 matches the measured peak at batch 48 and 64
+    // (the peak is affine in the batch once every thread has images)
+    for batch in [48, 64] {
+        let o = ProfileOptions { batch, ..opts() };
+        let est = profile::check_fits(&s, &o).unwrap();
+        let measured = profile::profile_training(&s, "stored", &o)
+            .unwrap()
+            .peak_total;
+        let rel = (est.predicted_peak as f64 - measured as f64).abs() / measured as f64;
+        assert!(
+            rel < 0.02,
+            "batch {batch}: predicted {} bytes, measured {measured}",
+            est.predicted_peak
+        );
+        assert!(est.max_batch > batch as u64);
+    }
+    // a batch no machine has memory for is refused with the sizes, before it is allocated
+    let o = ProfileOptions {
+        batch: 1 << 40,
+        ..opts()
+    };
+    let err = profile::check_fits(&s, &o).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, quadra::Error::OutOfMemory { .. }), "{msg}");
+    for want in [
+        "out of memory on cpu",
+        "batch 1099511627776",
+        "tiny-q3",
+        "per sample",
+        "largest batch that fits",
+    ] {
+        assert!(msg.contains(want), "`{want}` missing from: {msg}");
+    }
 }

@@ -30,8 +30,11 @@ use crate::nn::spec::{BuildOptions, ModelSpec};
 use crate::nn::{BackpropMode, Module};
 use crate::optim::Sgd;
 use crate::tensor::{DType, Tensor};
-use crate::{Error, Result};
+use crate::{Device, Error, Result};
 
+pub mod fit;
+
+pub use fit::{check_fits, FitEstimate};
 pub use planner::{plan_and_verify, plan_for_budget, validate_plan, BudgetPlan};
 
 /// How to run the profiled training steps.
@@ -48,6 +51,10 @@ pub struct ProfileOptions {
     pub seed: u64,
     #[serde(skip)]
     pub dtype: DType,
+    /// Where the steps run: the CPU engine, or the CUDA backend (`cuda:N`, `emu`); the
+    /// accounting is the same tracking allocator either way.
+    #[serde(skip)]
+    pub device: Device,
 }
 
 impl Default for ProfileOptions {
@@ -59,8 +66,32 @@ impl Default for ProfileOptions {
             threads: 0,
             seed: 0,
             dtype: DType::F32,
+            device: Device::Cpu,
         }
     }
+}
+
+/// The tracker's figures beside what the device itself reports (`cuMemGetInfo` on CUDA;
+/// the emulator's allocation count on `emu`), taken at the end of the recorded step. The
+/// difference is what the device holds beyond the caching pool's blocks — the CUDA
+/// context, cuBLAS workspaces, other processes — reported, not hidden.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeviceCheck {
+    /// Bytes held by tensors (the tracker's total).
+    pub tracked: u64,
+    /// Bytes the caching pool holds from the device (tensors' blocks rounded up, plus
+    /// cached free blocks).
+    pub pool_reserved: u64,
+    /// Most bytes the pool held at once during the profile.
+    pub pool_peak_reserved: u64,
+    /// Device memory in use (total − free) before the model was built.
+    pub device_used_before: u64,
+    /// Device memory in use at the end of the recorded step.
+    pub device_used: u64,
+    /// device_used − device_used_before − pool_reserved (signed): memory the device lost
+    /// during the run that the pool does not account for.
+    pub unaccounted: i64,
+    pub device_total: u64,
 }
 
 /// One layer's bytes (the module tree's nodes that hold any, in forward order; the row
@@ -127,6 +158,10 @@ pub struct LayerPhaseRow {
 #[derive(Clone, Debug, Serialize)]
 pub struct MemoryProfile {
     pub model: String,
+    /// The device the steps ran on (`cpu`, `cuda:0`, `emu`).
+    pub device: String,
+    /// Tracker vs. the device's own report (GPU-path devices only).
+    pub device_check: Option<DeviceCheck>,
     /// "stored", "recompute", "planned", or a caller's label.
     pub label: String,
     pub backprop: BackpropMode,
@@ -317,8 +352,23 @@ pub fn profile_training(
     with_threads(opts.threads, || profile_inner(spec, label, opts))?
 }
 
+fn device_used(device: Device) -> Option<(u64, u64)> {
+    if !device.is_gpu() {
+        return None;
+    }
+    let rt = crate::device::gpu::runtime(device).ok()?;
+    rt.synchronize().ok()?;
+    rt.mem_info()
+        .ok()
+        .map(|(free, total)| (total - free, total))
+}
+
 fn profile_inner(spec: &ModelSpec, label: &str, opts: &ProfileOptions) -> Result<MemoryProfile> {
-    let tracker = crate::Device::Cpu.tracker()?;
+    let tracker = opts.device.tracker()?;
+    let used_before = device_used(opts.device);
+    if let Ok(rt) = crate::device::gpu::runtime(opts.device) {
+        rt.pool().reset_peak();
+    }
     let mut model = Model::build(
         spec,
         BuildOptions {
@@ -326,8 +376,12 @@ fn profile_inner(spec: &ModelSpec, label: &str, opts: &ProfileOptions) -> Result
             seed: opts.seed,
         },
     )?;
+    if opts.device.is_gpu() {
+        crate::nn::module_to_device(&mut model.net, opts.device)?;
+    }
     let mut opt = Sgd::new(0.1, 0.9, 5e-4, false)?;
     let (x, y) = random_batch(spec, opts.batch, opts.dtype, opts.seed)?;
+    let x = x.to_device(opts.device)?;
     for _ in 0..opts.warmup {
         model.train_step(&x, &y, &mut opt)?;
     }
@@ -517,7 +571,24 @@ fn profile_inner(spec: &ModelSpec, label: &str, opts: &ProfileOptions) -> Result
         .collect();
     let step_time_s = median(&step_times_s);
     let saved_at_forward_end = at_fwd_end.cat[Category::SavedForBackward as usize];
+    let device_check = match (used_before, device_used(opts.device)) {
+        (Some((before, _)), Some((used, total))) => {
+            let pool = crate::device::gpu::runtime(opts.device)?.pool().stats();
+            Some(DeviceCheck {
+                tracked: tracker.total(),
+                pool_reserved: pool.reserved,
+                pool_peak_reserved: pool.peak_reserved,
+                device_used_before: before,
+                device_used: used,
+                unaccounted: used as i64 - before as i64 - pool.reserved as i64,
+                device_total: total,
+            })
+        }
+        _ => None,
+    };
     Ok(MemoryProfile {
+        device: opts.device.to_string(),
+        device_check,
         model: spec.name.clone(),
         label: label.to_string(),
         backprop: spec.backprop,

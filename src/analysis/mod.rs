@@ -73,12 +73,36 @@ pub struct TensorStats {
 pub fn tensor_stats(t: &Tensor, bins: usize) -> Result<TensorStats> {
     match t.device() {
         Device::Cpu => with_dtype!(t.dtype(), T => Ok(slice_stats(t.as_slice::<T>()?, bins))),
-        // SEAM (CUDA): one reduction kernel for count/min/max/sum/sum of squares of the
-        // finite values, one for the extreme count and the histogram (atomics per bin),
-        // then the same TensorStats. Until then tensors on other devices are refused.
-        other => Err(Error::Unavailable(format!(
-            "tensor statistics on {other}: only CPU tensors are supported in this build"
-        ))),
+        // the CUDA backend: reductions and a histogram kernel (cuda/stats.cu); only the
+        // per-block partial sums come back to the host
+        _ => {
+            let bins = bins.max(1);
+            let r = crate::device::kernels::stats::tensor_stats(t, bins, EXTREME_SIGMAS)?;
+            let n = r.count as usize;
+            let (mean, std) = if n == 0 {
+                (0.0, 0.0)
+            } else {
+                (r.sum / n as f64, (r.centered_ss / n as f64).sqrt())
+            };
+            Ok(TensorStats {
+                count: n,
+                non_finite: r.non_finite as usize,
+                mean,
+                std,
+                min: r.min,
+                max: r.max,
+                extreme_share: if n == 0 {
+                    0.0
+                } else {
+                    r.extreme as f64 / n as f64
+                },
+                histogram: Histogram {
+                    lo: r.min,
+                    hi: r.max,
+                    counts: r.counts,
+                },
+            })
+        }
     }
 }
 

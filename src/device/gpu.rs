@@ -33,6 +33,7 @@ pub enum KArg {
     I32(i32),
     I64(i64),
     F32(f32),
+    F64(f64),
 }
 
 /// The `kernelParams` array of a launch: each parameter's value widened to 8 bytes
@@ -45,6 +46,7 @@ pub(crate) fn param_values(args: &[KArg]) -> Vec<u64> {
             KArg::I32(v) => v as u32 as u64,
             KArg::I64(v) => v as u64,
             KArg::F32(v) => v.to_bits() as u64,
+            KArg::F64(v) => v.to_bits(),
         })
         .collect()
 }

@@ -3,6 +3,7 @@
 //! (same model, batch, SGD settings, thread count), printed as one JSON line per mode.
 //!
 //!     quadra-bench --model qresnet14 --batch 64 --steps 5 --threads 2 --backprop both
+//!     quadra-bench --device cuda ...   (reports whether the GPU is usable; CPU-only steps today)
 
 use std::time::Instant;
 
@@ -13,7 +14,7 @@ use quadra::model::Model;
 use quadra::nn::spec::BuildOptions;
 use quadra::nn::BackpropMode;
 use quadra::optim::Sgd;
-use quadra::{Category, DType, Tensor};
+use quadra::{Category, DType, Device, Tensor};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Modes {
@@ -44,6 +45,11 @@ struct Args {
     threads: usize,
     #[arg(long, value_enum, default_value_t = Modes::Both)]
     backprop: Modes,
+    /// cpu, cuda[:N] or emu. Only the CPU runs training steps today: for cuda/emu the
+    /// device is opened (a missing driver or GPU is reported) and the run then stops with
+    /// a clear message.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 fn run(args: &Args, mode: BackpropMode) -> Result<serde_json::Value> {
@@ -111,6 +117,17 @@ fn main() -> Result<()> {
             .num_threads(args.threads)
             .build_global()
             .context("setting up the thread pool")?;
+    }
+    let device: Device = args.device.parse()?;
+    if device != Device::Cpu {
+        let rt = quadra::device::gpu::runtime(device)?;
+        anyhow::bail!(
+            "--device {}: {} is usable, but training steps do not run on GPU-path devices yet \
+             (the layers' CUDA kernels are not wired into the model); only --device cpu \
+             benchmarks today",
+            args.device,
+            rt.describe()
+        );
     }
     let modes: &[BackpropMode] = match args.backprop {
         Modes::Stored => &[BackpropMode::Stored],

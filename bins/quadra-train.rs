@@ -878,11 +878,29 @@ impl TrainConfig {
     }
 }
 
-/// The device to train on; only the CPU engine trains today.
+/// The device to train on; only the CPU engine trains today, so `auto` means the CPU here
+/// (not `Device::auto()`, which picks a usable GPU). For `cuda[:N]` the first thing said is
+/// whether this machine could run it at all (no driver, no such GPU, …).
 fn resolve_device(s: &str) -> Result<Device> {
+    if s == "auto" {
+        return Ok(Device::Cpu);
+    }
     let d: Device = s.parse()?;
     match d {
         Device::Cpu => Ok(d),
+        Device::Cuda(_) => {
+            let rt = quadra::device::gpu::runtime(d).map_err(|e| {
+                anyhow!(
+                    "`{s}`: {e} (and the CUDA backend is not wired into training yet; use \
+                     --device cpu or auto)"
+                )
+            })?;
+            bail!(
+                "`{s}`: the CUDA backend is not wired into training yet ({} is usable, but the \
+                 layers do not run on it); use --device cpu or auto",
+                rt.describe()
+            )
+        }
         other => bail!(
             "`{s}`: the CUDA backend is not wired into training yet (device {other}); use --device cpu or auto"
         ),

@@ -126,6 +126,12 @@ impl Tracker {
         }
     }
 
+    /// A tracker for a device found at run time (one per CUDA device), alive for the rest
+    /// of the program.
+    pub fn leaked(name: String) -> &'static Tracker {
+        Box::leak(Box::new(Tracker::new(Box::leak(name.into_boxed_str()))))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // a panic while holding the lock leaves plain counters behind: still usable
         self.state.lock().unwrap_or_else(|e| e.into_inner())

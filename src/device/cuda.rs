@@ -1,11 +1,800 @@
-//! `Device::Cuda(n)` through cudarc (being written: until then every CUDA device reports
-//! itself unavailable).
+//! `Device::Cuda(n)`: the [`Runtime`] of a real NVIDIA GPU, through cudarc's driver and
+//! cuBLAS bindings.
+//!
+//! - **Loading.** cudarc is built with `dynamic-loading`: `libcuda.so` (the driver) and
+//!   `libcublas.so` are opened at run time, the first time a CUDA device is asked for. cudarc
+//!   panics when a library it calls into cannot be loaded, so [`runtime`] first checks that
+//!   each library is present and turns every missing piece into `Error::Unavailable` naming
+//!   it: no `libcuda.so` (no NVIDIA driver), `cuInit` failing (e.g. no device), no device
+//!   with that ordinal, no fatbin in this build (build.rs found no nvcc), a fatbin without
+//!   code for this GPU, no `libcublas.so`. Nothing here panics on a machine without CUDA.
+//! - **One runtime per device**, created lazily and kept for the whole program (a leaked
+//!   `'static`); a failure is remembered too, so asking again gives the same answer cheaply.
+//!   The runtime retains the device's primary context (binding it to each calling thread
+//!   when needed) and issues every copy, memset, launch and GEMM on ONE non-blocking stream,
+//!   which is what makes the caching [`Pool`](super::gpu::Pool) above it correct: a block
+//!   handed out again is only used by work queued after the work that used it before.
+//! - **Memory**: `cuMemAlloc`/`cuMemFree` (rare: the pool keeps freed blocks);
+//!   `CUDA_ERROR_OUT_OF_MEMORY` becomes `Error::OutOfMemory`. `mem_info` is `cuMemGetInfo`.
+//!   Host→device copies return once the (pageable) source has been staged; device→host
+//!   copies wait for the stream.
+//! - **Kernels**: the fatbin nvcc built from `cuda/*.cu` (embedded by build.rs, see
+//!   [`emu::fatbin`]) is loaded once with `cuModuleLoadData`; each kernel's `CUfunction` is
+//!   looked up on first use and cached. Before a launch the argument count is checked
+//!   against the emulator's registry of the same sources (`emu::kernel_arity`).
+//! - **GEMM**: `cublasSgemmStridedBatched`. [`Gemm`] is row-major and cuBLAS column-major;
+//!   a row-major matrix is the transpose of the column-major one with the same leading
+//!   dimension, so `C = op(A)·op(B)` is computed as `Cᵀ = op(B)ᵀ·op(A)ᵀ`: the operands are
+//!   swapped, and so are m and n. TF32 tensor-core math is opt-in ([`set_tf32`] or
+//!   `QUADRA_TF32=1`); by default cuBLAS computes in full f32, so results match the CPU to
+//!   f32 rounding.
+//!
+//! Verified so far only on machines WITHOUT a GPU (every CUDA device reports unavailable,
+//! with the reason, and nothing panics). The GPU path is exercised by
+//! `tests/cuda_runtime.rs` with `QUADRA_TEST_CUDA=1` (see `scripts/gpu-tests.sh`); see the
+//! README's "Running on a GPU" for what has and has not been run on real hardware.
 
-use super::gpu::Runtime;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{c_int, c_void, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Mutex;
+
+use cudarc::cublas::{result as blas, sys as blas_sys};
+use cudarc::driver::{result as drv, sys, DriverError};
+
+use super::alloc::Tracker;
+use super::emu::{self, LaunchConfig};
+use super::gpu::{param_pointers, param_values, DevPtr, Gemm, KArg, Pool, Runtime};
+use super::Device;
 use crate::{Error, Result};
 
+// ---------------------------------------------------------------------------------------
+// TF32
+// ---------------------------------------------------------------------------------------
+
+/// 0: not decided yet (read `QUADRA_TF32` on first use), 1: off, 2: on.
+static TF32: AtomicU8 = AtomicU8::new(0);
+
+/// Lets cuBLAS use TF32 tensor cores for f32 GEMMs (10-bit mantissa products, f32
+/// accumulation: several times faster on Ampere and later, but results differ from the CPU
+/// by ~1e-3 relative). Off by default; `QUADRA_TF32=1` in the environment turns it on.
+pub fn set_tf32(on: bool) {
+    TF32.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+}
+
+/// Whether GEMMs on CUDA devices may use TF32 (see [`set_tf32`]).
+pub fn tf32() -> bool {
+    match TF32.load(Ordering::Relaxed) {
+        0 => {
+            let on = std::env::var("QUADRA_TF32").is_ok_and(|v| v.trim() == "1");
+            // a concurrent set_tf32 wins over the environment
+            let _ = TF32.compare_exchange(
+                0,
+                if on { 2 } else { 1 },
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            TF32.load(Ordering::Relaxed) == 2
+        }
+        v => v == 2,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The per-ordinal registry
+// ---------------------------------------------------------------------------------------
+
+/// Every CUDA runtime asked for so far, or why it could not be created.
+static RUNTIMES: Mutex<BTreeMap<usize, std::result::Result<&'static CudaRuntime, String>>> =
+    Mutex::new(BTreeMap::new());
+
+/// The runtime of `cuda:ordinal`, created on first use; `Error::Unavailable` (saying what is
+/// missing) when this machine cannot run it.
 pub fn runtime(ordinal: usize) -> Result<&'static dyn Runtime> {
-    Err(Error::Unavailable(format!(
-        "cuda:{ordinal}: the cudarc runtime is not built yet"
-    )))
+    let mut map = RUNTIMES.lock().unwrap_or_else(|e| e.into_inner());
+    let entry = map.entry(ordinal).or_insert_with(|| {
+        // cudarc panics on a missing library or symbol; everything is checked first, and
+        // this is only a last line of defence that keeps a surprise from aborting the caller.
+        match catch_unwind(AssertUnwindSafe(|| CudaRuntime::new(ordinal))) {
+            Ok(Ok(rt)) => Ok(&*Box::leak(Box::new(rt))),
+            Ok(Err(msg)) => Err(msg),
+            Err(p) => {
+                let what = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(format!("cuda:{ordinal}: the CUDA bindings failed: {what}"))
+            }
+        }
+    });
+    match entry {
+        Ok(rt) => Ok(*rt as &'static dyn Runtime),
+        Err(msg) => Err(Error::Unavailable(msg.clone())),
+    }
+}
+
+/// Whether `cuda:ordinal` can be used: the driver loads, the device exists, this build
+/// carries the kernels and cuBLAS loads. Never panics.
+pub fn available(ordinal: usize) -> bool {
+    runtime(ordinal).is_ok()
+}
+
+/// Why `cuda:ordinal` cannot be used, `None` when it can.
+pub fn unavailable_reason(ordinal: usize) -> Option<String> {
+    runtime(ordinal).err().map(|e| e.to_string())
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------
+
+fn driver_msg(e: DriverError) -> String {
+    let name = e
+        .error_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| format!("{:?}", e.0));
+    match e.error_string() {
+        Ok(s) => format!("{name} ({})", s.to_string_lossy()),
+        Err(_) => name,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The runtime
+// ---------------------------------------------------------------------------------------
+
+struct Blas {
+    handle: blas_sys::cublasHandle_t,
+    /// The math mode last set on `handle` (true: TF32 tensor-op math).
+    tf32: bool,
+}
+
+/// A cached kernel handle and the dynamic shared memory it has been allowed.
+#[derive(Clone, Copy)]
+struct Func {
+    f: sys::CUfunction,
+    max_shared: u32,
+}
+
+/// One CUDA device: its primary context, one stream, the kernel module, cuBLAS, the pool and
+/// the tracker.
+pub struct CudaRuntime {
+    ordinal: usize,
+    name: String,
+    /// Compute capability (major, minor).
+    cc: (i32, i32),
+    ctx: sys::CUcontext,
+    stream: sys::CUstream,
+    module: sys::CUmodule,
+    functions: Mutex<HashMap<String, Func>>,
+    blas: Mutex<Blas>,
+    pool: Pool,
+    tracker: &'static Tracker,
+}
+
+// SAFETY: the raw handles (context, stream, module, functions, cuBLAS handle) are plain
+// driver handles, valid from any host thread once the context is bound to it (`bind` does
+// that before every driver call). The cuBLAS handle, whose configuration is mutable, is only
+// used under the `blas` mutex; the function cache is behind its own mutex. The runtime is
+// never destroyed (it is leaked), so no handle dangles.
+unsafe impl Send for CudaRuntime {}
+// SAFETY: as for Send: all shared mutable state is behind mutexes, and the driver API is
+// thread-safe for handles of one context.
+unsafe impl Sync for CudaRuntime {}
+
+thread_local! {
+    /// The context this thread last bound (0: none), to skip redundant cuCtxSetCurrent.
+    static BOUND: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+const LIBCUDA_HELP: &str =
+    "libcuda.so (the NVIDIA driver library) could not be loaded: no NVIDIA driver is \
+     installed on this machine, or it is not on the loader's path (LD_LIBRARY_PATH)";
+
+impl CudaRuntime {
+    /// Opens `cuda:ordinal`; `Err` says what is missing.
+    fn new(ordinal: usize) -> std::result::Result<CudaRuntime, String> {
+        let dev = format!("cuda:{ordinal}");
+        // SAFETY: only tries to dlopen the driver library's candidate names and closes it
+        // again; calls nothing in it.
+        if !unsafe { sys::is_culib_present() } {
+            return Err(format!("{dev}: {LIBCUDA_HELP}"));
+        }
+        drv::init().map_err(|e| {
+            format!(
+                "{dev}: libcuda.so loaded but cuInit failed: {} (no usable NVIDIA GPU, or the \
+                 driver does not match the kernel module)",
+                driver_msg(e)
+            )
+        })?;
+        let count = drv::device::get_count()
+            .map_err(|e| format!("{dev}: cuDeviceGetCount failed: {}", driver_msg(e)))?;
+        if ordinal >= count.max(0) as usize {
+            return Err(format!(
+                "{dev}: no CUDA device with ordinal {ordinal}: the driver reports {count} \
+                 device(s){}",
+                if count > 0 {
+                    format!(" (use cuda:0 … cuda:{})", count - 1)
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        let Some(image) = emu::fatbin() else {
+            return Err(format!(
+                "{dev}: this build of quadra carries no CUDA kernels: build.rs found no nvcc \
+                 when it was compiled (run scripts/install-nvcc.sh, or set NVCC/CUDA_HOME, and \
+                 rebuild; QUADRA_REQUIRE_NVCC=1 makes a missing nvcc a build error)"
+            ));
+        };
+        // SAFETY: only tries to dlopen libcublas's candidate names and closes it again.
+        if !unsafe { blas_sys::is_culib_present() } {
+            return Err(format!(
+                "{dev}: libcublas.so (cuBLAS, CUDA 12 or 13) could not be loaded: install the \
+                 CUDA toolkit's cuBLAS or put the folder holding libcublas.so.13 / \
+                 libcublas.so.12 on LD_LIBRARY_PATH"
+            ));
+        }
+
+        let cu_device = drv::device::get(ordinal as c_int)
+            .map_err(|e| format!("{dev}: cuDeviceGet failed: {}", driver_msg(e)))?;
+        let name = drv::device::get_name(cu_device)
+            .map(|s| s.trim_end_matches('\0').to_string())
+            .unwrap_or_else(|_| "unnamed NVIDIA GPU".into());
+        // SAFETY: cu_device came from cuDeviceGet just above.
+        let attr = |a| unsafe { drv::device::get_attribute(cu_device, a) };
+        let cc = (
+            attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
+                .unwrap_or(0),
+            attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
+                .unwrap_or(0),
+        );
+        // SAFETY: cu_device came from cuDeviceGet; the primary context is retained for the
+        // rest of the program (never released: the runtime is leaked).
+        let ctx = unsafe { drv::primary_ctx::retain(cu_device) }
+            .map_err(|e| format!("{dev}: cannot create its context: {}", driver_msg(e)))?;
+        // SAFETY: ctx is the live primary context just retained.
+        unsafe { drv::ctx::set_current(ctx) }
+            .map_err(|e| format!("{dev}: cuCtxSetCurrent failed: {}", driver_msg(e)))?;
+        BOUND.with(|b| b.set(ctx as usize));
+        let stream = drv::stream::create(drv::stream::StreamKind::NonBlocking)
+            .map_err(|e| format!("{dev}: cuStreamCreate failed: {}", driver_msg(e)))?;
+        // SAFETY: `image` is the fatbin nvcc wrote, embedded 16-byte aligned and alive for
+        // the whole program; the driver parses it (its header carries its size) and keeps no
+        // pointer into it after loading.
+        let module =
+            unsafe { drv::module::load_data(image.as_ptr() as *const c_void) }.map_err(|e| {
+                let archs = option_env!("CUDA_ARCHS").unwrap_or("80,90");
+                format!(
+                    "{dev} ({name}, sm_{}{}): cannot load the embedded kernels: {} — the \
+                     fatbin holds code for CUDA_ARCHS={archs}; it needs a driver at least as \
+                     new as the nvcc that built it (scripts/install-nvcc.sh pins 13.0: R580 \
+                     or newer) and code for this GPU (rebuild with CUDA_ARCHS={archs},{}{})",
+                    cc.0,
+                    cc.1,
+                    driver_msg(e),
+                    cc.0,
+                    cc.1
+                )
+            })?;
+        let handle =
+            blas::create_handle().map_err(|e| format!("{dev}: cublasCreate failed: {e:?}"))?;
+        // SAFETY: handle was just created; stream is a live stream of the current context
+        // (the cuBLAS and driver stream types are the same CUstream_st).
+        unsafe { blas::set_stream(handle, stream as blas_sys::cudaStream_t) }
+            .map_err(|e| format!("{dev}: cublasSetStream failed: {e:?}"))?;
+        Ok(CudaRuntime {
+            ordinal,
+            name,
+            cc,
+            ctx,
+            stream,
+            module,
+            functions: Mutex::new(HashMap::new()),
+            blas: Mutex::new(Blas {
+                handle,
+                tf32: false,
+            }),
+            pool: Pool::default(),
+            tracker: Tracker::leaked(dev),
+        })
+    }
+
+    fn dev(&self) -> String {
+        format!("cuda:{}", self.ordinal)
+    }
+
+    /// Makes this device's context current on the calling thread.
+    fn bind(&self) -> Result<()> {
+        if BOUND.with(|b| b.get()) == self.ctx as usize {
+            return Ok(());
+        }
+        // SAFETY: self.ctx is the primary context retained in `new`, never released.
+        unsafe { drv::ctx::set_current(self.ctx) }.map_err(|e| self.err("cuCtxSetCurrent", e))?;
+        BOUND.with(|b| b.set(self.ctx as usize));
+        Ok(())
+    }
+
+    /// A driver error of `call` as a library error (out-of-memory as `Error::OutOfMemory`).
+    fn err(&self, call: &str, e: DriverError) -> Error {
+        if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+            Error::OutOfMemory {
+                device: self.dev(),
+                msg: format!("{call}: {}", driver_msg(e)),
+            }
+        } else {
+            Error::State(format!("{}: {call} failed: {}", self.dev(), driver_msg(e)))
+        }
+    }
+
+    fn function(&self, kernel: &str, shared_bytes: u32) -> Result<sys::CUfunction> {
+        let mut fns = self.functions.lock().unwrap_or_else(|e| e.into_inner());
+        let func = match fns.get(kernel) {
+            Some(f) => *f,
+            None => {
+                if !emu::KERNELS.contains(&kernel) {
+                    return Err(Error::invalid(
+                        "kernel",
+                        format!("`{kernel}` is not a kernel of cuda/*.cu (QUADRA_EXPORT)"),
+                    ));
+                }
+                let cname = CString::new(kernel).map_err(|_| {
+                    Error::invalid("kernel", format!("`{kernel}`: name contains a NUL byte"))
+                })?;
+                // SAFETY: self.module is the live module loaded in `new` (never unloaded).
+                let f = unsafe { drv::module::get_function(self.module, cname) }
+                    .map_err(|e| self.err(&format!("cuModuleGetFunction({kernel})"), e))?;
+                let func = Func {
+                    f,
+                    max_shared: 48 << 10,
+                };
+                fns.insert(kernel.to_string(), func);
+                func
+            }
+        };
+        if shared_bytes > func.max_shared {
+            // SAFETY: func.f is a live function of our module; the attribute only raises the
+            // dynamic shared memory it may be launched with (the driver checks the limit).
+            unsafe {
+                drv::function::set_function_attribute(
+                    func.f,
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    shared_bytes as i32,
+                )
+            }
+            .map_err(|e| {
+                self.err(
+                    &format!("raising {kernel}'s dynamic shared memory to {shared_bytes} bytes"),
+                    e,
+                )
+            })?;
+            fns.insert(
+                kernel.to_string(),
+                Func {
+                    f: func.f,
+                    max_shared: shared_bytes,
+                },
+            );
+        }
+        Ok(func.f)
+    }
+}
+
+/// The arguments of one column-major `cublasSgemmStridedBatched` call (alpha = 1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct ColMajor {
+    trans_a: bool,
+    trans_b: bool,
+    m: c_int,
+    n: c_int,
+    k: c_int,
+    a: DevPtr,
+    lda: c_int,
+    stride_a: i64,
+    b: DevPtr,
+    ldb: c_int,
+    stride_b: i64,
+    beta: f32,
+    c: DevPtr,
+    ldc: c_int,
+    stride_c: i64,
+    batch: c_int,
+}
+
+impl ColMajor {
+    /// The cuBLAS call computing the row-major `g`; `None` when there is nothing to do.
+    ///
+    /// Row-major C (m×n) = op(A)·op(B)  ⇔  column-major Cᵀ (n×m) = op(B)ᵀ·op(A)ᵀ. A row-major
+    /// matrix read column-major with the same leading dimension is its transpose, so the
+    /// row-major B (k×n, or n×k when trans_b) is cuBLAS's first operand with op = trans_b,
+    /// the row-major A its second with op = trans_a, and m and n swap.
+    fn of(g: &Gemm) -> Result<Option<ColMajor>> {
+        if g.m == 0 || g.n == 0 || g.batch == 0 {
+            return Ok(None);
+        }
+        // cuBLAS checks ld >= rows of each stored column-major operand; with k = 0 a caller
+        // may pass 0 for an operand that is never read.
+        let (mut ldb, mut lda) = (g.ldb, g.lda);
+        if g.k == 0 {
+            ldb = ldb.max(if g.trans_b { g.k } else { g.n }.max(1));
+            lda = lda.max(if g.trans_a { g.m } else { g.k }.max(1));
+        }
+        Ok(Some(ColMajor {
+            trans_a: g.trans_b,
+            trans_b: g.trans_a,
+            m: to_i32(g.n, "n")?,
+            n: to_i32(g.m, "m")?,
+            k: to_i32(g.k, "k")?,
+            a: g.b,
+            lda: to_i32(ldb, "ldb")?,
+            stride_a: to_i64(g.stride_b, "stride_b")?,
+            b: g.a,
+            ldb: to_i32(lda, "lda")?,
+            stride_b: to_i64(g.stride_a, "stride_a")?,
+            beta: if g.accumulate { 1.0 } else { 0.0 },
+            c: g.c,
+            ldc: to_i32(g.ldc, "ldc")?,
+            stride_c: to_i64(g.stride_c, "stride_c")?,
+            batch: to_i32(g.batch, "batch")?,
+        }))
+    }
+}
+
+fn to_i32(v: usize, what: &str) -> Result<c_int> {
+    c_int::try_from(v).map_err(|_| {
+        Error::invalid(
+            "gemm",
+            format!("{what} = {v} exceeds cuBLAS's 32-bit limit; split the product"),
+        )
+    })
+}
+
+fn to_i64(v: usize, what: &str) -> Result<i64> {
+    i64::try_from(v).map_err(|_| Error::invalid("gemm", format!("{what} = {v} is too large")))
+}
+
+impl Runtime for CudaRuntime {
+    fn device(&self) -> Device {
+        Device::Cuda(self.ordinal)
+    }
+
+    fn describe(&self) -> String {
+        let total = self.mem_info().map(|(_, t)| t).unwrap_or(0);
+        format!(
+            "{} (cuda:{}, sm_{}{}, {:.1} GiB)",
+            self.name,
+            self.ordinal,
+            self.cc.0,
+            self.cc.1,
+            total as f64 / (1u64 << 30) as f64
+        )
+    }
+
+    fn tracker(&self) -> &'static Tracker {
+        self.tracker
+    }
+
+    fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    fn malloc(&self, bytes: usize) -> Result<DevPtr> {
+        self.bind()?;
+        // SAFETY: the context is current; the memory is uninitialised device memory that
+        // the caller (the pool) hands out as raw bytes.
+        match unsafe { drv::malloc_sync(bytes.max(1)) } {
+            Ok(p) => Ok(p),
+            Err(e) => Err(self.err(
+                &format!("cuMemAlloc of {:.1} MiB", bytes as f64 / 1048576.0),
+                e,
+            )),
+        }
+    }
+
+    unsafe fn free(&self, ptr: DevPtr, _bytes: usize) {
+        if self.bind().is_err() {
+            return;
+        }
+        // Pending work on the stream may still use the block: wait for it first (frees are
+        // rare — the pool releases memory only on empty_cache or when a request fails).
+        // SAFETY: self.stream is our live stream.
+        let _ = unsafe { drv::stream::synchronize(self.stream) };
+        // SAFETY: by the contract ptr came from malloc (cuMemAlloc) and is not used again.
+        let _ = unsafe { drv::free_sync(ptr) };
+    }
+
+    unsafe fn htod(&self, src: &[u8], dst: DevPtr) -> Result<()> {
+        self.bind()?;
+        // SAFETY: by the contract dst is valid for src.len() bytes. `src` is pageable host
+        // memory, which the driver stages before returning, so it may be dropped afterwards;
+        // the copy is ordered on our stream with every other use of dst.
+        unsafe { drv::memcpy_htod_async(dst, src, self.stream) }
+            .map_err(|e| self.err("cuMemcpyHtoDAsync", e))
+    }
+
+    unsafe fn dtoh(&self, src: DevPtr, dst: &mut [u8]) -> Result<()> {
+        self.bind()?;
+        // SAFETY: by the contract src is valid for dst.len() bytes; the stream is
+        // synchronised before returning, so `dst` is written when the caller reads it.
+        unsafe {
+            drv::memcpy_dtoh_async(dst, src, self.stream)
+                .map_err(|e| self.err("cuMemcpyDtoHAsync", e))?;
+            drv::stream::synchronize(self.stream).map_err(|e| self.err("cuStreamSynchronize", e))
+        }
+    }
+
+    unsafe fn dtod(&self, src: DevPtr, dst: DevPtr, bytes: usize) -> Result<()> {
+        self.bind()?;
+        // SAFETY: by the contract both ranges are valid device memory and disjoint.
+        unsafe { drv::memcpy_dtod_async(dst, src, bytes, self.stream) }
+            .map_err(|e| self.err("cuMemcpyDtoDAsync", e))
+    }
+
+    unsafe fn memset_zero(&self, dst: DevPtr, bytes: usize) -> Result<()> {
+        self.bind()?;
+        // SAFETY: by the contract [dst, dst + bytes) is valid device memory.
+        unsafe { drv::memset_d8_async(dst, 0, bytes, self.stream) }
+            .map_err(|e| self.err("cuMemsetD8Async", e))
+    }
+
+    unsafe fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &[KArg]) -> Result<()> {
+        if let Some(n) = emu::kernel_arity(kernel) {
+            if n != args.len() {
+                return Err(Error::invalid(
+                    "kernel arguments",
+                    format!("`{kernel}` takes {n} parameters, {} given", args.len()),
+                ));
+            }
+        }
+        self.bind()?;
+        let f = self.function(kernel, cfg.shared_bytes)?;
+        let mut values = param_values(args);
+        let mut params = param_pointers(&mut values);
+        // SAFETY: f is a live function of our module; by this method's contract `args`
+        // match its parameters and every pointer is valid for the launch. `params` points
+        // into `values`, both alive until cuLaunchKernel returns (the driver copies the
+        // parameter values at launch).
+        unsafe {
+            drv::launch_kernel(
+                f,
+                (cfg.grid.x, cfg.grid.y, cfg.grid.z),
+                (cfg.block.x, cfg.block.y, cfg.block.z),
+                cfg.shared_bytes,
+                self.stream,
+                &mut params,
+            )
+        }
+        .map_err(|e| self.err(&format!("cuLaunchKernel({kernel})"), e))
+    }
+
+    unsafe fn sgemm(&self, g: &Gemm) -> Result<()> {
+        let Some(cm) = ColMajor::of(g)? else {
+            return Ok(());
+        };
+        self.bind()?;
+        let mut b = self.blas.lock().unwrap_or_else(|e| e.into_inner());
+        let want = tf32();
+        if b.tf32 != want {
+            let mode = if want {
+                blas_sys::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH
+            } else {
+                blas_sys::cublasMath_t::CUBLAS_DEFAULT_MATH
+            };
+            // SAFETY: b.handle is the live handle created in `new`, used under the mutex.
+            unsafe { blas_sys::cublasSetMathMode(b.handle, mode) }
+                .result()
+                .map_err(|e| {
+                    Error::State(format!("{}: cublasSetMathMode failed: {e:?}", self.dev()))
+                })?;
+            b.tf32 = want;
+        }
+        let op = |t: bool| {
+            if t {
+                blas_sys::cublasOperation_t::CUBLAS_OP_T
+            } else {
+                blas_sys::cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        let alpha = 1.0f32;
+        // SAFETY: by this method's contract the extents of `g` (which `cm` only rearranges)
+        // lie inside live device allocations and C overlaps neither A nor B; alpha/beta are
+        // host scalars read before the call returns (host pointer mode, the default); the
+        // handle is used under the mutex and issues the work on our stream.
+        unsafe {
+            blas::sgemm_strided_batched(
+                b.handle,
+                op(cm.trans_a),
+                op(cm.trans_b),
+                cm.m,
+                cm.n,
+                cm.k,
+                &alpha,
+                cm.a as *const f32,
+                cm.lda,
+                cm.stride_a,
+                cm.b as *const f32,
+                cm.ldb,
+                cm.stride_b,
+                &cm.beta,
+                cm.c as *mut f32,
+                cm.ldc,
+                cm.stride_c,
+                cm.batch,
+            )
+        }
+        .map_err(|e| {
+            if e.0 == blas_sys::cublasStatus_t::CUBLAS_STATUS_ALLOC_FAILED {
+                Error::OutOfMemory {
+                    device: self.dev(),
+                    msg: "cuBLAS could not allocate its workspace".into(),
+                }
+            } else {
+                Error::State(format!(
+                    "{}: cublasSgemmStridedBatched (m={} n={} k={} batch={}) failed: {e:?}",
+                    self.dev(),
+                    g.m,
+                    g.n,
+                    g.k,
+                    g.batch
+                ))
+            }
+        })
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.bind()?;
+        // SAFETY: self.stream is our live stream.
+        unsafe { drv::stream::synchronize(self.stream) }
+            .map_err(|e| self.err("cuStreamSynchronize", e))
+    }
+
+    fn mem_info(&self) -> Result<(u64, u64)> {
+        self.bind()?;
+        let (free, total) = drv::mem_get_info().map_err(|e| self.err("cuMemGetInfo", e))?;
+        Ok((free as u64, total as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// BLAS's column-major sgemm, strided-batched, over host slices (offsets in elements).
+    fn colmajor_ref(cm: &ColMajor, a: &[f32], b: &[f32], c: &mut [f32]) {
+        let (m, n, k) = (cm.m as usize, cm.n as usize, cm.k as usize);
+        for bi in 0..cm.batch as usize {
+            let (oa, ob, oc) = (
+                bi * cm.stride_a as usize,
+                bi * cm.stride_b as usize,
+                bi * cm.stride_c as usize,
+            );
+            for j in 0..n {
+                for i in 0..m {
+                    let mut s = 0.0f64;
+                    for p in 0..k {
+                        // op(A)[i][p], op(B)[p][j]; column-major X[r][c] = x[r + c·ld]
+                        let av = if cm.trans_a {
+                            a[oa + p + i * cm.lda as usize]
+                        } else {
+                            a[oa + i + p * cm.lda as usize]
+                        };
+                        let bv = if cm.trans_b {
+                            b[ob + j + p * cm.ldb as usize]
+                        } else {
+                            b[ob + p + j * cm.ldb as usize]
+                        };
+                        s += av as f64 * bv as f64;
+                    }
+                    let o = &mut c[oc + i + j * cm.ldc as usize];
+                    *o = (s + cm.beta as f64 * *o as f64) as f32;
+                }
+            }
+        }
+    }
+
+    /// The mapping to cuBLAS, checked without a GPU: the column-major call it makes,
+    /// evaluated by a reference BLAS, equals the row-major product on the CPU.
+    #[test]
+    fn row_major_gemm_maps_to_column_major_cublas() {
+        use crate::ops::gemm::{matmul, MatRef};
+        let vals = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| (((i * 7919 + seed * 104729) % 2003) as f32 / 1001.5) - 1.0)
+                .collect()
+        };
+        let mut cases = 0;
+        for &(m, n, k) in &[(3, 5, 4), (8, 1, 7), (1, 6, 2), (5, 4, 0)] {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                for (batch, pad, acc) in [(1, 0, false), (3, 2, true)] {
+                    let (ra, ca) = if ta { (k, m) } else { (m, k) };
+                    let (rb, cb) = if tb { (n, k) } else { (k, n) };
+                    let g = Gemm {
+                        m,
+                        n,
+                        k,
+                        a: 0,
+                        lda: ca + pad,
+                        trans_a: ta,
+                        stride_a: ra * (ca + pad) + pad,
+                        b: 0,
+                        ldb: cb + pad,
+                        trans_b: tb,
+                        stride_b: rb * (cb + pad) + 3,
+                        c: 0,
+                        ldc: n + pad,
+                        stride_c: m * (n + pad) + 1,
+                        batch,
+                        accumulate: acc,
+                    };
+                    let (ea, eb, ec) = g.extents();
+                    let a = vals(ea.max(1), 1);
+                    let b = vals(eb.max(1), 2);
+                    let c0 = vals(ec.max(1), 3);
+                    let mut want = c0.clone();
+                    for i in 0..batch {
+                        matmul(
+                            m,
+                            n,
+                            k,
+                            &mut want[i * g.stride_c..],
+                            g.ldc,
+                            acc,
+                            MatRef {
+                                data: &a[(i * g.stride_a).min(a.len())..],
+                                ld: g.lda,
+                                t: ta,
+                            },
+                            MatRef {
+                                data: &b[(i * g.stride_b).min(b.len())..],
+                                ld: g.ldb,
+                                t: tb,
+                            },
+                            1,
+                        );
+                    }
+                    let cm = ColMajor::of(&g).unwrap().unwrap();
+                    // cuBLAS's first operand is the row-major B, its second the row-major A
+                    let mut got = c0.clone();
+                    colmajor_ref(&cm, &b, &a, &mut got);
+                    for (i, (x, y)) in got.iter().zip(&want).enumerate() {
+                        assert!((x - y).abs() < 1e-5, "{g:?} → {cm:?}: C[{i}] {x} vs {y}");
+                    }
+                    cases += 1;
+                }
+            }
+        }
+        assert_eq!(cases, 32);
+        // nothing to do: no call
+        for (m, n, batch) in [(0, 3, 1), (3, 0, 1), (3, 3, 0)] {
+            let g = Gemm {
+                m,
+                n,
+                k: 2,
+                a: 0,
+                lda: 2,
+                trans_a: false,
+                stride_a: 0,
+                b: 0,
+                ldb: 3,
+                trans_b: false,
+                stride_b: 0,
+                c: 0,
+                ldc: 3,
+                stride_c: 0,
+                batch,
+                accumulate: false,
+            };
+            assert_eq!(ColMajor::of(&g).unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn tf32_switch() {
+        set_tf32(true);
+        assert!(tf32());
+        set_tf32(false);
+        assert!(!tf32());
+    }
 }

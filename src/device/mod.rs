@@ -14,8 +14,9 @@ use crate::{Error, Result};
 /// Where a tensor's storage lives.
 ///
 /// `Cpu` is the reference engine. `Cuda(n)` and `Emu` (the CUDA backend's code path run on
-/// the CPU by the kernel emulator) are answered by the CUDA backend; until it is built into
-/// this crate they report `Error::Unavailable` rather than panicking.
+/// the CPU by the kernel emulator) are answered by the CUDA backend; a `Cuda(n)` this
+/// machine cannot run (no driver, no such GPU, no kernels in this build, no cuBLAS) reports
+/// `Error::Unavailable` saying what is missing, rather than panicking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Device {
     #[default]
@@ -25,9 +26,15 @@ pub enum Device {
 }
 
 impl Device {
-    /// The best device present: a CUDA GPU when one can be used, else the CPU.
+    /// The best device present: `Cuda(0)` when it can be used (libcuda loads, a GPU is
+    /// there, this build carries the kernels and cuBLAS loads), else the CPU. Never panics;
+    /// the first call on a GPU machine creates the device's context.
     pub fn auto() -> Device {
-        Device::Cpu
+        if cuda::available(0) {
+            Device::Cuda(0)
+        } else {
+            Device::Cpu
+        }
     }
 
     /// The tracking allocator that counts this device's bytes.

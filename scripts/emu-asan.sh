@@ -28,9 +28,13 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/asan}"
 export "$RUNNER_VAR=env LD_PRELOAD=$LIBASAN"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:check_initialization_order=1:strict_string_checks=1}"
 
-echo "== emu-asan 1/2: emulator test suite under ASan ($LIBASAN)"
+echo "== emu-asan 1/2: emulator test suites under ASan ($LIBASAN)"
 start=$(date +%s)
-cargo test --test emu_kernels
+# every tests/emu_*.rs: the kernel tests and the layer/training parity tests, whose tensors
+# live in emulated device memory allocated with exact sizes under ASan (no pool rounding)
+tests=()
+for f in tests/emu_*.rs; do tests+=(--test "$(basename "$f" .rs)"); done
+cargo test "${tests[@]}"
 echo "== emu-asan 1/2: clean ($(($(date +%s) - start)) s including the build)"
 
 echo "== emu-asan 2/2: planted out-of-bounds read in emu_test_oob_read_f32 (must be caught)"

@@ -209,9 +209,14 @@ impl Pool {
         s.stats.peak_reserved = s.stats.reserved;
     }
 
-    /// A block of `block_size(bytes)` bytes.
+    /// A block of `block_size(bytes)` bytes (exactly `bytes` on the emulator built with
+    /// AddressSanitizer, so that an access one past a tensor's end is reported).
     fn take(&self, rt: &dyn Runtime, bytes: usize) -> Result<(DevPtr, usize)> {
-        let size = block_size(bytes);
+        let size = if rt.device() == Device::Emu && emu::asan_enabled() {
+            bytes.max(1)
+        } else {
+            block_size(bytes)
+        };
         {
             let mut s = self.lock();
             if let Some(p) = s.free.get_mut(&size).and_then(|v| v.pop()) {

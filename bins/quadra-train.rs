@@ -88,6 +88,9 @@ enum Cmd {
     Convert(ConvertArgs),
     /// Rank a checkpoint's quadratic layers by importance on the test split.
     Importance(ImportanceArgs),
+    /// Reduce a QDNN checkpoint to a parameter or MAC budget along its importance ranking:
+    /// the reduced spec (JSON, for `train --model`) and optionally its weights.
+    Reduce(ReduceArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -209,8 +212,13 @@ struct TrainArgs {
     #[arg(long)]
     force: bool,
     /// Continue from a checkpoint written by `train` (its config is the base of this run's).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "init")]
     resume: Option<PathBuf>,
+    /// Start a fresh run (epoch 0, new optimizer, no ReLinear) from this checkpoint's model
+    /// and weights, e.g. one written by `convert --checkpoint`: fine-tuning. The model is
+    /// the checkpoint's (do not pass --model).
+    #[arg(long, conflicts_with = "model")]
+    init: Option<PathBuf>,
     /// JSON lines on stdout (one per epoch, then a summary).
     #[arg(long)]
     json: bool,
@@ -220,10 +228,17 @@ struct TrainArgs {
 struct EvalArgs {
     #[arg(long)]
     checkpoint: PathBuf,
-    /// A safetensors file with `input` (N, C, H, W) and `labels` (N); default: the
-    /// synthetic test set of the checkpoint's run config.
-    #[arg(long)]
+    /// A safetensors file with `input` (N, C, H, W) and `labels` (N); default: the test
+    /// set of the checkpoint's run config.
+    #[arg(long, conflicts_with_all = ["dataset", "data_dir"])]
     input: Option<PathBuf>,
+    /// Evaluate on this dataset's test split (needed for a checkpoint without a training
+    /// config, e.g. a converted or imported one).
+    #[arg(long, value_enum)]
+    dataset: Option<DatasetKind>,
+    /// Where the dataset's files are.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     #[arg(long, default_value_t = 256)]
     batch_size: usize,
     #[arg(long)]
@@ -398,6 +413,23 @@ struct ConvertArgs {
     /// Seed of the fresh second-order weights.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// With --checkpoint: calibrate the BatchNorm statistics the conversion cannot know
+    /// (quadralib-bn BN_a, BN_b; BN_c without a following BatchNorm) on this many training
+    /// samples (0: off). The outputs do not change; eval and train mode agree from the
+    /// first fine-tuning step.
+    #[arg(long, default_value_t = 0)]
+    calibrate: usize,
+    /// With --checkpoint: compare the converted model with the original on this many test
+    /// samples (max |logit difference|, both accuracies; an exact conversion that differs
+    /// is an error). 0: off.
+    #[arg(long, default_value_t = 0)]
+    check: usize,
+    /// Dataset for --calibrate / --check (default: the checkpoint's training config's).
+    #[arg(long, value_enum, requires = "checkpoint")]
+    dataset: Option<DatasetKind>,
+    /// Where the dataset's files are.
+    #[arg(long, requires = "checkpoint")]
+    data_dir: Option<PathBuf>,
     /// Output: the converted spec (JSON), or with --checkpoint the converted checkpoint.
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
@@ -418,6 +450,44 @@ struct ImportanceArgs {
     /// Test samples used (default 1000).
     #[arg(long, default_value_t = 1000)]
     samples: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ReduceArgs {
+    /// The trained QDNN checkpoint.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Parameter budget: a count, or a percentage of the model's (`70%`).
+    #[arg(
+        long,
+        conflicts_with = "budget_macs",
+        required_unless_present = "budget_macs"
+    )]
+    budget_params: Option<String>,
+    /// MAC (multiply-accumulate per sample) budget: a count or a percentage (`50%`).
+    #[arg(long)]
+    budget_macs: Option<String>,
+    /// The ranking: a file of `importance --json` output; default: ranked here on the test
+    /// split (--dataset, --samples).
+    #[arg(long, conflicts_with_all = ["dataset", "data_dir", "samples"])]
+    importance: Option<PathBuf>,
+    /// Dataset of the test split (default: the checkpoint's training config's, else synthetic).
+    #[arg(long, value_enum)]
+    dataset: Option<DatasetKind>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Test samples of the ranking (default 1000).
+    #[arg(long)]
+    samples: Option<usize>,
+    /// The reduced model spec (JSON): `train --model FILE` trains it.
+    #[arg(short = 'o', long = "output")]
+    output: PathBuf,
+    /// Also write the reduced model with the QDNN's weights as a checkpoint (`train --init`
+    /// fine-tunes it).
+    #[arg(long)]
+    save_checkpoint: Option<PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -511,6 +581,9 @@ struct TrainConfig {
     quad_lr_scale: f64,
     relinear: Option<f64>,
     save_every: Option<usize>,
+    /// The checkpoint a `--init` run started from (its model is the checkpoint's).
+    #[serde(default)]
+    init: Option<PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -545,6 +618,7 @@ impl Default for TrainConfig {
             quad_lr_scale: 0.1,
             relinear: Some(0.0),
             save_every: None,
+            init: None,
         }
     }
 }
@@ -1087,8 +1161,12 @@ fn build_optimizer(
         QuadraticConfig {
             quad_lr_scale: cfg.quad_lr_scale,
             quad_weight_decay: None,
-            // a resumed run continues from trained weights: never re-initialise them
-            relinear: if resume.is_some() { None } else { cfg.relinear },
+            // a resumed or --init run continues from trained weights: never re-initialise them
+            relinear: if resume.is_some() || cfg.init.is_some() {
+                None
+            } else {
+                cfg.relinear
+            },
         }
     } else {
         QuadraticConfig::off()
@@ -1325,14 +1403,29 @@ fn train(a: &TrainArgs) -> Result<()> {
         .as_ref()
         .and_then(|(_, ck, _)| checkpoint_config(ck));
     let fresh_base = base.is_none();
-    let cfg = base.clone().unwrap_or_default().with(&s, fresh_base);
+    let mut cfg = base.clone().unwrap_or_default().with(&s, fresh_base);
+    // --init: the model (and its weights) are the checkpoint's
+    let init = match &a.init {
+        Some(p) => {
+            let (_, model) =
+                Checkpoint::load_model(p).with_context(|| format!("--init {}", p.display()))?;
+            cfg.model = model.spec.name.clone();
+            cfg.init = Some(p.clone());
+            Some((p.clone(), model))
+        }
+        None => None,
+    };
     cfg.validate(&origins)?;
     let cfg_json = serde_json::to_value(&cfg)?;
 
     let (mut model, pos, resume_optim) = match resumed {
         Some((p, ck, mut model)) => {
-            let expected = model_spec(&cfg.model, cfg.num_classes)
-                .map_err(|e| anyhow!("{}: {e:#}", origins.of("model")))?;
+            // a run started with --init takes its model from the checkpoint, not the zoo
+            let expected = match &cfg.init {
+                Some(_) => ck.spec.clone(),
+                None => model_spec(&cfg.model, cfg.num_classes)
+                    .map_err(|e| anyhow!("{}: {e:#}", origins.of("model")))?,
+            };
             if ck.spec.name != expected.name {
                 bail!(
                     "{}: the checkpoint holds model `{}`, {} is `{}`",
@@ -1377,6 +1470,29 @@ fn train(a: &TrainArgs) -> Result<()> {
             }
             model.set_backprop(cfg.backprop, Default::default())?;
             (model, pos, ck.optim)
+        }
+        None if init.is_some() => {
+            let Some((p, mut model)) = init else {
+                unreachable!()
+            };
+            if model.spec.num_classes != cfg.num_classes {
+                bail!(
+                    "--init {}: the checkpoint's model has {} classes, dataset {} has {}",
+                    p.display(),
+                    model.spec.num_classes,
+                    cfg.dataset.name(),
+                    cfg.num_classes
+                );
+            }
+            model.set_backprop(cfg.backprop, Default::default())?;
+            (
+                model,
+                Position {
+                    best: -1.0,
+                    ..Default::default()
+                },
+                None,
+            )
         }
         None => {
             let mut spec = model_spec(&cfg.model, cfg.num_classes)
@@ -1879,6 +1995,59 @@ fn predict_batched(model: &Model, x: &Tensor, batch: usize) -> Result<Tensor> {
     )?)
 }
 
+/// The data a checkpoint is examined on: `dataset` (and `data_dir`) when given, else its
+/// training config's, else the synthetic default; a synthetic set gets at least
+/// `test_samples` test and `train_samples` training samples (and no more training samples
+/// than needed).
+fn checkpoint_data(
+    ck: &Checkpoint,
+    model: &Model,
+    dataset: Option<DatasetKind>,
+    data_dir: Option<&PathBuf>,
+    test_samples: usize,
+    train_samples: usize,
+) -> Result<(TrainConfig, Data)> {
+    let mut cfg: TrainConfig = match &ck.config {
+        Some(c) => serde_json::from_value(c.clone()).unwrap_or_default(),
+        None => TrainConfig::default(),
+    };
+    if let Some(d) = dataset {
+        cfg.dataset = d;
+    }
+    if let Some(d) = data_dir {
+        cfg.data_dir = Some(d.clone());
+    }
+    cfg.num_classes = cfg.dataset.classes();
+    cfg.test_samples = cfg.test_samples.max(test_samples);
+    cfg.train_samples = train_samples.max(2);
+    let d = build_data(&cfg, &model.spec)?;
+    Ok((cfg, d))
+}
+
+/// `n` samples of a loader's dataset with its preprocessing: the first n, or with `shuffle`
+/// n drawn at random (seeded).
+fn samples_of(l: &Loader, n: usize, shuffle: bool, seed: u64) -> Result<(Tensor, Vec<usize>)> {
+    let n = n.min(l.dataset().len()).max(1);
+    let ds = if shuffle {
+        l.dataset().clone()
+    } else {
+        l.dataset().take(n)?
+    };
+    let loader = Loader::new(
+        ds,
+        LoaderConfig {
+            batch_size: n,
+            shuffle,
+            drop_last: false,
+            seed,
+            workers: 0,
+            prefetch: 1,
+            augment: l.config().augment.clone(),
+        },
+    )?;
+    Ok(loader.batch(0, 0)?)
+}
+
 fn eval(a: &EvalArgs) -> Result<()> {
     let (ck, model) = Checkpoint::load_model(&a.checkpoint)?;
     let (loss, acc, n, source) = match &a.input {
@@ -1904,15 +2073,22 @@ fn eval(a: &EvalArgs) -> Result<()> {
             (loss, acc, y.len(), p.display().to_string())
         }
         None => {
-            let cfg: TrainConfig = match &ck.config {
-                Some(c) => serde_json::from_value(c.clone()).with_context(|| {
+            let cfg: TrainConfig = match (&ck.config, a.dataset) {
+                (_, Some(_)) => {
+                    checkpoint_data(&ck, &model, a.dataset, a.data_dir.as_ref(), 0, 2)?.0
+                }
+                (Some(c), None) => serde_json::from_value(c.clone()).with_context(|| {
                     format!("{}: metadata `config` is not a training config of this version", a.checkpoint.display())
                 })?,
-                None => bail!(
-                    "{}: the checkpoint has no training config (an import?): pass --input DATA.safetensors",
+                (None, None) => bail!(
+                    "{}: the checkpoint has no training config (converted or imported?): pass --dataset NAME or --input DATA.safetensors",
                     a.checkpoint.display()
                 ),
             };
+            let mut cfg = cfg;
+            if a.data_dir.is_some() {
+                cfg.data_dir = a.data_dir.clone();
+            }
             let d = build_data(&cfg, &model.spec)?;
             let (loss, acc) = evaluate(&model, &d.test)?;
             (
@@ -2284,10 +2460,63 @@ fn convert(a: &ConvertArgs) -> Result<()> {
         opts.exclude
             .push(Selector::parse(s).with_context(|| format!("--exclude {s}"))?);
     }
+    if a.checkpoint.is_none()
+        && (a.calibrate > 0 || a.check > 0 || a.dataset.is_some() || a.data_dir.is_some())
+    {
+        bail!("--calibrate, --check, --dataset and --data-dir need --checkpoint (they work on trained weights)");
+    }
+    let mut extra = json!({});
+    let mut notes = Vec::new();
     let (name, layers, params, macs) = if let Some(ck_path) = &a.checkpoint {
-        let (_, model) = Checkpoint::load_model(ck_path)?;
-        let (q, report) = convert::convert_model(&model, &opts)
+        let (ck, model) = Checkpoint::load_model(ck_path)?;
+        let (mut q, report) = convert::convert_model(&model, &opts)
             .with_context(|| format!("converting {}", ck_path.display()))?;
+        if a.calibrate > 0 || a.check > 0 {
+            let (cfg, d) = checkpoint_data(
+                &ck,
+                &model,
+                a.dataset,
+                a.data_dir.as_ref(),
+                a.check,
+                a.calibrate,
+            )
+            .with_context(|| format!("{}: data for --calibrate/--check", ck_path.display()))?;
+            if a.calibrate > 0 {
+                let (x, _) = samples_of(&d.train, a.calibrate, true, cfg.seed ^ 0xca11)?;
+                let r = convert::calibrate(&mut q, &report.layers, &x, 256)
+                    .with_context(|| format!("calibrating {}", ck_path.display()))?;
+                notes.push(format!(
+                    "calibrated {} BatchNorms on {} training samples of {} (largest |σ_running/σ_data − 1| before: {:.3})",
+                    r.bns.len(),
+                    r.samples,
+                    cfg.dataset.name(),
+                    r.bns.iter().fold(0.0f64, |m, b| m.max(b.max_std_ratio_error))
+                ));
+                extra["calibration"] = serde_json::to_value(&r)?;
+            }
+            if a.check > 0 {
+                let (x, y) = samples_of(&d.test, a.check, false, 0)?;
+                let (diff, scale) = convert::max_output_diff(&model, &q, &x)?;
+                let acc0 = convert::accuracy(&model, &x, &y)?;
+                let acc1 = convert::accuracy(&q, &x, &y)?;
+                notes.push(format!(
+                    "check on {} test samples of {}: max |converted − original| logit {diff:.3e} (max |logit| {scale:.2}); accuracy {:.2}% (original {:.2}%)",
+                    y.len(),
+                    cfg.dataset.name(),
+                    100.0 * acc1,
+                    100.0 * acc0
+                ));
+                extra["check"] = json!({ "samples": y.len(), "dataset": cfg.dataset.name(),
+                    "max_abs_diff": diff, "max_abs_logit": scale,
+                    "accuracy_original": acc0, "accuracy_converted": acc1 });
+                if report.function_preserving && diff > 1e-4 * (1.0 + scale) {
+                    bail!(
+                        "{}: the converted model does not reproduce the original: max |logit difference| {diff:.3e} (max |logit| {scale:.2})",
+                        ck_path.display()
+                    );
+                }
+            }
+        }
         Checkpoint::from_model(&q)?.save(&a.output)?;
         (
             report.model,
@@ -2312,10 +2541,13 @@ fn convert(a: &ConvertArgs) -> Result<()> {
             (before.total_macs, after.total_macs),
         )
     };
-    let out = json!({ "model": name, "neuron": neuron, "output": a.output.display().to_string(),
+    let mut out = json!({ "model": name, "neuron": neuron, "output": a.output.display().to_string(),
                       "layers": layers.iter().map(|l| l.path.clone()).collect::<Vec<_>>(),
                       "params_before": params.0, "params_after": params.1,
                       "macs_before": macs.0, "macs_after": macs.1 });
+    if let (Some(o), Value::Object(e)) = (out.as_object_mut(), extra) {
+        o.extend(e);
+    }
     if a.json {
         println!("{out}");
     } else {
@@ -2329,60 +2561,145 @@ fn convert(a: &ConvertArgs) -> Result<()> {
             macs.1,
             a.output.display()
         );
+        for n in &notes {
+            println!("{n}");
+        }
     }
     Ok(())
 }
 
-fn importance(a: &ImportanceArgs) -> Result<()> {
-    let (ck, model) = Checkpoint::load_model(&a.checkpoint)?;
-    let mut cfg: TrainConfig = match &ck.config {
-        Some(c) => serde_json::from_value(c.clone()).unwrap_or_default(),
-        None => TrainConfig::default(),
-    };
-    if let Some(d) = a.dataset {
-        cfg.dataset = d;
-    }
-    if a.data_dir.is_some() {
-        cfg.data_dir = a.data_dir.clone();
-    }
-    if a.samples == 0 {
+/// The importance ranking of a checkpoint's quadratic layers on `samples` test samples of
+/// its dataset (see `checkpoint_data`); also the samples used and the dataset's name.
+fn rank_layers(
+    ck_path: &Path,
+    dataset: Option<DatasetKind>,
+    data_dir: Option<&PathBuf>,
+    samples: usize,
+) -> Result<(quadra::convert::ImportanceReport, usize, String)> {
+    let (ck, model) = Checkpoint::load_model(ck_path)?;
+    if samples == 0 {
         bail!("--samples must be at least 1");
     }
-    cfg.test_samples = cfg.test_samples.max(a.samples);
-    cfg.train_samples = cfg.train_samples.clamp(1, 64);
-    let d = build_data(&cfg, &model.spec)?;
-    let test = d
-        .test
-        .dataset()
-        .take(a.samples.min(d.test.dataset().len()))?;
-    let n = test.len();
-    let loader = Loader::new(
-        test,
-        LoaderConfig {
-            batch_size: n,
-            shuffle: false,
-            drop_last: false,
-            seed: cfg.seed,
-            workers: 0,
-            prefetch: 1,
-            augment: d.test.config().augment.clone(),
-        },
-    )?;
-    let (x, y) = loader.batch(0, 0)?;
+    let (cfg, d) = checkpoint_data(&ck, &model, dataset, data_dir, samples, 64)?;
+    let (x, y) = samples_of(&d.test, samples, false, cfg.seed)?;
     let report = quadra::convert::layer_importance(&model, &x, &y)
-        .with_context(|| format!("{}", a.checkpoint.display()))?;
+        .with_context(|| format!("{}", ck_path.display()))?;
+    Ok((report, y.len(), cfg.dataset.name().to_string()))
+}
+
+fn importance(a: &ImportanceArgs) -> Result<()> {
+    let (report, n, data) = rank_layers(&a.checkpoint, a.dataset, a.data_dir.as_ref(), a.samples)?;
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!(
-            "{} on {} test samples of {}:",
-            a.checkpoint.display(),
-            n,
-            cfg.dataset.name()
-        );
+        println!("{} on {n} test samples of {data}:", a.checkpoint.display());
         print!("{}", report.table());
     }
     Ok(())
+}
+
+/// A budget flag: a count, or `P%` of `of`.
+fn parse_budget(flag: &str, v: &str, of: u64) -> Result<u64> {
+    let v = v.trim();
+    let n = match v.strip_suffix('%') {
+        Some(p) => {
+            let p: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| anyhow!("{flag} {v}: not a percentage"))?;
+            if !(p > 0.0 && p <= 100.0) {
+                bail!("{flag} {v}: the percentage must be in (0, 100]");
+            }
+            (of as f64 * p / 100.0).floor() as u64
+        }
+        None => v
+            .parse()
+            .map_err(|_| anyhow!("{flag} {v}: expected a count (20000) or a percentage (70%)"))?,
+    };
+    if n == 0 {
+        bail!("{flag} {v}: the budget must be positive");
+    }
+    Ok(n)
+}
+
+fn reduce(a: &ReduceArgs) -> Result<()> {
+    use quadra::convert::{self, Budget, ImportanceReport};
+    let (_, model) = Checkpoint::load_model(&a.checkpoint)?;
+    let full = convert::cost(&model.spec)?;
+    let budget = match (&a.budget_params, &a.budget_macs) {
+        (Some(p), None) => Budget::Params(parse_budget("--budget-params", p, full.total_params)?),
+        (None, Some(m)) => Budget::Macs(parse_budget("--budget-macs", m, full.total_macs)?),
+        _ => bail!("pass one of --budget-params, --budget-macs"),
+    };
+    let ranking: ImportanceReport = match &a.importance {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("--importance {}", p.display()))?;
+            let r: ImportanceReport = serde_json::from_str(text.trim()).with_context(|| {
+                format!(
+                    "--importance {}: not the output of `quadra-train importance --json`",
+                    p.display()
+                )
+            })?;
+            if r.model != model.spec.name || r.total_params != full.total_params {
+                bail!(
+                    "--importance {}: it ranks model `{}` ({} parameters), the checkpoint holds `{}` ({} parameters)",
+                    p.display(),
+                    r.model,
+                    r.total_params,
+                    model.spec.name,
+                    full.total_params
+                );
+            }
+            r
+        }
+        None => {
+            rank_layers(
+                &a.checkpoint,
+                a.dataset,
+                a.data_dir.as_ref(),
+                a.samples.unwrap_or(1000),
+            )?
+            .0
+        }
+    };
+    let red = convert::reduce(
+        &model.spec,
+        &convert::state_dict_of(&model),
+        &ranking,
+        budget,
+    )
+    .with_context(|| format!("{}", a.checkpoint.display()))?;
+    quadra::profile::write_atomic(&a.output, red.spec.to_json().as_bytes())?;
+    if let Some(p) = &a.save_checkpoint {
+        let m = convert::model_from_state_dict(&red.spec, &red.state_dict, model_dtype(&model), 0)?;
+        Checkpoint::from_model(&m)?.save(p)?;
+    }
+    if a.json {
+        let mut v = serde_json::to_value(&red.report)?;
+        v["output"] = json!(a.output.display().to_string());
+        if let Some(p) = &a.save_checkpoint {
+            v["checkpoint"] = json!(p.display().to_string());
+        }
+        println!("{v}");
+    } else {
+        print!("{}", red.report.table());
+        println!(
+            "wrote {}{}",
+            a.output.display(),
+            a.save_checkpoint
+                .as_ref()
+                .map(|p| format!(", {}", p.display()))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn model_dtype(m: &Model) -> DType {
+    quadra::convert::state_dict_of(m)
+        .first()
+        .map_or(DType::F32, |(_, t)| t.dtype())
 }
 
 fn main() -> ExitCode {
@@ -2399,6 +2716,7 @@ fn main() -> ExitCode {
         Cmd::Cost(a) => cost(a),
         Cmd::Convert(a) => convert(a),
         Cmd::Importance(a) => importance(a),
+        Cmd::Reduce(a) => reduce(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

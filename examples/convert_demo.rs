@@ -1,7 +1,8 @@
 //! The auto-builder end to end, on the CPU: train the first-order `cnn` a little on
 //! synthetic data, convert it to a QDNN (quadralib-bn neurons) with function-preserving
-//! weights, check that both compute the same outputs, fine-tune, rank the quadratic layers
-//! by importance, and reduce the model to a MAC budget.
+//! weights, check that both compute the same outputs, calibrate the BatchNorm statistics the
+//! conversion could not know on training inputs, fine-tune, rank the quadratic layers by
+//! importance, and reduce the model to a MAC budget.
 //!
 //!     cargo run --release --example convert_demo [-- --neuron quadralib-bn --json]
 
@@ -94,6 +95,20 @@ fn main() -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     print!("{}", cost(&q.spec)?.table());
+
+    // calibration: BN_a, BN_b statistics from training inputs (the output does not change)
+    let (cx, _) = data.batch(1024, 50_000)?;
+    let cal = convert::calibrate(&mut q, &report.layers, &cx, 256)?;
+    let (diff, _) = convert::max_output_diff(&cnn, &q, &val_x)?;
+    println!(
+        "   calibrated {} BatchNorms on {} training samples (largest σ_running/σ_data − 1 before: {:.2}); max |converted − original| = {diff:.3e}",
+        cal.bns.len(),
+        cal.samples,
+        cal.bns.iter().fold(0.0f64, |m, b| m.max(b.max_std_ratio_error))
+    );
+    if diff > 1e-4 * (1.0 + scale) {
+        bail!("calibration changed the converted model's outputs (max diff {diff})");
+    }
 
     // 3. fine-tune the QDNN
     let loss = train(&mut q, &data, 20, 10_000, 0.02)?;

@@ -245,3 +245,221 @@ fn convert_checkpoint_then_importance() {
     assert_eq!(r["samples"], 32);
     assert_eq!(r["layers"].as_array().unwrap().len(), 2);
 }
+
+/// The auto-builder flow through the tool: train a first-order cnn, convert its checkpoint
+/// with BatchNorm calibration and a check against the original, evaluate the converted
+/// checkpoint, fine-tune it (`train --init`), rank, reduce to a budget (`reduce`) and train
+/// the reduced spec; and the errors on the way.
+#[test]
+fn convert_calibrate_check_eval_init_reduce() {
+    let d = tempdir("flow");
+    let p = |n: &str| d.join(n).to_str().unwrap().to_string();
+    let o = run(&[
+        "train",
+        "--model",
+        "cnn",
+        "--epochs",
+        "1",
+        "--train-samples",
+        "128",
+        "--test-samples",
+        "64",
+        "--out",
+        &p("run"),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ck = p("run/last.safetensors");
+    let v = ok_json(&[
+        "convert",
+        "--checkpoint",
+        &ck,
+        "--neuron",
+        "quadralib-bn",
+        "--select",
+        "conv*",
+        "--calibrate",
+        "64",
+        "--check",
+        "64",
+        "-o",
+        &p("q.safetensors"),
+        "--json",
+    ]);
+    assert_eq!(v["calibration"]["samples"], 64);
+    assert_eq!(v["calibration"]["bns"].as_array().unwrap().len(), 4);
+    assert_eq!(v["check"]["samples"], 64);
+    let diff = v["check"]["max_abs_diff"].as_f64().unwrap();
+    assert!(diff < 1e-4, "{diff}");
+    assert_eq!(
+        v["check"]["accuracy_original"],
+        v["check"]["accuracy_converted"]
+    );
+
+    // eval: the converted checkpoint has no training config → --dataset
+    let o = run(&["eval", "--checkpoint", &p("q.safetensors")]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("--dataset"), "{e}");
+    let orig = ok_json(&["eval", "--checkpoint", &ck, "--json"]);
+    let conv = ok_json(&[
+        "eval",
+        "--checkpoint",
+        &p("q.safetensors"),
+        "--dataset",
+        "synthetic",
+        "--json",
+    ]);
+    assert_eq!(conv["samples"], 1000, "the default synthetic test set");
+    assert!(orig["samples"] == 64);
+
+    // fine-tuning from the converted weights; --init and --model exclude each other
+    let o = run(&[
+        "train",
+        "--init",
+        &p("q.safetensors"),
+        "--model",
+        "cnn",
+        "--out",
+        &p("x"),
+    ]);
+    assert!(!o.status.success());
+    let o = run(&[
+        "train",
+        "--init",
+        &p("q.safetensors"),
+        "--epochs",
+        "1",
+        "--train-samples",
+        "64",
+        "--test-samples",
+        "32",
+        "--out",
+        &p("ft"),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (_, mut ft) = Checkpoint::load_model(d.join("ft/last.safetensors")).unwrap();
+    let (_, mut q) = Checkpoint::load_model(d.join("q.safetensors")).unwrap();
+    assert_eq!(ft.spec, q.spec);
+    assert_eq!(ft.num_params(), q.num_params());
+    // the run resumes (its model is the checkpoint's, not a zoo model)
+    let o = run(&[
+        "train",
+        "--resume",
+        &p("ft/last.safetensors"),
+        "--epochs",
+        "2",
+        "--out",
+        &p("ft"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // reduce: ranked here, or from `importance --json`
+    let ftck = p("ft/last.safetensors");
+    let imp = run(&[
+        "importance",
+        "--checkpoint",
+        &ftck,
+        "--samples",
+        "32",
+        "--json",
+    ]);
+    assert!(imp.status.success());
+    std::fs::write(d.join("imp.json"), &imp.stdout).unwrap();
+    let r = ok_json(&[
+        "reduce",
+        "--checkpoint",
+        &ftck,
+        "--importance",
+        &p("imp.json"),
+        "--budget-macs",
+        "50%",
+        "-o",
+        &p("reduced.json"),
+        "--save-checkpoint",
+        &p("reduced.safetensors"),
+        "--json",
+    ]);
+    let (before, after) = (
+        r["macs_before"].as_u64().unwrap(),
+        r["macs_after"].as_u64().unwrap(),
+    );
+    assert!(after <= before / 2, "{r}");
+    let spec =
+        ModelSpec::from_json(&std::fs::read_to_string(d.join("reduced.json")).unwrap()).unwrap();
+    let cost = ok_json(&["cost", "--spec", &p("reduced.json"), "--json"]);
+    assert_eq!(cost["total_macs"].as_u64().unwrap(), after);
+    let (_, red) = Checkpoint::load_model(d.join("reduced.safetensors")).unwrap();
+    assert_eq!(red.spec, spec);
+    let r2 = ok_json(&[
+        "reduce",
+        "--checkpoint",
+        &ftck,
+        "--samples",
+        "32",
+        "--budget-params",
+        "25000",
+        "-o",
+        &p("reduced2.json"),
+        "--json",
+    ]);
+    assert!(r2["params_after"].as_u64().unwrap() <= 25000);
+    let o = run(&[
+        "train",
+        "--model",
+        &p("reduced.json"),
+        "--epochs",
+        "1",
+        "--train-samples",
+        "64",
+        "--test-samples",
+        "32",
+        "--out",
+        &p("rt"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // errors
+    let (imp_path, out) = (p("imp.json"), p("e.json"));
+    for (args, want) in [
+        (vec!["--budget-params", "100"], "cannot be reduced"),
+        (vec!["--budget-params", "abc"], "expected a count"),
+        (vec!["--budget-macs", "0%"], "percentage must be in"),
+    ] {
+        let mut a = vec!["reduce", "--checkpoint", &ftck, "--importance", &imp_path];
+        a.extend(args);
+        a.extend(["-o", &out]);
+        let o = run(&a);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && e.contains(want), "{a:?}: {e}");
+    }
+    let o = run(&[
+        "reduce",
+        "--checkpoint",
+        &ck,
+        "--importance",
+        &p("imp.json"),
+        "--budget-params",
+        "100",
+        "-o",
+        &p("e.json"),
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("it ranks model"), "{e}");
+    let o = run(&[
+        "convert",
+        "--model",
+        "cnn",
+        "--neuron",
+        "quadralib-bn",
+        "--calibrate",
+        "8",
+        "-o",
+        &p("s.json"),
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("need --checkpoint"),
+        "{e}"
+    );
+}

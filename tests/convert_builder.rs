@@ -329,3 +329,176 @@ fn reports_serialise() {
         [Selector::Pattern("conv*".into()), Selector::Index(2)]
     );
 }
+
+/// A trained cnn on noisy synthetic data that it has learnt (clearly above chance), the
+/// data, and a held-out validation set.
+fn trained_demo_cnn() -> (Model, Synthetic, quadra::Tensor, Vec<usize>) {
+    let data = Synthetic::new([1, 28, 28], 10, 0.8, 42).unwrap();
+    let spec = models::get("cnn", None, 10).unwrap();
+    let mut m = Model::build(
+        &spec,
+        BuildOptions {
+            seed: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut opt = Sgd::new(0.05, 0.9, 5e-4, false).unwrap();
+    for s in 0..60 {
+        let (x, y) = data.batch(64, s).unwrap();
+        m.train_step(&x, &y, &mut opt).unwrap();
+    }
+    let (vx, vy) = data.batch(400, 999_999).unwrap();
+    (m, data, vx, vy)
+}
+
+fn entry(m: &Model, key: &str) -> Vec<f64> {
+    state_dict_of(m)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .unwrap_or_else(|| panic!("no entry {key}"))
+        .1
+        .to_f64_vec()
+}
+
+/// One training-mode forward (running statistics updated, no weight update).
+fn train_forward(m: &mut Model, x: &quadra::Tensor) -> quadra::Tensor {
+    let y = m.net_forward_for_accounting(x).unwrap();
+    m.net_clear();
+    y
+}
+
+/// Issue #6: BN_c takes the running statistics of the BatchNorm after the original conv, so
+/// that training-mode forwards (which move every running statistic towards its batch's)
+/// keep the converted model's eval-mode function equal to the original's. With BN_c at
+/// (0, 1) five such forwards changed the eval logits by ~2.6 (of 35).
+#[test]
+fn quadralib_bn_eval_function_survives_training_forwards_like_the_original() {
+    let (orig, data, vx, _) = trained_demo_cnn();
+    let (mut q, r) = convert_model(&orig, &opts(NeuronType::QuadraLibBn, &["conv*"])).unwrap();
+    let from: Vec<_> = r.layers.iter().map(|l| l.stats_from.clone()).collect();
+    assert_eq!(from, [Some("bn1".to_string()), Some("bn2".to_string())]);
+    for (l, bn) in [("conv1", "bn1"), ("conv2", "bn2")] {
+        for s in ["running_mean", "running_var"] {
+            assert_eq!(
+                entry(&q, &format!("{l}.bn3.{s}")),
+                entry(&orig, &format!("{bn}.{s}")),
+                "{l}.bn3.{s}"
+            );
+        }
+    }
+    assert_same_function(&orig, &q, &vx, "converted");
+    let mut o = convert::copy_model(&orig).unwrap();
+    for s in 0..5 {
+        let (x, _) = data.batch(64, 20_000 + s).unwrap();
+        let (yo, yq) = (train_forward(&mut o, &x), train_forward(&mut q, &x));
+        // train mode: BN_c(z) ≈ z, the following BatchNorm normalises the same values
+        let d = yo.max_abs_diff(&yq).unwrap();
+        assert!(d < 1e-3, "train-mode outputs differ by {d}");
+    }
+    let (d, scale) = convert::max_output_diff(&o, &q, &vx).unwrap();
+    println!("after 5 training forwards: eval max |Δ| {d:.3e} (max |y| {scale:.2})");
+    assert!(
+        d < 1e-3 * (1.0 + scale),
+        "eval outputs drifted apart by {d} (max |y| {scale})"
+    );
+}
+
+/// Issue #6, end to end: a short fine-tuning of the converted model does not lose eval
+/// accuracy (it went 82.4% → 16% after 5 steps when BN_c started at (0, 1)).
+#[test]
+fn converted_quadralib_bn_fine_tuned_keeps_its_eval_accuracy() {
+    let (orig, data, vx, vy) = trained_demo_cnn();
+    let acc0 = convert::accuracy(&orig, &vx, &vy).unwrap();
+    assert!(acc0 > 0.5, "the original learnt too little: {acc0}");
+    let (mut q, r) = convert_model(&orig, &opts(NeuronType::QuadraLibBn, &["conv*"])).unwrap();
+    let (cx, _) = data.batch(512, 50_000).unwrap();
+    convert::calibrate(&mut q, &r.layers, &cx, 256).unwrap();
+    assert_eq!(convert::accuracy(&q, &vx, &vy).unwrap(), acc0);
+    let mut opt = Sgd::new(0.02, 0.9, 5e-4, false).unwrap();
+    for s in 0..8 {
+        let (x, y) = data.batch(64, 10_000 + s).unwrap();
+        q.train_step(&x, &y, &mut opt).unwrap();
+        let acc = convert::accuracy(&q, &vx, &vy).unwrap();
+        println!(
+            "step {}: eval acc {acc:.3} (converted start {acc0:.3})",
+            s + 1
+        );
+        assert!(
+            acc >= acc0 - 0.03,
+            "step {}: eval accuracy fell from {acc0} to {acc}",
+            s + 1
+        );
+    }
+}
+
+/// `calibrate` sets BN_a, BN_b (and BN_c of a layer without a following BatchNorm, with
+/// γ_c, β_c keeping it the identity) to the statistics of the data, without changing the
+/// eval-mode function; a further training forward on the same batch then leaves those
+/// statistics where they are, and the converted classifier computes in train mode what the
+/// original does.
+#[test]
+fn calibrate_sets_the_made_up_statistics_from_data_and_keeps_the_function() {
+    let (orig, data, vx, _) = trained_demo_cnn();
+    let (mut q, r) = convert_model(&orig, &opts(NeuronType::QuadraLibBn, &[])).unwrap();
+    assert_eq!(r.layers[2].path, "fc");
+    assert_eq!(r.layers[2].stats_from, None);
+    let (cx, _) = data.batch(256, 50_000).unwrap();
+    // before: the fc's BN_c normalises the logits per batch in train mode
+    let yo = train_forward(&mut convert::copy_model(&orig).unwrap(), &cx);
+    let before = yo
+        .max_abs_diff(&train_forward(&mut convert::copy_model(&q).unwrap(), &cx))
+        .unwrap();
+    let rep = convert::calibrate(&mut q, &r.layers, &cx, 256).unwrap();
+    assert_eq!((rep.samples, rep.batches), (256, 1));
+    let paths: Vec<_> = rep.bns.iter().map(|b| b.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "conv1.bn1",
+            "conv1.bn2",
+            "conv2.bn1",
+            "conv2.bn2",
+            "fc.bn1",
+            "fc.bn2",
+            "fc.bn3"
+        ]
+    );
+    assert!(
+        rep.bns.iter().any(|b| b.max_std_ratio_error > 0.5),
+        "{rep:?}"
+    );
+    assert_same_function(&orig, &q, &vx, "calibrated");
+    // the calibrated statistics are the batch's: one more training forward on it (momentum
+    // 0.1) leaves them in place
+    let mut q2 = convert::copy_model(&q).unwrap();
+    let yq = train_forward(&mut q2, &cx);
+    for b in &paths {
+        for s in ["running_mean", "running_var"] {
+            let k = format!("{b}.{s}");
+            let (a, c) = (entry(&q, &k), entry(&q2, &k));
+            for (u, v) in a.iter().zip(&c) {
+                assert!((u - v).abs() <= 1e-4 * (1.0 + u.abs()), "{k}: {u} → {v}");
+            }
+        }
+    }
+    let after = yo.max_abs_diff(&yq).unwrap();
+    println!(
+        "train-mode |converted − original|: {before:.3} before calibration, {after:.3e} after"
+    );
+    // (what is left: BN_c's unbiased σ²_c against the batch's biased σ²_B, √(256/255))
+    let scale = yo.to_f64_vec().iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(before > 0.1 * scale, "{before}");
+    assert!(after < 5e-3 * (1.0 + scale), "{after} (max |y| {scale})");
+    // errors
+    let e = convert::calibrate(&mut q, &r.layers, &cx, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("at least 2"), "{e}");
+    let mut bad = r.layers.clone();
+    bad[0].path = "nosuch".into();
+    let e = convert::calibrate(&mut q, &bad, &cx, 64)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nosuch.bn1"), "{e}");
+}

@@ -10,6 +10,9 @@
 //! - [`builder`]: which layers (`Selector`: path, index, glob pattern), into which neuron,
 //!   and the function-preserving initialisation of the new layers from trained weights
 //!   (`convert_spec`, `convert_state_dict`, `convert_model`).
+//! - [`calibrate`]: set the BatchNorm statistics a conversion cannot know without data
+//!   (quadralib-bn's BN_a, BN_b, and BN_c without a following BatchNorm) from training
+//!   inputs, before fine-tuning (`calibrate`).
 //! - [`cost`]: parameters and multiply-accumulates per layer and in total (`cost`,
 //!   `cost_at`, `CostReport::table`).
 //! - [`importance`]: accuracy drop when each quadratic layer is masked, and the ranking
@@ -18,6 +21,7 @@
 //!   met (`reduce`).
 
 pub mod builder;
+pub mod calibrate;
 pub mod cost;
 pub mod importance;
 pub mod reduce;
@@ -26,6 +30,7 @@ pub use builder::{
     convert_model, convert_spec, convert_state_dict, convertible_layers, glob_match, Conversion,
     ConvertOptions, ConvertReport, ConvertedLayer, Selector,
 };
+pub use calibrate::{calibrate, CalibrateReport, CalibratedBn};
 pub use cost::{cost, cost_at, CostReport, LayerCost};
 pub use importance::{layer_importance, ImportanceReport, LayerImportance, MaskMethod};
 pub use reduce::{reduce, Budget, ReduceAction, ReduceReport, ReduceStep, Reduction};

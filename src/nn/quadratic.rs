@@ -75,8 +75,10 @@ use crate::ops::quadratic::{self as qops, dense_geom, Lift, QuadOp, Weights};
 use crate::tensor::{DType, Float, Tensor};
 use crate::{with_dtype, Error, Result};
 
-const BN_EPS: f64 = 1e-5;
-const BN_MOMENTUM: f64 = 0.1;
+/// eps of the quadralib-bn BatchNorms (PyTorch's default).
+pub const BN_EPS: f64 = 1e-5;
+/// Momentum of the quadralib-bn BatchNorms' running statistics (PyTorch's default).
+pub const BN_MOMENTUM: f64 = 0.1;
 
 /// What a training forward kept.
 struct Saved {

@@ -60,10 +60,20 @@
 //!
 //! In `recompute` mode backward recomputes the planes it reads from x with one GEMM per
 //! image (the same code path as forward), so both modes give bit-identical results.
+//!
+//! # Devices
+//!
+//! On the CUDA backend (`Device::Cuda(n)`, `Device::Emu`; f32) the same layers run through
+//! `device::kernels` (see `gpu.rs`): the same neurons, modes and saved sets (byte for
+//! byte), the running statistics updated on the device. `visit_buffers` names them
+//! `{path}.bn.running_mean` / `{path}.bn.running_var` (3·C_out, stacked like γ and β), so
+//! `nn::module_to_device` moves them.
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::ops::Range;
+
+mod gpu;
 
 use super::conv::default_init;
 use super::{no_forward, take_entry, BackpropMode, LayerName, Module, Param, ParamKind, Segment};
@@ -401,6 +411,9 @@ impl Core {
     }
 
     fn infer_t<T: Float>(&self, x: &Tensor) -> Result<Tensor> {
+        if x.device().is_gpu() {
+            return self.infer_gpu(x);
+        }
         let (n, op) = self.op_for(x)?;
         let mut y = super::zeros_par(&self.out_shape(n, &op), x.dtype(), Category::Workspace)?;
         let xs = x.as_slice::<T>()?;
@@ -416,6 +429,9 @@ impl Core {
     }
 
     fn forward_t<T: Float>(&mut self, x: &Tensor) -> Result<Tensor> {
+        if x.device().is_gpu() {
+            return self.forward_gpu(x);
+        }
         let (n, op) = self.op_for(x)?;
         let dtype = x.dtype();
         let stored = self.mode == BackpropMode::Stored;
@@ -523,6 +539,9 @@ impl Core {
         let (n, op) = self.op_for(&sv.x)?;
         let want = self.out_shape(n, &op);
         super::check_grad(&self.name.path, g, &want, sv.x.dtype())?;
+        if sv.x.device().is_gpu() {
+            return self.backward_gpu(sv, g);
+        }
         let mut dx = super::zeros_par(sv.x.shape(), sv.x.dtype(), Category::Workspace)?;
         let xs = sv.x.as_slice::<T>()?;
         let gs = g.as_slice::<T>()?;
@@ -851,6 +870,9 @@ macro_rules! quad_layer {
             }
             fn visit_params(&mut self, f: &mut dyn FnMut(&str, &mut Param)) {
                 self.0.visit_params(f)
+            }
+            fn visit_buffers(&mut self, f: &mut dyn FnMut(&str, &mut Tensor)) {
+                self.0.visit_buffers(f)
             }
             fn state_dict(&self, out: &mut Vec<(String, Tensor)>) {
                 self.0.state_dict(out)

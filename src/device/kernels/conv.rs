@@ -132,6 +132,58 @@ fn im2col(g: &ConvGeom, x: &Tensor, d: &Dims, i0: usize, nc: usize) -> Result<Te
     Ok(cols)
 }
 
+/// The column matrices of every image of x (N, C_in, H, W): (N, C_in·kh·kw, Ho·Wo), one
+/// buffer (not chunked). For layers that need the patches themselves (quadratic `t1`).
+pub(crate) fn im2col_all(g: &ConvGeom, x: &Tensor, layer: &str) -> Result<Tensor> {
+    let op = "im2col_all";
+    gpu_f32(op, "x", x)?;
+    let (n, c, h, wd) = x.dims4(layer)?;
+    crate::ensure_shape!(
+        c == g.c_in,
+        layer,
+        "input has {c} channels, the layer expects {}",
+        g.c_in
+    );
+    let (ho, wo) = g.out_hw(h, wd, layer)?;
+    let d = Dims {
+        n,
+        h,
+        w: wd,
+        ho,
+        wo,
+    };
+    im2col(g, x, &d, 0, n)
+}
+
+/// dx (N, C_in, H, W) = col2im(dcols (N, C_in·kh·kw, Ho·Wo)), a new tensor shaped like
+/// `x_shape` (the adjoint of `im2col_all`).
+pub(crate) fn col2im_all(
+    g: &ConvGeom,
+    dcols: &Tensor,
+    x_shape: &[usize],
+    layer: &str,
+) -> Result<Tensor> {
+    let op = "col2im_all";
+    gpu_f32(op, "dcols", dcols)?;
+    crate::ensure_shape!(
+        x_shape.len() == 4 && x_shape[1] == g.c_in,
+        layer,
+        "input shape {x_shape:?}"
+    );
+    let (n, h, wd) = (x_shape[0], x_shape[2], x_shape[3]);
+    let (ho, wo) = g.out_hw(h, wd, layer)?;
+    let d = Dims {
+        n,
+        h,
+        w: wd,
+        ho,
+        wo,
+    };
+    let mut dx = output(x_shape, dcols.device(), Category::Workspace)?;
+    col2im(g, dcols, &d, 0, n, &mut dx)?;
+    Ok(dx)
+}
+
 /// Convolution forward: x (N, C_in, H, W), weight (nb·C_out, C_in/G, kh, kw), bias
 /// (nb·C_out) → (N, nb·C_out, Ho, Wo), charged to `category`.
 pub fn conv2d_forward(

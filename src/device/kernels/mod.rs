@@ -10,6 +10,7 @@
 
 pub mod conv;
 pub mod elementwise;
+pub mod quadratic;
 pub mod stats;
 
 use super::emu::LaunchConfig;

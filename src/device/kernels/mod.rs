@@ -11,6 +11,7 @@
 pub mod conv;
 pub mod elementwise;
 pub mod loss;
+pub mod optim;
 
 use super::emu::LaunchConfig;
 use super::gpu::{runtime, DevPtr, Gemm, KArg, Runtime};

@@ -186,7 +186,8 @@ struct TrainArgs {
     /// Back-propagation of quadratic layers (default stored).
     #[arg(long, value_enum)]
     backprop: Option<Backprop>,
-    /// auto, cpu, cuda[:N] or emu (only the CPU trains today; default auto).
+    /// auto, cpu, cuda[:N] or emu (the CUDA backend's code path run by the kernel emulator
+    /// on the CPU); default auto (the CPU).
     #[arg(long)]
     device: Option<String>,
     /// Seed of the weights, the shuffling and the augmentation (default 0).
@@ -241,6 +242,9 @@ struct EvalArgs {
     data_dir: Option<PathBuf>,
     #[arg(long, default_value_t = 256)]
     batch_size: usize,
+    /// auto, cpu, cuda[:N] or emu: where the model runs (default auto).
+    #[arg(long, default_value = "auto")]
+    device: String,
     #[arg(long)]
     json: bool,
 }
@@ -257,6 +261,9 @@ struct PredictArgs {
     output: PathBuf,
     #[arg(long, default_value_t = 256)]
     batch_size: usize,
+    /// auto, cpu, cuda[:N] or emu: where the model runs (default auto).
+    #[arg(long, default_value = "auto")]
+    device: String,
     #[arg(long)]
     json: bool,
 }
@@ -952,33 +959,29 @@ impl TrainConfig {
     }
 }
 
-/// The device to train on; only the CPU engine trains today, so `auto` means the CPU here
-/// (not `Device::auto()`, which picks a usable GPU). For `cuda[:N]` the first thing said is
-/// whether this machine could run it at all (no driver, no such GPU, …).
+/// The device to run on: the CPU engine, the emulator, or a CUDA GPU when its runtime can
+/// be used (checked here, so a missing driver or GPU is a clear error before any work).
 fn resolve_device(s: &str) -> Result<Device> {
     if s == "auto" {
         return Ok(Device::Cpu);
     }
     let d: Device = s.parse()?;
-    match d {
-        Device::Cpu => Ok(d),
-        Device::Cuda(_) => {
-            let rt = quadra::device::gpu::runtime(d).map_err(|e| {
-                anyhow!(
-                    "`{s}`: {e} (and the CUDA backend is not wired into training yet; use \
-                     --device cpu or auto)"
-                )
-            })?;
-            bail!(
-                "`{s}`: the CUDA backend is not wired into training yet ({} is usable, but the \
-                 layers do not run on it); use --device cpu or auto",
-                rt.describe()
-            )
+    if let Device::Cuda(_) = d {
+        if let Err(e) = quadra::device::gpu::runtime(d) {
+            bail!("`{s}`: {d} is not available ({e}); use --device cpu, emu or auto");
         }
-        other => bail!(
-            "`{s}`: the CUDA backend is not wired into training yet (device {other}); use --device cpu or auto"
-        ),
     }
+    Ok(d)
+}
+
+/// Moves a model to `device` (a no-op for the CPU); the error names the device.
+fn model_to_device(model: &mut Model, device: Device) -> Result<()> {
+    if device != Device::Cpu {
+        model
+            .to_device(device)
+            .with_context(|| format!("moving model `{}` to {device}", model.spec.name))?;
+    }
+    Ok(())
 }
 
 /// A dataset: shuffled, augmented training batches and the test set in eval mode.
@@ -1525,6 +1528,10 @@ fn train(a: &TrainArgs) -> Result<()> {
     }
     let (mut opt, opt_note) = build_optimizer(&cfg, &mut model, resume_optim.as_ref())?;
     let sched = cfg.scheduler()?;
+    // after build_optimizer: ReLinear initialises the weights on the CPU; the optimizer
+    // state (fresh or resumed) follows the parameters to the device at the first step
+    let device = resolve_device(&cfg.device)?;
+    model_to_device(&mut model, device)?;
 
     // outputs: refuse to clobber another run; on resume, cut the logs back to the checkpoint
     let metrics_path = out_dir.join("metrics.jsonl");
@@ -1560,7 +1567,7 @@ fn train(a: &TrainArgs) -> Result<()> {
     let params = model.num_params();
     if !a.json {
         println!(
-            "model {} ({} parameters), dataset {} ({} train / {} test, {}), {} epochs × {} steps of {}, {:?} lr {} → {} ({:?}), backprop {}, device cpu{}{}",
+            "model {} ({} parameters), dataset {} ({} train / {} test, {}), {} epochs × {} steps of {}, {:?} lr {} → {} ({:?}), backprop {}, device {}{}{}",
             cfg.model,
             params,
             cfg.dataset.name(),
@@ -1575,6 +1582,7 @@ fn train(a: &TrainArgs) -> Result<()> {
             cfg.final_lr,
             cfg.schedule,
             cfg.backprop,
+            device,
             match &opt_note {
                 Some(n) => format!(", {n}"),
                 None => String::new(),
@@ -2049,7 +2057,9 @@ fn samples_of(l: &Loader, n: usize, shuffle: bool, seed: u64) -> Result<(Tensor,
 }
 
 fn eval(a: &EvalArgs) -> Result<()> {
-    let (ck, model) = Checkpoint::load_model(&a.checkpoint)?;
+    let device = resolve_device(&a.device).context("--device")?;
+    let (ck, mut model) = Checkpoint::load_model(&a.checkpoint)?;
+    model_to_device(&mut model, device)?;
     let (loss, acc, n, source) = match &a.input {
         Some(p) => {
             let x = read_input(p, &model)?;
@@ -2100,7 +2110,7 @@ fn eval(a: &EvalArgs) -> Result<()> {
         }
     };
     let out = json!({ "checkpoint": a.checkpoint.display().to_string(), "data": source,
-                      "samples": n, "loss": loss, "accuracy": acc });
+                      "device": device.to_string(), "samples": n, "loss": loss, "accuracy": acc });
     if a.json {
         println!("{out}");
     } else {
@@ -2115,7 +2125,9 @@ fn eval(a: &EvalArgs) -> Result<()> {
 }
 
 fn predict(a: &PredictArgs) -> Result<()> {
-    let (_, model) = Checkpoint::load_model(&a.checkpoint)?;
+    let device = resolve_device(&a.device).context("--device")?;
+    let (_, mut model) = Checkpoint::load_model(&a.checkpoint)?;
+    model_to_device(&mut model, device)?;
     let x = read_input(&a.input, &model)?;
     let logits = predict_batched(&model, &x, a.batch_size)?;
     let arg = quadra::serve::argmax(&logits)?;

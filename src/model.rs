@@ -7,7 +7,7 @@ use crate::nn::spec::{BuildOptions, ModelSpec};
 use crate::nn::{BackpropMode, Module};
 use crate::optim::Optimizer;
 use crate::tensor::Tensor;
-use crate::{Error, Result};
+use crate::{Device, Error, Result};
 
 pub struct Model {
     pub spec: ModelSpec,
@@ -35,6 +35,53 @@ impl Model {
         })
     }
 
+    /// The device the model's parameters and buffers live on (the CPU for a model without
+    /// any); an error names the devices when they are spread over several.
+    pub fn device(&self) -> Result<Device> {
+        let mut state = Vec::new();
+        self.net.state_dict(&mut state);
+        let Some((first_name, first)) = state.first() else {
+            return Ok(Device::Cpu);
+        };
+        let dev = first.device();
+        if let Some((name, t)) = state.iter().find(|(_, t)| t.device() != dev) {
+            return Err(Error::invalid(
+                format!("model `{}`", self.spec.name),
+                format!(
+                    "its tensors live on several devices: `{first_name}` on {dev}, `{name}` on {} \
+                     (move the whole model with Model::to_device)",
+                    t.device()
+                ),
+            ));
+        }
+        Ok(dev)
+    }
+
+    /// Move every parameter, gradient and buffer to `device` (`nn::module_to_device`);
+    /// training steps then run there and input batches are copied to it. Optimizer state
+    /// follows its parameters at the next step.
+    pub fn to_device(&mut self, device: Device) -> Result<()> {
+        crate::nn::module_to_device(&mut self.net, device)
+    }
+
+    /// `x` on the model's device: a CPU batch is uploaded to a model on a GPU-path device (and
+    /// a device batch copied back for a CPU model); a batch on another GPU-path device than
+    /// the model's is an error naming both.
+    pub fn input_on_device(&self, x: &Tensor) -> Result<Tensor> {
+        let dev = self.device()?;
+        let xd = x.device();
+        if xd == dev {
+            return Ok(x.clone());
+        }
+        if xd.is_gpu() && dev.is_gpu() {
+            return Err(Error::invalid(
+                format!("model `{}`", self.spec.name),
+                format!("the input batch lives on {xd}, the model on {dev}"),
+            ));
+        }
+        x.to_device(dev)
+    }
+
     /// Error unless x is (N, *input) with N ≥ 1.
     pub fn check_input(&self, x: &Tensor) -> Result<()> {
         let s = x.shape();
@@ -58,9 +105,10 @@ impl Model {
         opt: &mut dyn Optimizer,
     ) -> Result<StepOutput> {
         self.check_input(x)?;
+        let x = self.input_on_device(x)?;
         let logits = {
             let _p = scope_phase(Phase::Forward);
-            self.net.forward(x)
+            self.net.forward(&x)
         };
         let logits = match logits {
             Ok(l) => l,
@@ -80,6 +128,7 @@ impl Model {
             }
         };
         drop(logits);
+        drop(x);
         {
             let _p = scope_phase(Phase::Backward);
             self.net.backward(&grad)?;
@@ -92,10 +141,11 @@ impl Model {
         Ok(StepOutput { loss, correct })
     }
 
-    /// Eval-mode logits (N, classes).
+    /// Eval-mode logits (N, classes), on the model's device.
     pub fn predict(&self, x: &Tensor) -> Result<Tensor> {
         self.check_input(x)?;
-        self.net.infer(x)
+        let x = self.input_on_device(x)?;
+        self.net.infer(&x)
     }
 
     /// Eval-mode mean loss and number of correct predictions on (x, targets).

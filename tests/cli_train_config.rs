@@ -264,12 +264,19 @@ fn bad_options_fail_clearly_and_write_nothing() {
     check(&["--batch-size", "0"], &["--batch-size"]);
     check(&["--epochs", "0"], &["--epochs"]);
     check(&["--lr=-1"], &["--lr"]);
-    check(
-        &["--device", "cuda"],
-        &["--device", "CUDA backend is not wired into training"],
-    );
-    check(&["--device", "cuda:1"], &["--device", "not wired"]);
-    check(&["--device", "emu"], &["--device", "not wired"]);
+    // (a CUDA device that can be used would train: only the unusable ones are checked)
+    if quadra::device::gpu::runtime(quadra::Device::Cuda(0)).is_err() {
+        check(
+            &["--device", "cuda"],
+            &["--device", "cuda:0 is not available"],
+        );
+    }
+    if quadra::device::gpu::runtime(quadra::Device::Cuda(1)).is_err() {
+        check(
+            &["--device", "cuda:1"],
+            &["--device", "cuda:1 is not available"],
+        );
+    }
     check(&["--device", "tpu"], &["--device", "tpu"]);
     check(&["--model", "qresnet99"], &["qresnet99", "qresnet14"]);
     // the model's input must match the dataset (checked before the files are read)

@@ -56,10 +56,18 @@ impl SoftmaxCrossEntropy {
         Ok(SoftmaxCrossEntropy { label_smoothing })
     }
 
-    /// The mean loss over the batch and dL/dlogits (N, classes), in the logits' dtype.
+    /// The mean loss over the batch and dL/dlogits (N, classes), in the logits' dtype and on
+    /// their device (a kernel on the CUDA backend, see `device::kernels::loss`).
     /// logits: (N, classes); targets: N class indices.
     pub fn forward(&self, logits: &Tensor, targets: &[usize]) -> Result<(f64, Tensor)> {
         let (n, k) = check(OP, logits, targets)?;
+        if logits.device().is_gpu() {
+            return crate::device::kernels::loss::softmax_cross_entropy(
+                logits,
+                targets,
+                self.label_smoothing,
+            );
+        }
         with_dtype!(logits.dtype(), T => self.run::<T>(logits, targets, n, k))
     }
 
@@ -83,8 +91,14 @@ impl SoftmaxCrossEntropy {
 }
 
 /// How many rows of logits (N, classes) have their largest entry (the first, on ties) at the
-/// target class. Errors as `SoftmaxCrossEntropy::forward`.
+/// target class. Errors as `SoftmaxCrossEntropy::forward`. Logits on a GPU-path device are
+/// copied to the host (N·classes values) and counted by the CPU routine, so ties and NaNs
+/// are treated identically on every device.
 pub fn accuracy_count(logits: &Tensor, targets: &[usize]) -> Result<usize> {
     let (_, k) = check("accuracy_count", logits, targets)?;
+    if logits.device().is_gpu() {
+        let host = with_dtype!(logits.dtype(), T => logits.to_vec::<T>().map(|v| ops::accuracy_count(&v, targets, k)))?;
+        return Ok(host);
+    }
     with_dtype!(logits.dtype(), T => Ok(ops::accuracy_count(logits.as_slice::<T>()?, targets, k)))
 }

@@ -13,15 +13,20 @@
 //! eps is added after the bias-corrected square root, as PyTorch does. With parameter
 //! groups, lr (group `lr_scale`·lr), weight decay and betas are taken per segment of each
 //! parameter; the step count is per parameter.
+//!
+//! A parameter on a GPU-path device is updated there by a fused kernel per segment
+//! (cuda/optim.cu, the same f32 operations with the same f32 scalars), with its moments on
+//! the same device.
 
 use std::collections::HashMap;
 
 use super::{
     check_betas, check_lr, check_weight_decay, group_of, segments_of, split_name, state_copy,
-    OptimState, Optimizer, ParamGroup,
+    to_param_device, OptimState, Optimizer, ParamGroup,
 };
 use crate::device::alloc::Category;
-use crate::nn::{Module, Param};
+use crate::device::kernels::optim as kernels;
+use crate::nn::{Module, Param, Segment};
 use crate::tensor::{Float, Tensor};
 use crate::{ensure_valid, with_dtype, Error, Result};
 
@@ -129,26 +134,34 @@ impl Adam {
         }
     }
 
-    fn update<T: Float>(&mut self, name: &str, p: &mut Param) -> Result<()> {
-        let Some(g) = p.grad.take() else {
-            return Ok(());
-        };
-        let gv = g.as_slice::<T>()?;
-        let n = gv.len();
+    /// The state of `name` on `g`'s device (created on the first step), with its step count
+    /// advanced, and the per-segment scalars of this step.
+    fn advance<T: Float>(
+        &mut self,
+        name: &str,
+        g: &Tensor,
+        segs: &[Segment],
+    ) -> Result<(&mut State, Vec<Hyper<T>>)> {
+        let n = g.numel();
+        let dev = g.device();
+        let zeros = || Tensor::full_in(0.0, g.shape(), g.dtype(), dev, Category::OptimizerState);
         if !self.state.contains_key(name) {
             // charged to the layer that owns the parameter, for the per-layer memory tables
             let _s = crate::device::alloc::scope_layer(crate::device::alloc::layer_id(&g.layer()));
-            let z = || Tensor::zeros_in(g.shape(), g.dtype(), Category::OptimizerState);
             let st = State {
                 step: 0,
-                m: z()?,
-                v: z()?,
-                vmax: if self.cfg.amsgrad { Some(z()?) } else { None },
+                m: zeros()?,
+                v: zeros()?,
+                vmax: if self.cfg.amsgrad {
+                    Some(zeros()?)
+                } else {
+                    None
+                },
             };
             self.state.insert(name.to_string(), st);
         }
         let cfg = self.cfg;
-        let segs = segments_of(&p.segments, n);
+        let groups = &self.groups;
         let st = self
             .state
             .get_mut(name)
@@ -160,18 +173,19 @@ impl Adam {
             )));
         }
         if cfg.amsgrad && st.vmax.is_none() {
-            st.vmax = Some(Tensor::zeros_in(
-                g.shape(),
-                g.dtype(),
-                Category::OptimizerState,
-            )?);
+            st.vmax = Some(zeros()?);
+        }
+        to_param_device(&mut st.m, dev)?;
+        to_param_device(&mut st.v, dev)?;
+        if let Some(vm) = st.vmax.as_mut() {
+            to_param_device(vm, dev)?;
         }
         st.step += 1;
         let t = st.step as i32;
         let hyper: Vec<Hyper<T>> = segs
             .iter()
             .map(|s| {
-                let grp = group_of(&self.groups, s.kind);
+                let grp = group_of(groups, s.kind);
                 let (b1, b2) = grp.and_then(|g| g.betas).unwrap_or(cfg.betas);
                 let lr = cfg.lr * grp.map_or(1.0, |g| g.lr_scale);
                 let wd = grp.and_then(|g| g.weight_decay).unwrap_or(cfg.weight_decay);
@@ -186,6 +200,53 @@ impl Adam {
                 }
             })
             .collect();
+        Ok((st, hyper))
+    }
+
+    /// The update on the CUDA backend: one fused kernel launch per segment, on the
+    /// parameter, its gradient and its moments in place.
+    fn update_gpu(&mut self, name: &str, p: &mut Param) -> Result<()> {
+        let Some(g) = p.grad.take() else {
+            return Ok(());
+        };
+        let cfg = self.cfg;
+        let segs = segments_of(&p.segments, g.numel());
+        let (st, hyper) = self.advance::<f32>(name, &g, &segs)?;
+        for (s, h) in segs.iter().zip(&hyper) {
+            let sc = kernels::AdamScalars {
+                step_size: (h.lr / h.bc1) as f32,
+                beta1: h.b1,
+                beta2: h.b2,
+                bc2_sqrt: h.bc2_sqrt,
+                eps: cfg.eps as f32,
+                weight_decay: h.wd,
+                decay: h.decay,
+                decoupled: cfg.decoupled,
+            };
+            kernels::adam_step(
+                &mut p.value,
+                &g,
+                &mut st.m,
+                &mut st.v,
+                st.vmax.as_mut(),
+                s.range.clone(),
+                sc,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn update<T: Float>(&mut self, name: &str, p: &mut Param) -> Result<()> {
+        if p.value.device().is_gpu() {
+            return self.update_gpu(name, p);
+        }
+        let Some(g) = p.grad.take() else {
+            return Ok(());
+        };
+        let cfg = self.cfg;
+        let segs = segments_of(&p.segments, g.numel());
+        let (st, hyper) = self.advance::<T>(name, &g, &segs)?;
+        let gv = g.as_slice::<T>()?;
         let pv = p.value.data_mut::<T>()?;
         let m = st.m.data_mut::<T>()?;
         let v = st.v.data_mut::<T>()?;

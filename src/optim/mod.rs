@@ -187,11 +187,23 @@ pub(crate) fn split_name(name: &str) -> Result<(&str, &str)> {
     })
 }
 
+/// Moves an optimizer state tensor to `device` (the device of its parameter) when it is
+/// elsewhere: state loaded from a checkpoint lives on the CPU until the first step of a
+/// model on a GPU-path device, and follows a model moved with `Model::to_device`.
+pub(crate) fn to_param_device(t: &mut Tensor, device: crate::Device) -> Result<()> {
+    if t.device() != device {
+        *t = t.to_device(device)?;
+        t.retag(Category::OptimizerState);
+    }
+    Ok(())
+}
+
 /// Clip the gradients of `net` by their global L2 norm, as
 /// `torch.nn.utils.clip_grad_norm_(params, max_norm)`: total = ‖(‖g_1‖, …, ‖g_n‖)‖₂;
 /// every gradient is multiplied by min(1, max_norm / (total + 1e-6)). Returns the total
 /// norm before clipping. Norms are accumulated in f64. Like PyTorch (error_if_nonfinite =
-/// False), a non-finite total is returned and applied as is.
+/// False), a non-finite total is returned and applied as is. Gradients on a GPU-path device
+/// are reduced and scaled there (`device::kernels::optim`); only the norm comes back.
 pub fn clip_grad_norm(net: &mut dyn Module, max_norm: f64) -> Result<f64> {
     ensure_valid!(
         max_norm.is_finite() && max_norm > 0.0,
@@ -199,18 +211,37 @@ pub fn clip_grad_norm(net: &mut dyn Module, max_norm: f64) -> Result<f64> {
         "{max_norm} must be positive and finite"
     );
     let mut sq = 0.0f64;
+    // device gradients, grouped by device in first-seen order
+    let mut on_gpu: Vec<(crate::Device, Vec<Tensor>)> = Vec::new();
     net.visit_params(&mut |_, p| {
         if let Some(g) = &p.grad {
-            sq += g.to_f64_vec().iter().map(|v| v * v).sum::<f64>();
+            if g.device().is_gpu() {
+                match on_gpu.iter_mut().find(|(d, _)| *d == g.device()) {
+                    Some((_, v)) => v.push(g.clone()),
+                    None => on_gpu.push((g.device(), vec![g.clone()])),
+                }
+            } else {
+                sq += g.to_f64_vec().iter().map(|v| v * v).sum::<f64>();
+            }
         }
     });
+    for (_, ts) in &on_gpu {
+        let refs: Vec<&Tensor> = ts.iter().collect();
+        sq += crate::device::kernels::optim::sum_squares(&refs)?;
+    }
+    // the clones above share the gradients' storage: drop them before scaling in place
+    drop(on_gpu);
     let total = sq.sqrt();
     let coef = (max_norm / (total + 1e-6)).min(1.0);
     let coef = if total.is_nan() { f64::NAN } else { coef };
     let mut res = Ok(());
     net.visit_params(&mut |_, p| {
         if let (Some(g), true) = (p.grad.as_mut(), res.is_ok()) {
-            res = with_dtype!(g.dtype(), T => scale::<T>(g, coef));
+            res = if g.device().is_gpu() {
+                crate::device::kernels::optim::scale_in_place(g, coef as f32)
+            } else {
+                with_dtype!(g.dtype(), T => scale::<T>(g, coef))
+            };
         }
     });
     res.map(|_| total)

@@ -5,15 +5,19 @@
 //!
 //! With parameter groups, `lr` and `wd` are taken per segment of each parameter (the
 //! group's `lr_scale`·lr and weight decay); momentum, dampening and Nesterov are global.
+//!
+//! A parameter on a GPU-path device is updated there by a fused kernel per segment
+//! (cuda/optim.cu, the same f32 operations), with its momentum buffer on the same device.
 
 use std::collections::HashMap;
 
 use super::{
-    check_lr, check_weight_decay, group_of, segments_of, split_name, state_copy, OptimState,
-    Optimizer, ParamGroup,
+    check_lr, check_weight_decay, group_of, segments_of, split_name, state_copy, to_param_device,
+    OptimState, Optimizer, ParamGroup,
 };
 use crate::device::alloc::Category;
-use crate::nn::{Module, Param};
+use crate::device::kernels::optim as kernels;
+use crate::nn::{Module, Param, Segment};
 use crate::tensor::{Float, Tensor};
 use crate::{ensure_valid, with_dtype, Error, Result};
 
@@ -72,7 +76,84 @@ impl Sgd {
         &self.groups
     }
 
+    /// (lr, weight decay) of each segment.
+    fn segment_hyper(&self, segs: &[Segment]) -> Vec<(f64, f64)> {
+        segs.iter()
+            .map(|s| {
+                let grp = group_of(&self.groups, s.kind);
+                let lr = self.lr * grp.map_or(1.0, |g| g.lr_scale);
+                let wd = grp
+                    .and_then(|g| g.weight_decay)
+                    .unwrap_or(self.weight_decay);
+                (lr, wd)
+            })
+            .collect()
+    }
+
+    /// The momentum buffer of `name` on `g`'s device, created (zeros) on the first step;
+    /// returns it and whether this is its first step.
+    fn buffer(&mut self, name: &str, g: &Tensor) -> Result<(&mut Tensor, bool)> {
+        let first = !self.buffers.contains_key(name);
+        if first {
+            // charged to the layer that owns the parameter, for the per-layer memory tables
+            let _s = crate::device::alloc::scope_layer(crate::device::alloc::layer_id(&g.layer()));
+            let b = Tensor::full_in(
+                0.0,
+                g.shape(),
+                g.dtype(),
+                g.device(),
+                Category::OptimizerState,
+            )?;
+            self.buffers.insert(name.to_string(), b);
+        }
+        let buf = self
+            .buffers
+            .get_mut(name)
+            .ok_or_else(|| Error::state("sgd: missing buffer"))?;
+        to_param_device(buf, g.device())?;
+        if buf.numel() != g.numel() {
+            return Err(Error::state(format!(
+                "sgd: momentum buffer of `{name}` has {} elements, the parameter {}",
+                buf.numel(),
+                g.numel()
+            )));
+        }
+        Ok((buf, first))
+    }
+
+    /// The update on the CUDA backend: one fused kernel launch per segment.
+    fn update_gpu(&mut self, name: &str, p: &mut Param) -> Result<()> {
+        let Some(g) = p.grad.take() else {
+            return Ok(());
+        };
+        let segs = segments_of(&p.segments, g.numel());
+        let hyper = self.segment_hyper(&segs);
+        let (momentum, nesterov) = (self.momentum as f32, self.nesterov);
+        let one_minus_dampening = 1.0f32 - self.dampening as f32;
+        let mut buf = if self.momentum == 0.0 {
+            None
+        } else {
+            Some(self.buffer(name, &g)?)
+        };
+        let first = buf.as_ref().is_some_and(|b| b.1);
+        for (s, &(lr, wd)) in segs.iter().zip(&hyper) {
+            let sc = kernels::SgdScalars {
+                lr: lr as f32,
+                weight_decay: wd as f32,
+                momentum,
+                one_minus_dampening,
+                nesterov,
+            };
+            let b = buf.as_mut().map(|b| &mut *b.0);
+            kernels::sgd_step(&mut p.value, &g, b, s.range.clone(), sc, first)?;
+        }
+        Ok(())
+    }
+
     fn update<T: Float>(&mut self, name: &str, p: &mut Param) -> Result<()> {
+        if p.value.device().is_gpu() {
+            return self.update_gpu(name, p);
+        }
         let Some(g) = p.grad.take() else {
             return Ok(());
         };
@@ -80,16 +161,10 @@ impl Sgd {
         let n = gv.len();
         let (mu, damp) = (T::of(self.momentum), T::of(self.dampening));
         let segs = segments_of(&p.segments, n);
-        let hyper: Vec<(T, T)> = segs
-            .iter()
-            .map(|s| {
-                let grp = group_of(&self.groups, s.kind);
-                let lr = self.lr * grp.map_or(1.0, |g| g.lr_scale);
-                let wd = grp
-                    .and_then(|g| g.weight_decay)
-                    .unwrap_or(self.weight_decay);
-                (T::of(lr), T::of(wd))
-            })
+        let hyper: Vec<(T, T)> = self
+            .segment_hyper(&segs)
+            .into_iter()
+            .map(|(lr, wd)| (T::of(lr), T::of(wd)))
             .collect();
         let pv = p.value.data_mut::<T>()?;
         if self.momentum == 0.0 {
@@ -101,24 +176,9 @@ impl Sgd {
             }
             return Ok(());
         }
-        let first = !self.buffers.contains_key(name);
-        if first {
-            // charged to the layer that owns the parameter, for the per-layer memory tables
-            let _s = crate::device::alloc::scope_layer(crate::device::alloc::layer_id(&g.layer()));
-            let b = Tensor::zeros_in(g.shape(), g.dtype(), Category::OptimizerState)?;
-            self.buffers.insert(name.to_string(), b);
-        }
-        let buf = self
-            .buffers
-            .get_mut(name)
-            .ok_or_else(|| Error::state("sgd: missing buffer"))?
-            .data_mut::<T>()?;
-        if buf.len() != n {
-            return Err(Error::state(format!(
-                "sgd: momentum buffer of `{name}` has {} elements, the parameter {n}",
-                buf.len()
-            )));
-        }
+        let nesterov = self.nesterov;
+        let (buf, first) = self.buffer(name, &g)?;
+        let buf = buf.data_mut::<T>()?;
         for (s, &(lr, wd)) in segs.iter().zip(&hyper) {
             let r = s.range.clone();
             for ((w, &gi), b) in pv[r.clone()]
@@ -132,7 +192,7 @@ impl Sgd {
                 } else {
                     mu * *b + (T::one() - damp) * d
                 };
-                let step = if self.nesterov { d + mu * *b } else { *b };
+                let step = if nesterov { d + mu * *b } else { *b };
                 *w -= lr * step;
             }
         }

@@ -10,6 +10,8 @@
 
 pub mod conv;
 pub mod elementwise;
+pub mod loss;
+pub mod optim;
 pub mod quadratic;
 pub mod stats;
 

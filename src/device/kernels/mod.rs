@@ -10,6 +10,7 @@
 
 pub mod conv;
 pub mod elementwise;
+pub mod norm;
 
 use super::emu::LaunchConfig;
 use super::gpu::{runtime, DevPtr, Gemm, KArg, Runtime};

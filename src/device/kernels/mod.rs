@@ -12,6 +12,7 @@ pub mod act;
 pub mod conv;
 pub mod elementwise;
 pub mod norm;
+pub mod pool;
 
 use super::emu::LaunchConfig;
 use super::gpu::{runtime, DevPtr, Gemm, KArg, Runtime};

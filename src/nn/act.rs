@@ -1,9 +1,11 @@
-//! Parameter-free layers: ReLU, Flatten and Dropout.
+//! Parameter-free layers: ReLU, Flatten and Dropout. On a CUDA-backend device they run the
+//! kernels of cuda/act.cu (`device::kernels::act`); Flatten is a reshape on any device.
 
 use std::any::Any;
 
 use super::{check_grad, no_forward, LayerName, Module};
 use crate::device::alloc::{cpu_tracker, Category, TrackedVec};
+use crate::device::kernels::act as kernels;
 use crate::ops::act as ops;
 use crate::tensor::{Float, Tensor};
 use crate::{with_dtype, Error, Result};
@@ -26,6 +28,9 @@ impl ReLU {
     }
 
     fn run<T: Float>(&self, x: &Tensor) -> Result<Tensor> {
+        if x.device().is_gpu() {
+            return kernels::relu_forward(x, Category::Workspace);
+        }
         let y = ops::relu_forward_vec(x.as_slice::<T>()?);
         Tensor::from_vec_in(y, x.shape(), x.device(), Category::Workspace)
     }
@@ -36,6 +41,9 @@ impl ReLU {
             .take()
             .ok_or_else(|| no_forward(&self.name.path))?;
         check_grad(&self.name.path, g, y.shape(), y.dtype())?;
+        if y.device().is_gpu() {
+            return kernels::relu_backward(g, &y, Category::Workspace);
+        }
         let dx = ops::relu_backward_vec(g.as_slice::<T>()?, y.as_slice::<T>()?);
         Tensor::from_vec_in(dx, y.shape(), y.device(), Category::Workspace)
     }
@@ -135,15 +143,31 @@ impl Module for Flatten {
 ///
 /// The k-th training forward (k = 0, 1, ...) draws its mask from ChaCha8 stream k of key
 /// `seed`, so a run is reproducible from the seed and does not depend on the thread count.
+///
+/// On a CUDA-backend device the mask of draw k comes from a counter-based hash inside the
+/// kernel (`dropout_f32` in cuda/act.cu: SplitMix64 of (seed, k, element index)), so it is
+/// reproducible from (seed, k) as well, and nothing is stored for backward: the backward
+/// recomputes the same mask. The CPU and device masks are different draws (ChaCha8 vs the
+/// hash) — a model moved between devices drops different elements for the same seed — but
+/// both keep each element independently with probability 1 − p.
 pub struct Dropout {
     name: LayerName,
     pub p: f64,
     pub seed: u64,
     /// Training forwards so far: the stream the next mask is drawn from.
     pub calls: u64,
-    /// The input shape and keep-mask (one byte per element, 1 = kept; charged to
-    /// `Category::SavedForBackward`) of the last training forward; no mask when p = 0.
-    saved: Option<(Vec<usize>, Option<TrackedVec<u8>>)>,
+    /// The input shape and mask of the last training forward.
+    saved: Option<(Vec<usize>, SavedMask)>,
+}
+
+/// The mask a training forward leaves for backward.
+enum SavedMask {
+    /// p = 0: the identity.
+    Identity,
+    /// CPU: one byte per element, 1 = kept; charged to `Category::SavedForBackward`.
+    Host(TrackedVec<u8>),
+    /// CUDA backend: the draw (stream) the kernel recomputes the mask from.
+    Device { stream: u64 },
 }
 
 impl Dropout {
@@ -164,11 +188,13 @@ impl Dropout {
         })
     }
 
-    /// The keep-mask of the last training forward (1 = kept), while it is held.
+    /// The keep-mask of the last training forward on the CPU (1 = kept), while it is held
+    /// (`None` on a CUDA-backend device, where the mask is never stored).
     pub fn mask(&self) -> Option<&[u8]> {
-        self.saved
-            .as_ref()
-            .and_then(|(_, m)| m.as_ref().map(|m| m.as_slice()))
+        match &self.saved {
+            Some((_, SavedMask::Host(m))) => Some(m.as_slice()),
+            _ => None,
+        }
     }
 
     /// 1/(1 − p): the factor applied to kept elements.
@@ -196,15 +222,22 @@ impl Module for Dropout {
     fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
         let _s = self.name.scope();
         if self.p == 0.0 {
-            self.saved = Some((x.shape().to_vec(), None));
+            self.saved = Some((x.shape().to_vec(), SavedMask::Identity));
             return Ok(x.clone());
+        }
+        if x.device().is_gpu() {
+            let stream = self.calls;
+            let y = kernels::dropout(x, self.p, self.seed, stream, Category::Workspace)?;
+            self.calls += 1;
+            self.saved = Some((x.shape().to_vec(), SavedMask::Device { stream }));
+            return Ok(y);
         }
         let mut mask =
             TrackedVec::filled(0u8, x.numel(), cpu_tracker(), Category::SavedForBackward);
         ops::dropout_mask(&mut mask, self.p, self.seed, self.calls);
         self.calls += 1;
         let y = with_dtype!(x.dtype(), T => Self::apply::<T>(x, &mask, self.scale()))?;
-        self.saved = Some((x.shape().to_vec(), Some(mask)));
+        self.saved = Some((x.shape().to_vec(), SavedMask::Host(mask)));
         Ok(y)
     }
     fn backward(&mut self, g: &Tensor) -> Result<Tensor> {
@@ -214,10 +247,15 @@ impl Module for Dropout {
             .take()
             .ok_or_else(|| no_forward(&self.name.path))?;
         check_grad(&self.name.path, g, &shape, g.dtype())?;
+        // the same map as forward: dx = g · mask · scale
         match mask {
-            None => Ok(g.clone()),
-            // the same map as forward: dx = g · mask · scale
-            Some(m) => with_dtype!(g.dtype(), T => Self::apply::<T>(g, &m, self.scale())),
+            SavedMask::Identity => Ok(g.clone()),
+            SavedMask::Host(m) => {
+                with_dtype!(g.dtype(), T => Self::apply::<T>(g, &m, self.scale()))
+            }
+            SavedMask::Device { stream } => {
+                kernels::dropout(g, self.p, self.seed, stream, Category::Workspace)
+            }
         }
     }
     fn clear_saved(&mut self) {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use super::{no_forward, observe_output, BackpropMode, LayerName, Module, Param};
 use crate::device::alloc::Category;
+use crate::device::kernels;
 use crate::tensor::{Float, Tensor};
 use crate::{with_dtype, Error, Result};
 
@@ -93,7 +94,9 @@ impl Module for Sequential {
 }
 
 /// out = relu(main(x) + shortcut(x)), the shortcut being the identity when absent (the
-/// CIFAR ResNet basic block). The final ReLU keeps its output for backward.
+/// CIFAR ResNet basic block). The final ReLU keeps its output for backward. On a
+/// CUDA-backend device the sum, the ReLU and the gradient sum are kernels
+/// (`kernels::elementwise::add`, `kernels::act`).
 pub struct Residual {
     name: LayerName,
     pub main: Sequential,
@@ -126,16 +129,30 @@ impl Residual {
                 ),
             ));
         }
+        if a.device().is_gpu() {
+            let mut y = kernels::elementwise::add(a, b, Category::Workspace)?;
+            if self.relu {
+                kernels::act::relu_inplace(&mut y)?;
+            }
+            return Ok(y);
+        }
         let out = crate::ops::act::add_relu(a.as_slice::<T>()?, b.as_slice::<T>()?, self.relu);
         Tensor::from_vec_in(out, a.shape(), a.device(), Category::Workspace)
     }
 
     fn relu_back<T: Float>(&self, g: &Tensor, y: &Tensor) -> Result<Tensor> {
+        if g.device().is_gpu() {
+            return kernels::act::relu_backward(g, y, Category::Workspace);
+        }
         let out = crate::ops::act::relu_backward_vec(g.as_slice::<T>()?, y.as_slice::<T>()?);
         Tensor::from_vec_in(out, g.shape(), g.device(), Category::Workspace)
     }
 
+    /// The input gradient: the sum of the gradients through both branches.
     fn add<T: Float>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        if a.device().is_gpu() {
+            return kernels::elementwise::add(a, b, Category::Workspace);
+        }
         let out = crate::ops::act::add_relu(a.as_slice::<T>()?, b.as_slice::<T>()?, false);
         Tensor::from_vec_in(out, a.shape(), a.device(), Category::Workspace)
     }

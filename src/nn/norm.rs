@@ -6,12 +6,17 @@
 //! updates running_mean / running_var with the *unbiased* variance:
 //! `running = (1 − momentum)·running + momentum·batch` (PyTorch's momentum convention).
 //! `infer` normalises with the running statistics and changes nothing.
+//!
+//! On a CUDA-backend device (`Device::Cuda(n)`, `Device::Emu`) the same math runs as the
+//! kernels of cuda/norm.cu (`device::kernels::norm`); the layer's parameters and running
+//! statistics must live there too (`nn::module_to_device` moves both).
 
 use std::any::Any;
 use std::collections::HashMap;
 
 use super::{load_param, no_forward, take_entry, LayerName, Module, Param, ParamKind};
 use crate::device::alloc::Category;
+use crate::device::kernels::norm as kernels;
 use crate::ops::norm as ops;
 use crate::tensor::{DType, Float, Tensor};
 use crate::{with_dtype, Error, Result};
@@ -174,6 +179,18 @@ impl BatchNorm {
 
     fn run_eval<T: Float>(&self, x: &Tensor) -> Result<Tensor> {
         let dims = self.dims(x)?;
+        if x.device().is_gpu() {
+            return kernels::batch_norm_eval(
+                x,
+                dims,
+                &self.weight.value,
+                &self.bias.value,
+                &self.running_mean,
+                &self.running_var,
+                self.eps,
+                Category::Workspace,
+            );
+        }
         let mut y = super::zeros_par(x.shape(), x.dtype(), Category::Workspace)?;
         let rstd = ops::rstd(self.running_var.as_slice::<T>()?, self.eps);
         ops::normalize(
@@ -198,6 +215,28 @@ impl BatchNorm {
                     x.shape()
                 ),
             ));
+        }
+        if x.device().is_gpu() {
+            let r = kernels::batch_norm_train(
+                x,
+                (n, c, l),
+                &self.weight.value,
+                &self.bias.value,
+                &self.running_mean,
+                &self.running_var,
+                self.eps,
+                self.momentum,
+                Category::Workspace,
+            )?;
+            // new tensors, as on the CPU: an earlier state dict keeps the old values
+            self.running_mean = r.running_mean;
+            self.running_var = r.running_var;
+            self.saved = Some(Saved {
+                x: x.keep_for_backward(),
+                mean: r.mean,
+                rstd: r.rstd,
+            });
+            return Ok(r.y);
         }
         let xs = x.as_slice::<T>()?;
         let (mean, var) = ops::batch_stats(xs, n, c, l);
@@ -234,6 +273,14 @@ impl BatchNorm {
             .ok_or_else(|| no_forward(&self.name.path))?;
         let dims = self.dims(&s.x)?;
         super::check_grad(&self.name.path, g, s.x.shape(), s.x.dtype())?;
+        if s.x.device().is_gpu() {
+            let r =
+                kernels::batch_norm_backward(&s.x, g, dims, &s.mean, &s.rstd, &self.weight.value)?;
+            drop(s);
+            self.weight.accumulate_grad_tensor(r.dgamma)?;
+            self.bias.accumulate_grad_tensor(r.dbeta)?;
+            return Ok(r.dx);
+        }
         let (xs, gs) = (s.x.as_slice::<T>()?, g.as_slice::<T>()?);
         let (mean, rstd) = (s.mean.as_slice::<T>()?, s.rstd.as_slice::<T>()?);
         // dβ = Σ g, dγ = Σ g·x̂ (per channel)
@@ -298,6 +345,10 @@ impl Module for BatchNorm {
     fn visit_params(&mut self, f: &mut dyn FnMut(&str, &mut Param)) {
         f(&self.name.key("weight"), &mut self.weight);
         f(&self.name.key("bias"), &mut self.bias);
+    }
+    fn visit_buffers(&mut self, f: &mut dyn FnMut(&str, &mut Tensor)) {
+        f(&self.name.key("running_mean"), &mut self.running_mean);
+        f(&self.name.key("running_var"), &mut self.running_var);
     }
     fn state_dict(&self, out: &mut Vec<(String, Tensor)>) {
         out.push((self.name.key("weight"), self.weight.value.clone()));

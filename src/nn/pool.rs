@@ -1,10 +1,12 @@
 //! Pooling layers: `MaxPool2d`, `AvgPool2d` (PyTorch semantics, floor mode) and
-//! `GlobalAvgPool` (adaptive_avg_pool2d(1) followed by flatten).
+//! `GlobalAvgPool` (adaptive_avg_pool2d(1) followed by flatten). On a CUDA-backend device
+//! they run the kernels of cuda/pool.cu (`device::kernels::pool`).
 
 use std::any::Any;
 
 use super::{check_grad, no_forward, LayerName, Module};
 use crate::device::alloc::{cpu_tracker, Category, TrackedVec};
+use crate::device::kernels::pool::{self as kernels, PoolIndices};
 use crate::ops::pool::{self as ops, PoolGeom};
 use crate::tensor::{Float, Tensor};
 use crate::{with_dtype, Error, Result};
@@ -16,7 +18,13 @@ pub struct MaxPool2d {
     /// Input shape (N, C, H, W) and argmax indices (N, C, Ho, Wo) of the last training
     /// forward; each index is h·W + w within its plane (as PyTorch's `indices`). The input
     /// itself is not kept.
-    saved: Option<([usize; 4], TrackedVec<u32>)>,
+    saved: Option<([usize; 4], Indices)>,
+}
+
+/// Argmax indices where the input lived: host memory, or the device (CUDA backend).
+enum Indices {
+    Host(TrackedVec<u32>),
+    Device(PoolIndices),
 }
 
 impl MaxPool2d {
@@ -65,6 +73,18 @@ impl MaxPool2d {
             .ok_or_else(|| no_forward(&self.name.path))?;
         let (ho, wo) = self.geom.out_hw(h, w, &self.name.path)?;
         check_grad(&self.name.path, g, &[n, c, ho, wo], g.dtype())?;
+        let idx = match idx {
+            Indices::Host(idx) => idx,
+            Indices::Device(idx) => {
+                return kernels::maxpool2d_backward(
+                    &self.geom,
+                    g,
+                    &idx,
+                    [n, c, h, w],
+                    &self.name.path,
+                )
+            }
+        };
         let mut dx = super::zeros_par(&[n, c, h, w], g.dtype(), Category::Workspace)?;
         ops::maxpool2d_backward(
             g.as_slice::<T>()?,
@@ -91,13 +111,35 @@ impl Module for MaxPool2d {
     fn infer(&self, x: &Tensor) -> Result<Tensor> {
         let _s = self.name.scope();
         // the indices are scratch here
+        if x.device().is_gpu() {
+            return kernels::maxpool2d_forward(
+                &self.geom,
+                x,
+                &self.name.path,
+                Category::Workspace,
+                Category::Workspace,
+            )
+            .map(|r| r.0);
+        }
         with_dtype!(x.dtype(), T => self.run::<T>(x, Category::Workspace)).map(|r| r.0)
     }
     fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
         let _s = self.name.scope();
+        if x.device().is_gpu() {
+            let (y, idx) = kernels::maxpool2d_forward(
+                &self.geom,
+                x,
+                &self.name.path,
+                Category::Workspace,
+                Category::SavedForBackward,
+            )?;
+            let (n, c, h, w) = x.dims4(&self.name.path)?;
+            self.saved = Some(([n, c, h, w], Indices::Device(idx)));
+            return Ok(y);
+        }
         let (y, idx, dims, _) =
             with_dtype!(x.dtype(), T => self.run::<T>(x, Category::SavedForBackward))?;
-        self.saved = Some((dims, idx));
+        self.saved = Some((dims, Indices::Host(idx)));
         Ok(y)
     }
     fn backward(&mut self, g: &Tensor) -> Result<Tensor> {
@@ -134,6 +176,9 @@ impl AvgPool2d {
     }
 
     fn run<T: Float>(&self, x: &Tensor) -> Result<Tensor> {
+        if x.device().is_gpu() {
+            return kernels::avgpool2d_forward(&self.geom, x, &self.name.path, Category::Workspace);
+        }
         let (n, c, h, w, ho, wo) = ops::check_input(&self.geom, x, &self.name.path)?;
         let mut y = super::zeros_par(&[n, c, ho, wo], x.dtype(), Category::Workspace)?;
         ops::avgpool2d_forward(
@@ -153,6 +198,9 @@ impl AvgPool2d {
             .ok_or_else(|| no_forward(&self.name.path))?;
         let (ho, wo) = self.geom.out_hw(h, w, &self.name.path)?;
         check_grad(&self.name.path, g, &[n, c, ho, wo], g.dtype())?;
+        if g.device().is_gpu() {
+            return kernels::avgpool2d_backward(&self.geom, g, [n, c, h, w], &self.name.path);
+        }
         let mut dx = super::zeros_par(&[n, c, h, w], g.dtype(), Category::Workspace)?;
         ops::avgpool2d_backward(
             &self.geom,
@@ -227,6 +275,9 @@ impl GlobalAvgPool {
 
     fn run<T: Float>(&self, x: &Tensor) -> Result<Tensor> {
         let [n, c, h, w] = self.dims(x)?;
+        if x.device().is_gpu() {
+            return kernels::global_avg_forward(x, &self.name.path, Category::Workspace);
+        }
         let mut y = super::zeros_par(&[n, c], x.dtype(), Category::Workspace)?;
         ops::global_avg_forward(x.as_slice::<T>()?, h * w, y.data_mut::<T>()?);
         Ok(y)
@@ -238,6 +289,9 @@ impl GlobalAvgPool {
             .take()
             .ok_or_else(|| no_forward(&self.name.path))?;
         check_grad(&self.name.path, g, &[n, c], g.dtype())?;
+        if g.device().is_gpu() {
+            return kernels::global_avg_backward(g, [n, c, h, w]);
+        }
         let mut dx = super::zeros_par(&[n, c, h, w], g.dtype(), Category::Workspace)?;
         ops::global_avg_backward(g.as_slice::<T>()?, h * w, dx.data_mut::<T>()?);
         Ok(dx)

@@ -8,10 +8,13 @@
 //! `// SAFETY:` line says which of those checks keeps the kernel's accesses in bounds.
 //! The backend computes in f32 (gradient checks in f64 run on the CPU engine).
 
+pub mod act;
 pub mod conv;
 pub mod elementwise;
 pub mod loss;
+pub mod norm;
 pub mod optim;
+pub mod pool;
 pub mod quadratic;
 pub mod stats;
 

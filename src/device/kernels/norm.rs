@@ -1,0 +1,318 @@
+//! Batch normalisation on the CUDA backend (cuda/norm.cu, and bn_stats_f32 of
+//! cuda/reduce.cu): training forward with batch statistics and the running-statistics
+//! update, eval forward with the running statistics, backward (dx, dγ, dβ).
+//!
+//! Tensors are viewed as (N, C, L) — L = H·W for BatchNorm2d, 1 or L for BatchNorm1d — as
+//! in `ops::norm`, whose conventions these kernels follow: biased variance to normalise,
+//! unbiased variance for the running statistics, PyTorch's momentum.
+
+use super::{
+    channel_grid, check_all, expect_numel, gpu_f32, int, launch, output, LaunchConfig, REDUCE_BLOCK,
+};
+use crate::device::alloc::Category;
+use crate::device::gpu::{KArg, Runtime};
+use crate::tensor::Tensor;
+use crate::Result;
+
+/// (N, C, L) of a batch-norm input.
+pub type Dims = (usize, usize, usize);
+
+/// Checks that x has N·C·L elements and every per-channel tensor C, all on x's device in
+/// f32; returns the runtime and the dims as kernel ints.
+fn check(
+    op: &str,
+    x: &Tensor,
+    (n, c, l): Dims,
+    channels: &[(&str, &Tensor)],
+) -> Result<(&'static dyn Runtime, [KArg; 3])> {
+    let rt = gpu_f32(op, "x", x)?;
+    check_all(op, x.device(), channels)?;
+    expect_numel(op, "x", x, n * c * l, "N, C, L")?;
+    for (what, t) in channels {
+        expect_numel(op, what, t, c, "C")?;
+    }
+    let dims = [
+        KArg::I32(int(op, "N", n)?),
+        KArg::I32(int(op, "C", c)?),
+        KArg::I32(int(op, "L", l)?),
+    ];
+    Ok((rt, dims))
+}
+
+/// What a training forward produces.
+pub struct BnTrain {
+    /// (N, C, L) as x's shape.
+    pub y: Tensor,
+    /// Batch mean (C), charged to `Category::SavedForBackward`.
+    pub mean: Tensor,
+    /// Batch 1/√(var + eps) (C), charged to `Category::SavedForBackward`.
+    pub rstd: Tensor,
+    /// The updated running mean and variance (C): new tensors (the old ones are only read,
+    /// so a state dict taken earlier keeps its values), charged to `Category::Parameter`.
+    pub running_mean: Tensor,
+    pub running_var: Tensor,
+}
+
+/// Training forward: normalise x with its batch statistics (biased variance) and compute
+/// the new running statistics `(1 − momentum)·running + momentum·batch` (unbiased
+/// variance). N·L must be positive (the layer also refuses N·L = 1).
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_train(
+    x: &Tensor,
+    dims: Dims,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f64,
+    momentum: f64,
+    category: Category,
+) -> Result<BnTrain> {
+    let op = "batch_norm_train";
+    let (rt, d) = check(
+        op,
+        x,
+        dims,
+        &[
+            ("weight", gamma),
+            ("bias", beta),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+        ],
+    )?;
+    let (n, c, l) = dims;
+    crate::ensure_shape!(n * l > 0 && c > 0, op, "empty input {:?}", x.shape());
+    let dev = x.device();
+    let mut mean = output(&[c], dev, Category::SavedForBackward)?;
+    let mut rstd = output(&[c], dev, Category::SavedForBackward)?;
+    let mut var = output(&[c], dev, Category::Workspace)?;
+    let args = [
+        KArg::Ptr(x.dev_ptr()?),
+        KArg::Ptr(mean.dev_ptr_mut()?),
+        KArg::Ptr(var.dev_ptr_mut()?),
+        KArg::Ptr(rstd.dev_ptr_mut()?),
+        d[0],
+        d[1],
+        d[2],
+        KArg::F32(eps as f32),
+    ];
+    // SAFETY: bn_stats_f32(x, mean, var, rstd, N, C, L, eps) of reduce.cu; x holds N·C·L
+    // f32 (checked), mean/var/rstd were just allocated with C each and are distinct; the
+    // block REDUCE_BLOCK is a multiple of 32 ≤ 1024 as block_sum requires.
+    unsafe {
+        launch(
+            rt,
+            "bn_stats_f32",
+            LaunchConfig::new(channel_grid(c), REDUCE_BLOCK, 0),
+            &args,
+        )?
+    };
+
+    let count = (n * l) as f64;
+    let unbias = if n * l > 1 {
+        count / (count - 1.0)
+    } else {
+        1.0
+    };
+    let mut rm = output(&[c], dev, Category::Parameter)?;
+    let mut rv = output(&[c], dev, Category::Parameter)?;
+    let args = [
+        KArg::Ptr(running_mean.dev_ptr()?),
+        KArg::Ptr(running_var.dev_ptr()?),
+        KArg::Ptr(mean.dev_ptr()?),
+        KArg::Ptr(var.dev_ptr()?),
+        KArg::Ptr(rm.dev_ptr_mut()?),
+        KArg::Ptr(rv.dev_ptr_mut()?),
+        d[1],
+        KArg::F32(momentum as f32),
+        KArg::F32(unbias as f32),
+    ];
+    // SAFETY: bn_update_running_f32(rm, rv, mean, var, rm_new, rv_new, C, momentum,
+    // unbias); every buffer holds C f32 (the running stats checked, the others allocated
+    // here); rm_new and rv_new are fresh, so they alias none of the inputs.
+    unsafe {
+        launch(
+            rt,
+            "bn_update_running_f32",
+            LaunchConfig::elementwise(c),
+            &args,
+        )?
+    };
+
+    let y = normalize(rt, x, &d, &mean, &rstd, gamma, beta, category)?;
+    Ok(BnTrain {
+        y,
+        mean,
+        rstd,
+        running_mean: rm,
+        running_var: rv,
+    })
+}
+
+/// Eval forward: normalise x with the running statistics (nothing changes).
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_eval(
+    x: &Tensor,
+    dims: Dims,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f64,
+    category: Category,
+) -> Result<Tensor> {
+    let op = "batch_norm_eval";
+    let (rt, d) = check(
+        op,
+        x,
+        dims,
+        &[
+            ("weight", gamma),
+            ("bias", beta),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+        ],
+    )?;
+    let c = dims.1;
+    let mut rstd = output(&[c], x.device(), Category::Workspace)?;
+    if c > 0 {
+        let args = [
+            KArg::Ptr(running_var.dev_ptr()?),
+            KArg::Ptr(rstd.dev_ptr_mut()?),
+            d[1],
+            KArg::F32(eps as f32),
+        ];
+        // SAFETY: bn_rstd_f32(var, rstd, C, eps); running_var holds C f32 (checked), rstd
+        // was just allocated with C.
+        unsafe { launch(rt, "bn_rstd_f32", LaunchConfig::elementwise(c), &args)? };
+    }
+    normalize(rt, x, &d, running_mean, &rstd, gamma, beta, category)
+}
+
+/// y = γ·(x − mean)·rstd + β; every argument checked by the caller (`check`).
+#[allow(clippy::too_many_arguments)]
+fn normalize(
+    rt: &dyn Runtime,
+    x: &Tensor,
+    d: &[KArg; 3],
+    mean: &Tensor,
+    rstd: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    category: Category,
+) -> Result<Tensor> {
+    let op = "bn_normalize_f32";
+    check_all(op, x.device(), &[("mean", mean), ("rstd", rstd)])?;
+    let c = gamma.numel();
+    expect_numel(op, "mean", mean, c, "C")?;
+    expect_numel(op, "rstd", rstd, c, "C")?;
+    let mut y = output(x.shape(), x.device(), category)?;
+    let total = x.numel();
+    if total == 0 {
+        return Ok(y);
+    }
+    let args = [
+        KArg::Ptr(x.dev_ptr()?),
+        KArg::Ptr(mean.dev_ptr()?),
+        KArg::Ptr(rstd.dev_ptr()?),
+        KArg::Ptr(gamma.dev_ptr()?),
+        KArg::Ptr(beta.dev_ptr()?),
+        KArg::Ptr(y.dev_ptr_mut()?),
+        d[0],
+        d[1],
+        d[2],
+    ];
+    // SAFETY: bn_normalize_f32(x, mean, rstd, gamma, beta, y, N, C, L); the caller checked
+    // x (N·C·L f32) and gamma/beta (C) with `check`, mean and rstd were checked to hold C
+    // here; y is fresh with x's N·C·L elements.
+    unsafe { launch(rt, op, LaunchConfig::elementwise(total), &args)? };
+    Ok(y)
+}
+
+/// Gradients of a training-mode batch norm.
+pub struct BnGrads {
+    /// (N, C, L) as x's shape.
+    pub dx: Tensor,
+    /// dγ = Σ g·x̂ per channel (C).
+    pub dgamma: Tensor,
+    /// dβ = Σ g per channel (C).
+    pub dbeta: Tensor,
+}
+
+/// Training-mode backward from the saved input x, its batch mean and rstd, γ and the output
+/// gradient g: dx = γ·rstd·(g − Σg/M − x̂·Σg·x̂/M), M = N·L.
+pub fn batch_norm_backward(
+    x: &Tensor,
+    g: &Tensor,
+    dims: Dims,
+    mean: &Tensor,
+    rstd: &Tensor,
+    gamma: &Tensor,
+) -> Result<BnGrads> {
+    let op = "batch_norm_backward";
+    let (rt, d) = check(
+        op,
+        x,
+        dims,
+        &[("mean", mean), ("rstd", rstd), ("weight", gamma)],
+    )?;
+    check_all(op, x.device(), &[("output gradient", g)])?;
+    let (n, c, l) = dims;
+    expect_numel(op, "output gradient", g, n * c * l, "N, C, L")?;
+    let dev = x.device();
+    let mut dgamma = output(&[c], dev, Category::Workspace)?;
+    let mut dbeta = output(&[c], dev, Category::Workspace)?;
+    let mut dx = output(x.shape(), dev, Category::Workspace)?;
+    if n * c * l == 0 {
+        super::elementwise::fill(&mut dgamma, 0.0)?;
+        super::elementwise::fill(&mut dbeta, 0.0)?;
+        return Ok(BnGrads { dx, dgamma, dbeta });
+    }
+    let args = [
+        KArg::Ptr(x.dev_ptr()?),
+        KArg::Ptr(g.dev_ptr()?),
+        KArg::Ptr(mean.dev_ptr()?),
+        KArg::Ptr(rstd.dev_ptr()?),
+        KArg::Ptr(dbeta.dev_ptr_mut()?),
+        KArg::Ptr(dgamma.dev_ptr_mut()?),
+        d[0],
+        d[1],
+        d[2],
+    ];
+    // SAFETY: bn_grad_sums_f32(x, g, mean, rstd, sum_g, sum_gx, N, C, L); x and g hold
+    // N·C·L f32, mean and rstd C (checked); sum_g/sum_gx (dbeta/dgamma) are fresh with C
+    // each; block REDUCE_BLOCK is a multiple of 32 ≤ 1024 as block_sum requires.
+    unsafe {
+        launch(
+            rt,
+            "bn_grad_sums_f32",
+            LaunchConfig::new(channel_grid(c), REDUCE_BLOCK, 0),
+            &args,
+        )?
+    };
+    let args = [
+        KArg::Ptr(x.dev_ptr()?),
+        KArg::Ptr(g.dev_ptr()?),
+        KArg::Ptr(mean.dev_ptr()?),
+        KArg::Ptr(rstd.dev_ptr()?),
+        KArg::Ptr(gamma.dev_ptr()?),
+        KArg::Ptr(dbeta.dev_ptr()?),
+        KArg::Ptr(dgamma.dev_ptr()?),
+        KArg::Ptr(dx.dev_ptr_mut()?),
+        d[0],
+        d[1],
+        d[2],
+    ];
+    // SAFETY: bn_backward_input_f32(x, g, mean, rstd, gamma, sum_g, sum_gx, dx, N, C, L);
+    // x, g hold N·C·L f32 and mean, rstd, gamma C (checked); sum_g, sum_gx hold C (allocated
+    // above); dx is fresh with N·C·L, so it aliases no input.
+    unsafe {
+        launch(
+            rt,
+            "bn_backward_input_f32",
+            LaunchConfig::elementwise(n * c * l),
+            &args,
+        )?
+    };
+    Ok(BnGrads { dx, dgamma, dbeta })
+}

@@ -475,13 +475,17 @@ impl Tensor {
         Ok(Tensor::wrap_gpu(buf, dtype, shape))
     }
 
-    /// A copy on `device`, charged to the same category (the same storage when it is there
-    /// already).
+    /// A copy on `device`, charged to the same category and layer (the same storage when it
+    /// is there already).
     pub fn to_device(&self, device: Device) -> Result<Tensor> {
         if device == self.device() {
             return Ok(self.clone());
         }
         let cat = self.category();
+        // the copy is charged to the same layer as the original (a model moved to a GPU
+        // keeps its per-layer accounting)
+        let _layer =
+            crate::device::alloc::scope_layer(crate::device::alloc::layer_id(&self.layer()));
         with_dtype!(self.dtype(), T => Self::from_vec_in(self.to_vec::<T>()?, &self.shape, device, cat))
     }
 

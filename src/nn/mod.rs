@@ -350,7 +350,8 @@ pub fn take_entry(map: &mut HashMap<String, Tensor>, key: &str, shape: &[usize])
 /// Replace a parameter's value from a state-dict entry (converted to its dtype).
 pub fn load_param(p: &mut Param, map: &mut HashMap<String, Tensor>, key: &str) -> Result<()> {
     let t = take_entry(map, key, p.value.shape())?;
-    let t = t.to_dtype(p.value.dtype())?;
+    // the loaded values go where the parameter lives (see `BatchNorm::load_buffer`)
+    let t = t.to_dtype(p.value.dtype())?.to_device(p.value.device())?;
     t.retag(Category::Parameter);
     p.value = t;
     p.grad = None;

@@ -308,7 +308,11 @@ impl BatchNorm {
         leaf: &str,
         dtype: DType,
     ) -> Result<Tensor> {
-        let t = take_entry(map, &self.name.key(leaf), &[self.num_features])?.to_dtype(dtype)?;
+        // loaded values go where the layer lives (a model on a GPU-path device loading a
+        // host checkpoint keeps every tensor on its device)
+        let t = take_entry(map, &self.name.key(leaf), &[self.num_features])?
+            .to_dtype(dtype)?
+            .to_device(self.running_mean.device())?;
         t.retag(Category::Parameter);
         Ok(t)
     }

@@ -724,8 +724,11 @@ impl Core {
                 out.push((e.key, t.clone()));
                 continue;
             }
+            // a slice of a stacked tensor, on the layer's device like every state entry
             let v = t.to_f64_vec();
-            if let Ok(s) = Tensor::from_f64(&v[e.range.clone()], &e.shape, t.dtype()) {
+            if let Ok(s) = Tensor::from_f64(&v[e.range.clone()], &e.shape, t.dtype())
+                .and_then(|s| s.to_device(t.device()))
+            {
                 out.push((e.key, s));
             }
         }
@@ -761,7 +764,7 @@ impl Core {
                 continue;
             };
             let Some(old) = self.slot(slot) else { continue };
-            let t = Tensor::from_f64(&v, old.shape(), old.dtype())?;
+            let t = Tensor::from_f64(&v, old.shape(), old.dtype())?.to_device(old.device())?;
             t.retag(Category::Parameter);
             let param = match slot {
                 Slot::W1 => &mut self.w1,

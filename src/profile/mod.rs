@@ -88,8 +88,10 @@ pub struct DeviceCheck {
     pub device_used_before: u64,
     /// Device memory in use at the end of the recorded step.
     pub device_used: u64,
-    /// device_used − device_used_before − pool_reserved (signed): memory the device lost
-    /// during the run that the pool does not account for.
+    /// The pool's reserved bytes before the model was built (blocks cached by earlier work).
+    pub pool_reserved_before: u64,
+    /// (device_used − device_used_before) − (pool_reserved − pool_reserved_before), signed:
+    /// memory the device lost during the run that the pool does not account for.
     pub unaccounted: i64,
     pub device_total: u64,
 }
@@ -366,8 +368,10 @@ fn device_used(device: Device) -> Option<(u64, u64)> {
 fn profile_inner(spec: &ModelSpec, label: &str, opts: &ProfileOptions) -> Result<MemoryProfile> {
     let tracker = opts.device.tracker()?;
     let used_before = device_used(opts.device);
+    let mut pool_before = 0;
     if let Ok(rt) = crate::device::gpu::runtime(opts.device) {
         rt.pool().reset_peak();
+        pool_before = rt.pool().stats().reserved;
     }
     let mut model = Model::build(
         spec,
@@ -580,7 +584,9 @@ fn profile_inner(spec: &ModelSpec, label: &str, opts: &ProfileOptions) -> Result
                 pool_peak_reserved: pool.peak_reserved,
                 device_used_before: before,
                 device_used: used,
-                unaccounted: used as i64 - before as i64 - pool.reserved as i64,
+                pool_reserved_before: pool_before,
+                unaccounted: (used as i64 - before as i64)
+                    - (pool.reserved as i64 - pool_before as i64),
                 device_total: total,
             })
         }

@@ -1,6 +1,10 @@
 //! Shared by the emulator parity tests (`mod common;`): run one layer on the CPU engine and
 //! on `Device::Emu` (the CUDA backend's code path, kernels executed by the emulator) from
 //! the same weights and compare forward output, input gradient and parameter gradients.
+//!
+//! With `QUADRA_TEST_CUDA=1` every check also runs on `cuda:0` (the same code path on a real
+//! GPU); with that variable set and no usable GPU the tests FAIL, so a run that asked for
+//! the GPU never passes without one.
 #![allow(dead_code)]
 
 use quadra::nn::{module_to_device, Module};
@@ -23,7 +27,7 @@ pub fn assert_close(got: &Tensor, want: &Tensor, rtol: f64, atol: f64, what: &st
     let i = worst.1;
     assert!(
         worst.0 <= 0.0,
-        "{what}: element {i} is {} on emu, {} on cpu",
+        "{what}: element {i} is {} on the device, {} on cpu",
         g[i],
         w[i]
     );
@@ -45,10 +49,44 @@ pub fn grads(m: &mut dyn Module) -> Vec<(String, Tensor)> {
     out
 }
 
-/// Builds the layer twice with `build` (same seed ⇒ same weights), moves one copy to Emu,
-/// runs a training forward and backward with the same input and output gradient on both,
-/// and an eval-mode `infer`, and compares everything. Returns the CPU output.
+/// Whether this run must also test the real GPU (`QUADRA_TEST_CUDA=1`).
+pub fn gpu_requested() -> bool {
+    std::env::var("QUADRA_TEST_CUDA").is_ok_and(|v| v.trim() == "1")
+}
+
+/// The CUDA-backend devices to check: the emulator, plus cuda:0 when asked for (which must
+/// then be usable: a panic otherwise).
+pub fn devices() -> Vec<Device> {
+    let mut v = vec![Device::Emu];
+    if gpu_requested() {
+        if let Err(e) = quadra::device::gpu::runtime(Device::Cuda(0)) {
+            panic!("QUADRA_TEST_CUDA=1 but cuda:0 cannot be used: {e}");
+        }
+        v.push(Device::Cuda(0));
+    }
+    v
+}
+
+/// `check_layer_on` for every device of `devices()`; returns the CPU output.
 pub fn check_layer(
+    build: &dyn Fn() -> Box<dyn Module>,
+    x_shape: &[usize],
+    seed: u64,
+    rtol: f64,
+    atol: f64,
+) -> Tensor {
+    let mut y = None;
+    for d in devices() {
+        y = Some(check_layer_on(d, build, x_shape, seed, rtol, atol));
+    }
+    y.expect("at least the emulator")
+}
+
+/// Builds the layer twice with `build` (same seed ⇒ same weights), moves one copy to
+/// `device`, runs a training forward and backward with the same input and output gradient
+/// on both, and an eval-mode `infer`, and compares everything. Returns the CPU output.
+pub fn check_layer_on(
+    device: Device,
     build: &dyn Fn() -> Box<dyn Module>,
     x_shape: &[usize],
     seed: u64,
@@ -57,25 +95,25 @@ pub fn check_layer(
 ) -> Tensor {
     let mut cpu = build();
     let mut emu = build();
-    module_to_device(emu.as_mut(), Device::Emu).unwrap();
+    module_to_device(emu.as_mut(), device).unwrap();
     let x = randn(x_shape, seed);
-    let xe = x.to_device(Device::Emu).unwrap();
+    let xe = x.to_device(device).unwrap();
     let name = cpu.path().to_string();
 
     let y = cpu.forward(&x).unwrap();
     let ye = emu.forward(&xe).unwrap();
-    assert_eq!(ye.device(), Device::Emu, "{name}: output left the device");
+    assert_eq!(ye.device(), device, "{name}: output left the device");
     assert_close(
         &ye.to_device(Device::Cpu).unwrap(),
         &y,
         rtol,
         atol,
-        &format!("{name} forward"),
+        &format!("{name} forward on {device}"),
     );
 
     let g = randn(y.shape(), seed ^ 0x9e37);
     let dx = cpu.backward(&g).unwrap();
-    let dxe = emu.backward(&g.to_device(Device::Emu).unwrap()).unwrap();
+    let dxe = emu.backward(&g.to_device(device).unwrap()).unwrap();
     assert_close(
         &dxe.to_device(Device::Cpu).unwrap(),
         &dx,

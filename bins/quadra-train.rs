@@ -187,7 +187,7 @@ struct TrainArgs {
     #[arg(long, value_enum)]
     backprop: Option<Backprop>,
     /// auto, cpu, cuda[:N] or emu (the CUDA backend's code path run by the kernel emulator
-    /// on the CPU); default auto (the CPU).
+    /// on the CPU); default auto: a usable CUDA GPU, else the CPU.
     #[arg(long)]
     device: Option<String>,
     /// Seed of the weights, the shuffling and the augmentation (default 0).
@@ -381,6 +381,9 @@ struct AnalyzeArgs {
     /// Histogram bins.
     #[arg(long, default_value_t = 64)]
     bins: usize,
+    /// Where the model runs and the statistics are computed: cpu, emu, cuda, cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Output directory: activations.{png,svg}, analysis.json.
     #[arg(long)]
     out: PathBuf,
@@ -963,7 +966,8 @@ impl TrainConfig {
 /// be used (checked here, so a missing driver or GPU is a clear error before any work).
 fn resolve_device(s: &str) -> Result<Device> {
     if s == "auto" {
-        return Ok(Device::Cpu);
+        // a usable GPU (driver, device and kernels all present), else the CPU
+        return Ok(Device::auto());
     }
     let d: Device = s.parse()?;
     if let Device::Cuda(_) = d {
@@ -2408,8 +2412,14 @@ fn analyze(a: &AnalyzeArgs) -> Result<()> {
     if a.batch == 0 {
         bail!("--batch must be at least 1");
     }
+    let device = resolve_device(&a.device).context("--device")?;
     create_dir(&a.out)?;
-    let report = analysis::analyze_spec(&spec, a.batch, 0, a.bins.max(1), 1)?;
+    let report = {
+        let (mut model, data) = analysis::train_briefly(&spec, 0, a.batch, 1)?;
+        model.to_device(device)?;
+        let (x, y) = data.batch(a.batch, 1001)?;
+        analysis::analyze(&mut model, &x, &y, a.bins.max(1))?
+    };
     let acts: Vec<_> = report
         .of_kind(StatKind::Activation)
         .filter(|e| !e.describe.starts_with("ReLU"))

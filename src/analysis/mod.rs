@@ -250,7 +250,8 @@ fn tree(m: &dyn Module, out: &mut Vec<(String, String, bool, bool)>) {
 }
 
 /// Run one training-mode forward and backward of `model` on (x, targets) and take
-/// statistics of every leaf layer's output, every parameter and every gradient. The
+/// statistics of every leaf layer's output, every parameter and every gradient — on the
+/// model's device (kernels on the CUDA backend; only the statistics come back). The
 /// gradients are cleared afterwards and no optimizer step is taken (the model is unchanged
 /// except for batch-norm running statistics).
 pub fn analyze(
@@ -291,6 +292,8 @@ pub fn analyze(
             }
         }
     })));
+    // statistics are taken where the model lives: a host batch is uploaded to its device
+    let x = &model.input_on_device(x)?;
     let run = (|| -> Result<f64> {
         let logits = model.net_forward_for_accounting(x)?;
         let (loss, grad) = model.loss.forward(&logits, targets)?;

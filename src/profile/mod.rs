@@ -833,6 +833,36 @@ pub fn render_table(c: &ModeComparison) -> String {
             let _ = writeln!(s, " {:>14.3}", l.recompute_flops.unwrap_or(0) as f64 / 1e9);
         }
     }
+    // on a GPU-path device: the tracker beside the device's own report
+    let checks: Vec<_> = c
+        .profiles
+        .iter()
+        .filter_map(|p| p.device_check.as_ref().map(|d| (p, d)))
+        .collect();
+    if !checks.is_empty() {
+        let _ = writeln!(
+            s,
+            "\ndevice check ({}, at the end of the recorded step; MiB):",
+            c.profiles[0].device
+        );
+        let _ = writeln!(
+            s,
+            "{:<12} {:>10} {:>14} {:>16} {:>14} {:>12}",
+            "mode", "tensors", "pool reserved", "pool peak", "device Δused", "unaccounted"
+        );
+        for (p, d) in checks {
+            let _ = writeln!(
+                s,
+                "{:<12} {:>10.2} {:>14.2} {:>16.2} {:>14.2} {:>12.2}",
+                p.label,
+                mib(d.tracked),
+                mib(d.pool_reserved),
+                mib(d.pool_peak_reserved),
+                (d.device_used as f64 - d.device_used_before as f64) / 1048576.0,
+                d.unaccounted as f64 / 1048576.0
+            );
+        }
+    }
     s
 }
 

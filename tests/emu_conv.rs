@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::check_layer;
+use common::{check_layer, geom};
 use quadra::device::alloc::Category;
 use quadra::nn::conv::Conv2d;
 use quadra::nn::linear::Linear;
@@ -15,28 +15,6 @@ use quadra::{DType, Device, Tensor};
 /// with one stride/padding/dilation per axis.
 fn conv(g: ConvGeom, bias: bool) -> impl Fn() -> Box<dyn Module> {
     move || Box::new(Conv2d::new("conv", g, bias, DType::F32, 7).unwrap()) as Box<dyn Module>
-}
-
-#[allow(clippy::too_many_arguments)]
-fn geom(
-    c_in: usize,
-    c_out: usize,
-    k: (usize, usize),
-    stride: (usize, usize),
-    padding: (usize, usize),
-    dilation: (usize, usize),
-    groups: usize,
-) -> ConvGeom {
-    ConvGeom {
-        c_in,
-        c_out,
-        kh: k.0,
-        kw: k.1,
-        stride,
-        padding,
-        dilation,
-        groups,
-    }
 }
 
 #[test]

@@ -11,7 +11,7 @@ mod common;
 
 use std::sync::Mutex;
 
-use common::{assert_close, check_layer, grads, randn};
+use common::{assert_close, check_layer, geom, grads, randn};
 use quadra::device::alloc::{cpu_tracker, emu_tracker};
 use quadra::nn::quadratic::{NeuronType, QuadConv2d, QuadLinear};
 use quadra::nn::{module_to_device, BackpropMode, Module};
@@ -25,28 +25,6 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
 }
 
 const MODES: [BackpropMode; 2] = [BackpropMode::Stored, BackpropMode::Recompute];
-
-#[allow(clippy::too_many_arguments)]
-fn geom(
-    c_in: usize,
-    c_out: usize,
-    k: (usize, usize),
-    stride: (usize, usize),
-    padding: (usize, usize),
-    dilation: (usize, usize),
-    groups: usize,
-) -> ConvGeom {
-    ConvGeom {
-        c_in,
-        c_out,
-        kh: k.0,
-        kw: k.1,
-        stride,
-        padding,
-        dilation,
-        groups,
-    }
-}
 
 fn conv(
     neuron: NeuronType,

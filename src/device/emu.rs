@@ -249,28 +249,10 @@ pub(crate) unsafe fn launch_params(
 /// only their number), and every pointer must be valid for every access the kernel makes
 /// for this launch configuration.
 unsafe fn launch(name: &str, cfg: LaunchConfig, mut args: Args) -> Result<()> {
-    let cname = CString::new(name)
-        .map_err(|_| Error::invalid("kernel", format!("`{name}`: name contains a NUL byte")))?;
     let mut params = args.params();
-    let nargs = params.len() as c_uint;
-    let pp = if params.is_empty() {
-        std::ptr::null_mut()
-    } else {
-        params.as_mut_ptr()
-    };
     // SAFETY: guaranteed by this function's contract; `params` points into `args`, both
-    // alive until the call returns (the runtime keeps no pointer past it).
-    let rc = unsafe {
-        ffi::quadra_emu_launch(
-            cname.as_ptr(),
-            cfg.grid,
-            cfg.block,
-            cfg.shared_bytes,
-            pp,
-            nargs,
-        )
-    };
-    check(rc)
+    // alive until the call returns.
+    unsafe { launch_params(name, cfg, &mut params) }
 }
 
 fn check(rc: c_int) -> Result<()> {

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 use quadra::nn::{module_to_device, Module};
+use quadra::ops::conv::ConvGeom;
 use quadra::{DType, Device, Tensor};
 
 /// Relative-to-scale f32 tolerance: |a − b| ≤ atol + rtol·|b| elementwise.
@@ -138,4 +139,27 @@ pub fn check_layer_on(
         &format!("{name} infer"),
     );
     y
+}
+
+/// A conv geometry with one (h, w) pair per kernel/stride/padding/dilation.
+#[allow(clippy::too_many_arguments)]
+pub fn geom(
+    c_in: usize,
+    c_out: usize,
+    k: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+    dilation: (usize, usize),
+    groups: usize,
+) -> ConvGeom {
+    ConvGeom {
+        c_in,
+        c_out,
+        kh: k.0,
+        kw: k.1,
+        stride,
+        padding,
+        dilation,
+        groups,
+    }
 }

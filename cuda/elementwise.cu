@@ -29,3 +29,14 @@ QUADRA_KERNEL void fill_f32(float value, float* __restrict__ y, long long n) {
     for (long long i = grid_start(); i < n; i += grid_stride()) y[i] = value;
 }
 QUADRA_EXPORT(fill_f32)
+
+// y[e] += Σ_b x[b·n + e] for e < n, the B partials added in order b = 0, 1, …
+// x: (B, n), y: (n). What a batched GEMM's per-item results need to become one sum.
+QUADRA_KERNEL void add_batch_sum_f32(const float* __restrict__ x, float* __restrict__ y, long long B, long long n) {
+    for (long long e = grid_start(); e < n; e += grid_stride()) {
+        float acc = y[e];
+        for (long long b = 0; b < B; ++b) acc += x[b * n + e];
+        y[e] = acc;
+    }
+}
+QUADRA_EXPORT(add_batch_sum_f32)

@@ -339,38 +339,41 @@ pub fn conv2d_backward(
     } else {
         None
     };
-    let nc_max = chunk(d.n, kt * l);
+    // a chunk's columns and its per-image weight-gradient partials both stay bounded
+    let nc_max = chunk(d.n, kt * l).min(chunk(d.n, m * kg));
     let mut i0 = 0;
     while i0 < d.n && l > 0 {
         let nc = nc_max.min(d.n - i0);
         let cols = im2col(g, x, &d, i0, nc)?;
-        // dW (rows, Kg) += dout_i (rows, L) · cols_iᵀ, image after image (one stream, so the
-        // accumulation is ordered).
-        for j in 0..nc {
-            for gi in 0..g.groups {
-                for (r0, rows) in row_blocks(g, nb, gi) {
-                    let gm = Gemm {
-                        m: rows,
-                        n: kg,
-                        k: l,
-                        a: dout.dev_ptr()? + (((i0 + j) * m + r0) * l * 4) as u64,
-                        lda: l,
-                        trans_a: false,
-                        stride_a: 0,
-                        b: cols.dev_ptr()? + ((j * kt + gi * kg) * l * 4) as u64,
-                        ldb: l,
-                        trans_b: true,
-                        stride_b: 0,
-                        c: dw.dev_ptr()? + (r0 * kg * 4) as u64,
-                        ldc: kg,
-                        stride_c: 0,
-                        batch: 1,
-                        accumulate: true,
-                    };
-                    gemm(op, &gm, dout, &cols, &mut dw)?;
-                }
+        // dW (M, Kg) += Σ_i dout_i (M, L) · cols_iᵀ: one strided-batched GEMM writes each
+        // image's product into a (nc, M, Kg) workspace, then one kernel adds the nc partials
+        // into dW in image order (a few launches per chunk instead of one GEMM per image,
+        // and the same sum whatever the GPU's scheduling).
+        let mut partial = output(&[nc, m * kg], dev, Category::Workspace)?;
+        for gi in 0..g.groups {
+            for (r0, rows) in row_blocks(g, nb, gi) {
+                let gm = Gemm {
+                    m: rows,
+                    n: kg,
+                    k: l,
+                    a: dout.dev_ptr()? + ((i0 * m + r0) * l * 4) as u64,
+                    lda: l,
+                    trans_a: false,
+                    stride_a: m * l,
+                    b: cols.dev_ptr()? + (gi * kg * l * 4) as u64,
+                    ldb: l,
+                    trans_b: true,
+                    stride_b: kt * l,
+                    c: partial.dev_ptr()? + (r0 * kg * 4) as u64,
+                    ldc: kg,
+                    stride_c: m * kg,
+                    batch: nc,
+                    accumulate: false,
+                };
+                gemm(op, &gm, dout, &cols, &mut partial)?;
             }
         }
+        super::elementwise::add_batch_sum(&partial, &mut dw)?;
         if let Some(dx) = dx.as_mut() {
             // dcols_i (Kg, L) per group = Σ_blocks W_blockᵀ (Kg, rows) · dout_i,block (rows, L)
             let mut dcols = output(&[nc, kt, l], dev, Category::Workspace)?;

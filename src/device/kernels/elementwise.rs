@@ -104,3 +104,28 @@ pub fn fill(y: &mut Tensor, value: f32) -> Result<()> {
     // SAFETY: (float value, float* y, long long n); y holds n f32 elements.
     unsafe { launch(rt, op, LaunchConfig::elementwise(n), &args) }
 }
+
+/// y += Σ_b x[b] for x (B, n) viewed as B rows of y's n elements, added in row order; y's
+/// storage must not be shared.
+pub fn add_batch_sum(x: &Tensor, y: &mut Tensor) -> Result<()> {
+    let op = "add_batch_sum_f32";
+    let rt = gpu_f32(op, "y", y)?;
+    check_all(op, y.device(), &[("x", x)])?;
+    let n = y.numel();
+    crate::ensure_shape!(
+        n > 0 && x.numel() % n == 0,
+        op,
+        "x has {} elements, not a whole number of rows of y's {n}",
+        x.numel()
+    );
+    let b = x.numel() / n;
+    let args = [
+        KArg::Ptr(x.dev_ptr()?),
+        KArg::Ptr(y.dev_ptr_mut()?),
+        KArg::I64(b as i64),
+        KArg::I64(n as i64),
+    ];
+    // SAFETY: (const float* x, float* y, long long B, long long n); x holds B·n f32 and y n
+    // (checked: x.numel() = B·n); y is unshared (dev_ptr_mut), so it is not x.
+    unsafe { launch(rt, op, LaunchConfig::elementwise(n), &args) }
+}

@@ -84,6 +84,30 @@ pub struct Gemm {
 }
 
 impl Gemm {
+    /// One product of dense row-major operands, C (m×n) = A (m×k) · B (k×n), no transposes,
+    /// one item, overwriting C; change the rest with struct-update syntax
+    /// (`Gemm { trans_b: true, ldb: k, ..Gemm::dense(..) }`).
+    pub fn dense(m: usize, n: usize, k: usize, a: DevPtr, b: DevPtr, c: DevPtr) -> Gemm {
+        Gemm {
+            m,
+            n,
+            k,
+            a,
+            lda: k,
+            trans_a: false,
+            stride_a: 0,
+            b,
+            ldb: n,
+            trans_b: false,
+            stride_b: 0,
+            c,
+            ldc: n,
+            stride_c: 0,
+            batch: 1,
+            accumulate: false,
+        }
+    }
+
     /// Elements one operand spans (from its first batch's start to the last element read).
     pub fn extents(&self) -> (usize, usize, usize) {
         let span = |rows: usize, cols: usize, ld: usize, t: bool, stride: usize| {

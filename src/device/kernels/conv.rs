@@ -212,22 +212,17 @@ pub fn conv2d_forward(
         for gi in 0..g.groups {
             for (r0, rows) in row_blocks(g, nb, gi) {
                 let gm = Gemm {
-                    m: rows,
-                    n: l,
-                    k: kg,
-                    a: w.dev_ptr()? + (r0 * kg * 4) as u64,
-                    lda: kg,
-                    trans_a: false,
-                    stride_a: 0,
-                    b: cols.dev_ptr()? + (gi * kg * l * 4) as u64,
-                    ldb: l,
-                    trans_b: false,
                     stride_b: kt * l,
-                    c: out.dev_ptr()? + ((i0 * m + r0) * l * 4) as u64,
-                    ldc: l,
                     stride_c: m * l,
                     batch: nc,
-                    accumulate: false,
+                    ..Gemm::dense(
+                        rows,
+                        l,
+                        kg,
+                        w.dev_ptr()? + (r0 * kg * 4) as u64,
+                        cols.dev_ptr()? + (gi * kg * l * 4) as u64,
+                        out.dev_ptr()? + ((i0 * m + r0) * l * 4) as u64,
+                    )
                 };
                 gemm(op, &gm, w, &cols, &mut out)?;
             }
@@ -353,22 +348,20 @@ pub fn conv2d_backward(
         for gi in 0..g.groups {
             for (r0, rows) in row_blocks(g, nb, gi) {
                 let gm = Gemm {
-                    m: rows,
-                    n: kg,
-                    k: l,
-                    a: dout.dev_ptr()? + ((i0 * m + r0) * l * 4) as u64,
-                    lda: l,
-                    trans_a: false,
                     stride_a: m * l,
-                    b: cols.dev_ptr()? + (gi * kg * l * 4) as u64,
                     ldb: l,
                     trans_b: true,
                     stride_b: kt * l,
-                    c: partial.dev_ptr()? + (r0 * kg * 4) as u64,
-                    ldc: kg,
                     stride_c: m * kg,
                     batch: nc,
-                    accumulate: false,
+                    ..Gemm::dense(
+                        rows,
+                        kg,
+                        l,
+                        dout.dev_ptr()? + ((i0 * m + r0) * l * 4) as u64,
+                        cols.dev_ptr()? + (gi * kg * l * 4) as u64,
+                        partial.dev_ptr()? + (r0 * kg * 4) as u64,
+                    )
                 };
                 gemm(op, &gm, dout, &cols, &mut partial)?;
             }
@@ -380,22 +373,20 @@ pub fn conv2d_backward(
             for gi in 0..g.groups {
                 for (bi, (r0, rows)) in row_blocks(g, nb, gi).into_iter().enumerate() {
                     let gm = Gemm {
-                        m: kg,
-                        n: l,
-                        k: rows,
-                        a: w.dev_ptr()? + (r0 * kg * 4) as u64,
                         lda: kg,
                         trans_a: true,
-                        stride_a: 0,
-                        b: dout.dev_ptr()? + ((i0 * m + r0) * l * 4) as u64,
-                        ldb: l,
-                        trans_b: false,
                         stride_b: m * l,
-                        c: dcols.dev_ptr()? + (gi * kg * l * 4) as u64,
-                        ldc: l,
                         stride_c: kt * l,
                         batch: nc,
                         accumulate: bi > 0,
+                        ..Gemm::dense(
+                            kg,
+                            l,
+                            rows,
+                            w.dev_ptr()? + (r0 * kg * 4) as u64,
+                            dout.dev_ptr()? + ((i0 * m + r0) * l * 4) as u64,
+                            dcols.dev_ptr()? + (gi * kg * l * 4) as u64,
+                        )
                     };
                     gemm(op, &gm, w, dout, &mut dcols)?;
                 }
@@ -473,22 +464,9 @@ pub fn linear_forward(
         super::elementwise::fill(&mut y, 0.0)?;
     } else {
         let gm = Gemm {
-            m: n,
-            n: m,
-            k: i,
-            a: x.dev_ptr()?,
-            lda: i,
-            trans_a: false,
-            stride_a: 0,
-            b: w.dev_ptr()?,
             ldb: i,
             trans_b: true,
-            stride_b: 0,
-            c: y.dev_ptr()?,
-            ldc: m,
-            stride_c: 0,
-            batch: 1,
-            accumulate: false,
+            ..Gemm::dense(n, m, i, x.dev_ptr()?, w.dev_ptr()?, y.dev_ptr()?)
         };
         gemm(op, &gm, x, w, &mut y)?;
     }
@@ -534,24 +512,7 @@ pub fn linear_backward(x: &Tensor, w: &Tensor, dout: &Tensor, want_dx: bool) -> 
     let dx = if want_dx {
         let mut dx = Tensor::full_in(0.0, x.shape(), crate::DType::F32, dev, Category::Workspace)?;
         if n * i > 0 && m > 0 {
-            let gm = Gemm {
-                m: n,
-                n: i,
-                k: m,
-                a: dout.dev_ptr()?,
-                lda: m,
-                trans_a: false,
-                stride_a: 0,
-                b: w.dev_ptr()?,
-                ldb: i,
-                trans_b: false,
-                stride_b: 0,
-                c: dx.dev_ptr()?,
-                ldc: i,
-                stride_c: 0,
-                batch: 1,
-                accumulate: false,
-            };
+            let gm = Gemm::dense(n, i, m, dout.dev_ptr()?, w.dev_ptr()?, dx.dev_ptr()?);
             gemm(op, &gm, dout, w, &mut dx)?;
         }
         Some(dx)

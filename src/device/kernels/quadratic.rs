@@ -307,22 +307,10 @@ pub fn lifted_forward(
         return Ok(q);
     }
     let gm = Gemm {
-        m: d.c,
-        n: d.l,
-        k: k2,
-        a: w2.dev_ptr()?,
-        lda: k2,
-        trans_a: false,
-        stride_a: 0,
-        b: o.dev_ptr()?,
-        ldb: d.l,
-        trans_b: false,
         stride_b: k2 * d.l,
-        c: q.dev_ptr()?,
-        ldc: d.l,
         stride_c: d.c * d.l,
         batch: d.n,
-        accumulate: false,
+        ..Gemm::dense(d.c, d.l, k2, w2.dev_ptr()?, o.dev_ptr()?, q.dev_ptr()?)
     };
     gemm(op, &gm, w2, o, &mut q)?;
     Ok(q)
@@ -361,66 +349,38 @@ pub fn lifted_backward(
     if d.l == 1 {
         // dW (C, K²) = gyᵀ (C, N) · o (N, K²): one GEMM over the batch
         let gm = Gemm {
-            m: d.c,
-            n: k2,
-            k: d.n,
-            a: gy.dev_ptr()?,
             lda: d.c,
             trans_a: true,
-            stride_a: 0,
-            b: o.dev_ptr()?,
-            ldb: k2,
-            trans_b: false,
-            stride_b: 0,
-            c: dw.dev_ptr()?,
-            ldc: k2,
-            stride_c: 0,
-            batch: 1,
-            accumulate: false,
+            ..Gemm::dense(d.c, k2, d.n, gy.dev_ptr()?, o.dev_ptr()?, dw.dev_ptr()?)
         };
         gemm(op, &gm, gy, o, &mut dw)?;
     } else {
         // dW += g_n (C, L) · o_nᵀ (L, K²), sample after sample (ordered accumulation)
         for i in 0..d.n {
             let gm = Gemm {
-                m: d.c,
-                n: k2,
-                k: d.l,
-                a: gy.dev_ptr()? + (i * d.c * d.l * 4) as u64,
-                lda: d.l,
-                trans_a: false,
-                stride_a: 0,
-                b: o.dev_ptr()? + (i * k2 * d.l * 4) as u64,
                 ldb: d.l,
                 trans_b: true,
-                stride_b: 0,
-                c: dw.dev_ptr()?,
-                ldc: k2,
-                stride_c: 0,
-                batch: 1,
                 accumulate: true,
+                ..Gemm::dense(
+                    d.c,
+                    k2,
+                    d.l,
+                    gy.dev_ptr()? + (i * d.c * d.l * 4) as u64,
+                    o.dev_ptr()? + (i * k2 * d.l * 4) as u64,
+                    dw.dev_ptr()?,
+                )
             };
             gemm(op, &gm, gy, o, &mut dw)?;
         }
     }
     // do_n (K², L) = W_aᵀ (K², C) · g_n (C, L)
     let gm = Gemm {
-        m: k2,
-        n: d.l,
-        k: d.c,
-        a: w2.dev_ptr()?,
         lda: k2,
         trans_a: true,
-        stride_a: 0,
-        b: gy.dev_ptr()?,
-        ldb: d.l,
-        trans_b: false,
         stride_b: d.c * d.l,
-        c: dout.dev_ptr()?,
-        ldc: d.l,
         stride_c: k2 * d.l,
         batch: d.n,
-        accumulate: false,
+        ..Gemm::dense(k2, d.l, d.c, w2.dev_ptr()?, gy.dev_ptr()?, dout.dev_ptr()?)
     };
     gemm(op, &gm, w2, gy, &mut dout)?;
     Ok((dw, dout))

@@ -355,23 +355,27 @@ pub fn lifted_backward(
         };
         gemm(op, &gm, gy, o, &mut dw)?;
     } else {
-        // dW += g_n (C, L) · o_nᵀ (L, K²), sample after sample (ordered accumulation)
-        for i in 0..d.n {
-            let gm = Gemm {
-                ldb: d.l,
-                trans_b: true,
-                accumulate: true,
-                ..Gemm::dense(
-                    d.c,
-                    k2,
-                    d.l,
-                    gy.dev_ptr()? + (i * d.c * d.l * 4) as u64,
-                    o.dev_ptr()? + (i * k2 * d.l * 4) as u64,
-                    dw.dev_ptr()?,
-                )
-            };
-            gemm(op, &gm, gy, o, &mut dw)?;
-        }
+        // dW = Σ_n g_n (C, L) · o_nᵀ (L, K²): one strided-batched GEMM into per-sample
+        // partials (N, C, K²), summed in sample order (as the conv weight gradient)
+        let mut partial = super::output(&[d.n, d.c * k2], dev, Category::Workspace)?;
+        let gm = Gemm {
+            ldb: d.l,
+            trans_b: true,
+            stride_a: d.c * d.l,
+            stride_b: k2 * d.l,
+            stride_c: d.c * k2,
+            batch: d.n,
+            ..Gemm::dense(
+                d.c,
+                k2,
+                d.l,
+                gy.dev_ptr()?,
+                o.dev_ptr()?,
+                partial.dev_ptr()?,
+            )
+        };
+        gemm(op, &gm, gy, o, &mut partial)?;
+        super::elementwise::add_batch_sum(&partial, &mut dw)?;
     }
     // do_n (K², L) = W_aᵀ (K², C) · g_n (C, L)
     let gm = Gemm {

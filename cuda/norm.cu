@@ -24,14 +24,16 @@ QUADRA_KERNEL void bn_rstd_f32(const float* __restrict__ var, float* __restrict_
 QUADRA_EXPORT(bn_rstd_f32)
 
 // New running statistics from the old ones and the batch's (PyTorch's momentum convention,
-// unbiased variance): rm_new = (1 − m)·rm + m·mean, rv_new = (1 − m)·rv + m·var·unbias,
-// in double. The old buffers are only read (a state dict taken earlier may share them).
-// rm, rv, mean, var, rm_new, rv_new: (C)
+// unbiased variance over `count` values per channel): rm_new = (1 − m)·rm + m·mean,
+// rv_new = (1 − m)·rv + m·var·count/(count − 1) (count > 1), in double, as the CPU engine
+// (ops::norm). The old buffers are only read (a state dict taken earlier may share them).
+// rm, rv, mean, var, rm_new, rv_new: (C). BatchNorm's channels and quadralib-bn's 3C.
 QUADRA_KERNEL void bn_update_running_f32(const float* __restrict__ rm, const float* __restrict__ rv,
                                          const float* __restrict__ mean, const float* __restrict__ var,
                                          float* __restrict__ rm_new, float* __restrict__ rv_new, int C,
-                                         float momentum, float unbias) {
-    const double m = momentum, u = unbias;
+                                         long long count, float momentum) {
+    const double m = momentum;
+    const double u = count > 1 ? static_cast<double>(count) / static_cast<double>(count - 1) : 1.0;
     for (long long c = grid_start(); c < C; c += grid_stride()) {
         rm_new[c] = static_cast<float>((1.0 - m) * rm[c] + m * mean[c]);
         rv_new[c] = static_cast<float>((1.0 - m) * rv[c] + m * var[c] * u);

@@ -360,27 +360,5 @@ QUADRA_KERNEL void quadralib_bn_bwd_ab_f32(const float* __restrict__ z, const fl
 }
 QUADRA_EXPORT(quadralib_bn_bwd_ab_f32)
 
-// ---- batch-norm bookkeeping over the 3C stacked channels (n = 3C) ----
-// Running statistics, PyTorch's update with the unbiased variance (count = N·L values):
-//     rm' = (1 − m)·rm + m·mean,   rv' = (1 − m)·rv + m·var·count/(count − 1)   (count > 1)
-// in double, as the CPU engine (ops::norm::update_running). rm, rv, mean, var → rm', rv': (n)
-QUADRA_KERNEL void quad_bn_running_f32(const float* __restrict__ rm, const float* __restrict__ rv,
-                                       const float* __restrict__ mean, const float* __restrict__ var,
-                                       float* __restrict__ rm_out, float* __restrict__ rv_out, int n,
-                                       long long count, float momentum) {
-    const double m = momentum;
-    const double unbias = count > 1 ? static_cast<double>(count) / static_cast<double>(count - 1) : 1.0;
-    for (long long i = grid_start(); i < n; i += grid_stride()) {
-        rm_out[i] = static_cast<float>((1.0 - m) * rm[i] + m * mean[i]);
-        rv_out[i] = static_cast<float>((1.0 - m) * rv[i] + m * var[i] * unbias);
-    }
-}
-QUADRA_EXPORT(quad_bn_running_f32)
-
-// rstd = 1/√(var + eps), in double (eval mode from the running variance)      var, rstd: (n)
-QUADRA_KERNEL void quad_rstd_f32(const float* __restrict__ var, float* __restrict__ rstd, int n, float eps) {
-    for (long long i = grid_start(); i < n; i += grid_stride()) {
-        rstd[i] = static_cast<float>(1.0 / sqrt(static_cast<double>(var[i]) + static_cast<double>(eps)));
-    }
-}
-QUADRA_EXPORT(quad_rstd_f32)
+// (running statistics and eval-mode rstd of the 3C stacked channels: norm.cu's
+// bn_update_running_f32 and bn_rstd_f32)

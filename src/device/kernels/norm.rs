@@ -108,36 +108,7 @@ pub fn batch_norm_train(
         )?
     };
 
-    let count = (n * l) as f64;
-    let unbias = if n * l > 1 {
-        count / (count - 1.0)
-    } else {
-        1.0
-    };
-    let mut rm = output(&[c], dev, Category::Parameter)?;
-    let mut rv = output(&[c], dev, Category::Parameter)?;
-    let args = [
-        KArg::Ptr(running_mean.dev_ptr()?),
-        KArg::Ptr(running_var.dev_ptr()?),
-        KArg::Ptr(mean.dev_ptr()?),
-        KArg::Ptr(var.dev_ptr()?),
-        KArg::Ptr(rm.dev_ptr_mut()?),
-        KArg::Ptr(rv.dev_ptr_mut()?),
-        d[1],
-        KArg::F32(momentum as f32),
-        KArg::F32(unbias as f32),
-    ];
-    // SAFETY: bn_update_running_f32(rm, rv, mean, var, rm_new, rv_new, C, momentum,
-    // unbias); every buffer holds C f32 (the running stats checked, the others allocated
-    // here); rm_new and rv_new are fresh, so they alias none of the inputs.
-    unsafe {
-        launch(
-            rt,
-            "bn_update_running_f32",
-            LaunchConfig::elementwise(c),
-            &args,
-        )?
-    };
+    let (rm, rv) = bn_running(running_mean, running_var, &mean, &var, n * l, momentum)?;
 
     let y = normalize(rt, x, &d, &mean, &rstd, gamma, beta, category)?;
     Ok(BnTrain {
@@ -173,19 +144,7 @@ pub fn batch_norm_eval(
             ("running_var", running_var),
         ],
     )?;
-    let c = dims.1;
-    let mut rstd = output(&[c], x.device(), Category::Workspace)?;
-    if c > 0 {
-        let args = [
-            KArg::Ptr(running_var.dev_ptr()?),
-            KArg::Ptr(rstd.dev_ptr_mut()?),
-            d[1],
-            KArg::F32(eps as f32),
-        ];
-        // SAFETY: bn_rstd_f32(var, rstd, C, eps); running_var holds C f32 (checked), rstd
-        // was just allocated with C.
-        unsafe { launch(rt, "bn_rstd_f32", LaunchConfig::elementwise(c), &args)? };
-    }
+    let rstd = rstd(running_var, eps)?;
     normalize(rt, x, &d, running_mean, &rstd, gamma, beta, category)
 }
 
@@ -315,4 +274,71 @@ pub fn batch_norm_backward(
         )?
     };
     Ok(BnGrads { dx, dgamma, dbeta })
+}
+
+/// The running statistics after one training batch of `count` values per channel:
+/// (rm', rv') = ((1 − m)·rm + m·mean, (1 − m)·rv + m·var·count/(count − 1)), new tensors
+/// charged to `Category::Parameter` (the old ones are only read: a state dict taken earlier
+/// may share them). BatchNorm's per-channel statistics and quadralib-bn's 3C stacked ones.
+pub fn bn_running(
+    rm: &Tensor,
+    rv: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    count: usize,
+    momentum: f64,
+) -> Result<(Tensor, Tensor)> {
+    let op = "bn_update_running_f32";
+    let rt = gpu_f32(op, "running mean", rm)?;
+    check_all(
+        op,
+        rm.device(),
+        &[("running var", rv), ("mean", mean), ("var", var)],
+    )?;
+    let m = rm.numel();
+    for (what, t) in [("running var", rv), ("mean", mean), ("var", var)] {
+        expect_numel(op, what, t, m, "M")?;
+    }
+    let dev = rm.device();
+    let mut rm2 = output(rm.shape(), dev, Category::Parameter)?;
+    let mut rv2 = output(rv.shape(), dev, Category::Parameter)?;
+    if m == 0 {
+        return Ok((rm2, rv2));
+    }
+    let args = [
+        KArg::Ptr(rm.dev_ptr()?),
+        KArg::Ptr(rv.dev_ptr()?),
+        KArg::Ptr(mean.dev_ptr()?),
+        KArg::Ptr(var.dev_ptr()?),
+        KArg::Ptr(rm2.dev_ptr_mut()?),
+        KArg::Ptr(rv2.dev_ptr_mut()?),
+        KArg::I32(int(op, "M", m)?),
+        KArg::I64(count as i64),
+        KArg::F32(momentum as f32),
+    ];
+    // SAFETY: (rm, rv, mean, var, rm_new, rv_new, int C, long long count, float momentum);
+    // the four inputs hold M f32 each (checked), the two outputs were just allocated with M.
+    unsafe { launch(rt, op, LaunchConfig::elementwise(m), &args)? };
+    Ok((rm2, rv2))
+}
+
+/// rstd = 1/√(var + eps), a new tensor (eval mode from the running variance).
+pub fn rstd(var: &Tensor, eps: f64) -> Result<Tensor> {
+    let op = "bn_rstd_f32";
+    let rt = gpu_f32(op, "var", var)?;
+    let m = var.numel();
+    let mut r = output(var.shape(), var.device(), Category::Workspace)?;
+    if m == 0 {
+        return Ok(r);
+    }
+    let args = [
+        KArg::Ptr(var.dev_ptr()?),
+        KArg::Ptr(r.dev_ptr_mut()?),
+        KArg::I32(int(op, "M", m)?),
+        KArg::F32(eps as f32),
+    ];
+    // SAFETY: (const float* var, float* rstd, int n, float eps); var holds M f32 and rstd was
+    // just allocated with M.
+    unsafe { launch(rt, op, LaunchConfig::elementwise(m), &args)? };
+    Ok(r)
 }

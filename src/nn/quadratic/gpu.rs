@@ -21,6 +21,7 @@ use super::{Core, Saved, BN_EPS, BN_MOMENTUM};
 use crate::device::alloc::Category;
 use crate::device::kernels::conv as kconv;
 use crate::device::kernels::elementwise;
+use crate::device::kernels::norm as knorm;
 use crate::device::kernels::quadratic::{self as kq, Bn, Epilogue, Planes};
 use crate::nn::{no_forward, BackpropMode, Param};
 use crate::ops::quadratic::{Lift, NeuronType, QuadOp};
@@ -224,7 +225,7 @@ impl Core {
         }
         let z = self.gpu_first_order(x, 3)?;
         let (rm, rv) = self.gpu_running()?;
-        let rstd = kq::rstd(rv, BN_EPS)?;
+        let rstd = knorm::rstd(rv, BN_EPS)?;
         let bn = Bn {
             mean: rm,
             rstd: &rstd,
@@ -262,7 +263,7 @@ impl Core {
                 kq::bn_forward(&z, &bn, d, &self.out_shape(n, &op), stored)?
             };
             let (rm, rv) = self.gpu_running()?;
-            let (rm, rv) = kq::bn_running(rm, rv, &mean, &var, n * d.l, BN_MOMENTUM)?;
+            let (rm, rv) = knorm::bn_running(rm, rv, &mean, &var, n * d.l, BN_MOMENTUM)?;
             self.running_mean = Some(rm);
             self.running_var = Some(rv);
             saved.mean = Some(mean.keep_for_backward());

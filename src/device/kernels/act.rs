@@ -9,22 +9,7 @@ use crate::Result;
 
 /// relu(x), a new tensor charged to `category`.
 pub fn relu_forward(x: &Tensor, category: Category) -> Result<Tensor> {
-    let op = "relu_forward_f32";
-    let rt = gpu_f32(op, "x", x)?;
-    let mut y = output(x.shape(), x.device(), category)?;
-    let n = x.numel();
-    if n == 0 {
-        return Ok(y);
-    }
-    let args = [
-        KArg::Ptr(x.dev_ptr()?),
-        KArg::Ptr(y.dev_ptr_mut()?),
-        KArg::I64(n as i64),
-    ];
-    // SAFETY: (const float* x, float* y, long long n); x holds n f32 (its numel, dtype
-    // checked) and y was just allocated with x's shape.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(n), &args)? };
-    Ok(y)
+    super::unary("relu_forward_f32", x, category)
 }
 
 /// y = relu(y), in place (y's storage must not be shared).

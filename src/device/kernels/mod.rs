@@ -114,6 +114,26 @@ unsafe fn launch(rt: &dyn Runtime, kernel: &str, cfg: LaunchConfig, args: &[KArg
     unsafe { rt.launch(kernel, cfg, args) }
 }
 
+/// f(x) elementwise, a new tensor charged to `category`, for a kernel with the signature
+/// `(const float* x, float* y, long long n)` (a 1-D grid-stride loop over n).
+pub(crate) fn unary(kernel: &str, x: &Tensor, category: Category) -> Result<Tensor> {
+    let rt = gpu_f32(kernel, "x", x)?;
+    let mut y = output(x.shape(), x.device(), category)?;
+    let n = x.numel();
+    if n == 0 {
+        return Ok(y);
+    }
+    let args = [
+        KArg::Ptr(x.dev_ptr()?),
+        KArg::Ptr(y.dev_ptr_mut()?),
+        KArg::I64(n as i64),
+    ];
+    // SAFETY: (const float* x, float* y, long long n) by this function's contract; x holds n
+    // f32 (its numel, dtype checked) and y was just allocated with x's shape.
+    unsafe { launch(rt, kernel, LaunchConfig::elementwise(n), &args)? };
+    Ok(y)
+}
+
 /// Runs a GEMM after checking its extents against the tensors behind A, B and C.
 ///
 /// `a`, `b`, `c` are the tensors whose storage `g.a`, `g.b`, `g.c` point into; C must be a

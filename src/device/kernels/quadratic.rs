@@ -175,22 +175,7 @@ pub fn epilogue_backward(
 
 /// x ⊙ x, a new tensor shaped like x (the lifted input of t2 and fan).
 pub fn square(x: &Tensor) -> Result<Tensor> {
-    let op = "quad_square_f32";
-    let rt = gpu_f32(op, "x", x)?;
-    let mut y = output(x.shape(), x.device(), Category::Workspace)?;
-    let n = x.numel();
-    if n == 0 {
-        return Ok(y);
-    }
-    let args = [
-        KArg::Ptr(x.dev_ptr()?),
-        KArg::Ptr(y.dev_ptr_mut()?),
-        KArg::I64(n as i64),
-    ];
-    // SAFETY: (const float* x, float* y, long long n); x is f32 with n elements and y was
-    // just allocated with x's shape.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(n), &args)? };
-    Ok(y)
+    super::unary("quad_square_f32", x, Category::Workspace)
 }
 
 /// The adjoint of `square` at x: dx = [dx +] 2·x ⊙ dxx. With `acc` = Some(dx) it adds into

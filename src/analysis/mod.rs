@@ -77,7 +77,7 @@ pub fn tensor_stats(t: &Tensor, bins: usize) -> Result<TensorStats> {
         // per-block partial sums come back to the host
         _ => {
             let bins = bins.max(1);
-            let r = crate::device::kernels::stats::tensor_stats(t, bins, EXTREME_SIGMAS)?;
+            let r = crate::ops::stats::cuda::tensor_stats(t, bins, EXTREME_SIGMAS)?;
             let n = r.count as usize;
             let (mean, std) = if n == 0 {
                 (0.0, 0.0)

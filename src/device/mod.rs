@@ -4,7 +4,6 @@ pub mod alloc;
 pub mod cuda;
 pub mod emu;
 pub mod gpu;
-pub mod kernels;
 
 use std::fmt;
 use std::str::FromStr;

@@ -5,8 +5,8 @@ use std::any::Any;
 
 use super::{check_grad, no_forward, LayerName, Module};
 use crate::device::alloc::{cpu_tracker, Category, TrackedVec};
-use crate::device::kernels::act as kernels;
 use crate::ops::act as ops;
+use crate::ops::act::cuda as kernels;
 use crate::tensor::{Float, Tensor};
 use crate::{with_dtype, Error, Result};
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::{no_forward, observe_output, BackpropMode, LayerName, Module, Param};
 use crate::device::alloc::Category;
-use crate::device::kernels;
+use crate::ops;
 use crate::tensor::{Float, Tensor};
 use crate::{with_dtype, Error, Result};
 
@@ -96,7 +96,7 @@ impl Module for Sequential {
 /// out = relu(main(x) + shortcut(x)), the shortcut being the identity when absent (the
 /// CIFAR ResNet basic block). The final ReLU keeps its output for backward. On a
 /// CUDA-backend device the sum, the ReLU and the gradient sum are kernels
-/// (`kernels::elementwise::add`, `kernels::act`).
+/// (`ops::elementwise::cuda::add`, `kernels::act`).
 pub struct Residual {
     name: LayerName,
     pub main: Sequential,
@@ -130,9 +130,9 @@ impl Residual {
             ));
         }
         if a.device().is_gpu() {
-            let mut y = kernels::elementwise::add(a, b, Category::Workspace)?;
+            let mut y = ops::elementwise::cuda::add(a, b, Category::Workspace)?;
             if self.relu {
-                kernels::act::relu_inplace(&mut y)?;
+                ops::act::cuda::relu_inplace(&mut y)?;
             }
             return Ok(y);
         }
@@ -142,7 +142,7 @@ impl Residual {
 
     fn relu_back<T: Float>(&self, g: &Tensor, y: &Tensor) -> Result<Tensor> {
         if g.device().is_gpu() {
-            return kernels::act::relu_backward(g, y, Category::Workspace);
+            return ops::act::cuda::relu_backward(g, y, Category::Workspace);
         }
         let out = crate::ops::act::relu_backward_vec(g.as_slice::<T>()?, y.as_slice::<T>()?);
         Tensor::from_vec_in(out, g.shape(), g.device(), Category::Workspace)
@@ -151,7 +151,7 @@ impl Residual {
     /// The input gradient: the sum of the gradients through both branches.
     fn add<T: Float>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         if a.device().is_gpu() {
-            return kernels::elementwise::add(a, b, Category::Workspace);
+            return ops::elementwise::cuda::add(a, b, Category::Workspace);
         }
         let out = crate::ops::act::add_relu(a.as_slice::<T>()?, b.as_slice::<T>()?, false);
         Tensor::from_vec_in(out, a.shape(), a.device(), Category::Workspace)

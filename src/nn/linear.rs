@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use super::conv::default_init;
 use super::{no_forward, LayerName, Module, Param, ParamKind};
 use crate::device::alloc::Category;
-use crate::device::kernels::conv as kernels;
+use crate::ops::conv::cuda as kernels;
 use crate::ops::linear as ops;
 use crate::tensor::{DType, Float, Tensor};
 use crate::{with_dtype, Error, Result};

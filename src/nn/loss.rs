@@ -62,7 +62,7 @@ impl SoftmaxCrossEntropy {
     pub fn forward(&self, logits: &Tensor, targets: &[usize]) -> Result<(f64, Tensor)> {
         let (n, k) = check(OP, logits, targets)?;
         if logits.device().is_gpu() {
-            return crate::device::kernels::loss::softmax_cross_entropy(
+            return crate::ops::loss::cuda::softmax_cross_entropy(
                 logits,
                 targets,
                 self.label_smoothing,

@@ -150,7 +150,7 @@ impl Param {
             return crate::with_dtype!(g.dtype(), T => self.accumulate_grad::<T>(g.as_slice::<T>()?));
         }
         match &mut self.grad {
-            Some(t) => crate::device::kernels::elementwise::axpy(1.0, &g, t),
+            Some(t) => crate::ops::elementwise::cuda::axpy(1.0, &g, t),
             None => {
                 let g = g.reshape(self.value.shape())?;
                 g.retag(Category::Gradient);

@@ -16,8 +16,8 @@ use std::collections::HashMap;
 
 use super::{load_param, no_forward, take_entry, LayerName, Module, Param, ParamKind};
 use crate::device::alloc::Category;
-use crate::device::kernels::norm as kernels;
 use crate::ops::norm as ops;
+use crate::ops::norm::cuda as kernels;
 use crate::tensor::{DType, Float, Tensor};
 use crate::{with_dtype, Error, Result};
 

@@ -6,7 +6,7 @@ use std::any::Any;
 
 use super::{check_grad, no_forward, LayerName, Module};
 use crate::device::alloc::{cpu_tracker, Category, TrackedVec};
-use crate::device::kernels::pool::{self as kernels, PoolIndices};
+use crate::ops::pool::cuda::{self as kernels, PoolIndices};
 use crate::ops::pool::{self as ops, PoolGeom};
 use crate::tensor::{Float, Tensor};
 use crate::{with_dtype, Error, Result};

@@ -3,12 +3,16 @@
 
 pub mod act;
 pub mod conv;
+pub mod elementwise;
 pub mod gemm;
+pub(crate) mod launch;
 pub mod linear;
 pub mod loss;
 pub mod norm;
+pub mod optim;
 pub mod pool;
 pub mod quadratic;
+pub mod stats;
 
 use std::ops::Range;
 

@@ -227,7 +227,7 @@ pub fn clip_grad_norm(net: &mut dyn Module, max_norm: f64) -> Result<f64> {
     });
     for (_, ts) in &on_gpu {
         let refs: Vec<&Tensor> = ts.iter().collect();
-        sq += crate::device::kernels::optim::sum_squares(&refs)?;
+        sq += crate::ops::optim::cuda::sum_squares(&refs)?;
     }
     // the clones above share the gradients' storage: drop them before scaling in place
     drop(on_gpu);
@@ -238,7 +238,7 @@ pub fn clip_grad_norm(net: &mut dyn Module, max_norm: f64) -> Result<f64> {
     net.visit_params(&mut |_, p| {
         if let (Some(g), true) = (p.grad.as_mut(), res.is_ok()) {
             res = if g.device().is_gpu() {
-                crate::device::kernels::optim::scale_in_place(g, coef as f32)
+                crate::ops::optim::cuda::scale_in_place(g, coef as f32)
             } else {
                 with_dtype!(g.dtype(), T => scale::<T>(g, coef))
             };

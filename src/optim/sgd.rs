@@ -16,8 +16,8 @@ use super::{
     OptimState, Optimizer, ParamGroup,
 };
 use crate::device::alloc::Category;
-use crate::device::kernels::optim as kernels;
 use crate::nn::{Module, Param, Segment};
+use crate::ops::optim::cuda as kernels;
 use crate::tensor::{Float, Tensor};
 use crate::{ensure_valid, with_dtype, Error, Result};
 

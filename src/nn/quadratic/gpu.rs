@@ -19,11 +19,10 @@
 
 use super::{Core, Saved, BN_EPS, BN_MOMENTUM};
 use crate::device::alloc::Category;
-use crate::device::kernels::conv as kconv;
-use crate::device::kernels::elementwise;
-use crate::device::kernels::norm as knorm;
-use crate::device::kernels::quadratic::{self as kq, Bn, Epilogue, Planes};
 use crate::nn::{no_forward, BackpropMode, Param};
+use crate::ops::conv::cuda as kconv;
+use crate::ops::norm::cuda as knorm;
+use crate::ops::quadratic::cuda::{self as kq, Bn, Epilogue, Planes};
 use crate::ops::quadratic::{Lift, NeuronType, QuadOp};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
@@ -381,7 +380,7 @@ impl Core {
                 };
                 dx = Some(match dx {
                     Some(mut acc) => {
-                        elementwise::axpy(1.0, &dxo, &mut acc)?;
+                        crate::ops::elementwise::cuda::axpy(1.0, &dxo, &mut acc)?;
                         acc
                     }
                     None => dxo,

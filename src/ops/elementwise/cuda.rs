@@ -1,9 +1,9 @@
 //! Elementwise arithmetic (cuda/elementwise.cu): gradient accumulation, residual sums,
 //! scaling. Flat over the elements; shapes must agree.
 
-use super::{check_all, gpu_f32, launch, output, LaunchConfig};
 use crate::device::alloc::Category;
 use crate::device::gpu::KArg;
+use crate::ops::launch::{check_all, gpu_f32, launch, output, LaunchConfig};
 use crate::tensor::Tensor;
 use crate::Result;
 

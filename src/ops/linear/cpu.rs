@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::gemm::{matmul, MatRef};
+use crate::ops::gemm::{matmul, MatRef};
 use crate::tensor::Float;
 
 /// y (N, out) = x (N, in) · Wᵀ (in, out) [+ b (out), broadcast over rows]; overwrites `y`.

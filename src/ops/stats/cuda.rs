@@ -2,9 +2,9 @@
 //! counts, mean, std, range, histogram, extreme values — computed where the tensor lives;
 //! only per-block partials (a few KiB) come back to the host.
 
-use super::{gpu_f32, int, launch, LaunchConfig};
 use crate::device::alloc::Category;
 use crate::device::gpu::KArg;
+use crate::ops::launch::{gpu_f32, int, launch, LaunchConfig};
 use crate::tensor::{DType, Tensor};
 use crate::Result;
 

@@ -1,15 +1,15 @@
 //! Activations on the CUDA backend (cuda/act.cu): ReLU forward/backward and dropout with a
 //! counter-based mask. Flat over the elements; shapes must agree.
 
-use super::{check_all, gpu_f32, launch, output, LaunchConfig};
 use crate::device::alloc::Category;
 use crate::device::gpu::KArg;
+use crate::ops::launch::{check_all, gpu_f32, launch, output, LaunchConfig};
 use crate::tensor::Tensor;
 use crate::Result;
 
 /// relu(x), a new tensor charged to `category`.
 pub fn relu_forward(x: &Tensor, category: Category) -> Result<Tensor> {
-    super::unary("relu_forward_f32", x, category)
+    crate::ops::launch::unary("relu_forward_f32", x, category)
 }
 
 /// y = relu(y), in place (y's storage must not be shared).

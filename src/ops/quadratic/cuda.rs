@@ -9,12 +9,12 @@
 //! at k·C + c; an epilogue turns z (and the lifted branch q (N, C, L)) into y (N, C, L).
 //! Biases are added by the maps (`bias_add_f32`) before an epilogue runs, as on the CPU.
 
-use super::{
+use crate::device::alloc::Category;
+use crate::device::gpu::{Gemm, KArg};
+use crate::ops::launch::{
     channel_grid, check_all, expect_numel, gemm, gpu_f32, int, launch, output, LaunchConfig,
     REDUCE_BLOCK,
 };
-use crate::device::alloc::Category;
-use crate::device::gpu::{Gemm, KArg};
 use crate::tensor::Tensor;
 use crate::Result;
 
@@ -175,7 +175,7 @@ pub fn epilogue_backward(
 
 /// x ⊙ x, a new tensor shaped like x (the lifted input of t2 and fan).
 pub fn square(x: &Tensor) -> Result<Tensor> {
-    super::unary("quad_square_f32", x, Category::Workspace)
+    crate::ops::launch::unary("quad_square_f32", x, Category::Workspace)
 }
 
 /// The adjoint of `square` at x: dx = [dx +] 2·x ⊙ dxx. With `acc` = Some(dx) it adds into
@@ -288,7 +288,7 @@ pub fn lifted_forward(
         return Ok(q);
     }
     if k2 == 0 {
-        super::elementwise::fill(&mut q, 0.0)?;
+        crate::ops::elementwise::cuda::fill(&mut q, 0.0)?;
         return Ok(q);
     }
     let gm = Gemm {
@@ -342,7 +342,7 @@ pub fn lifted_backward(
     } else {
         // dW = Σ_n g_n (C, L) · o_nᵀ (L, K²): one strided-batched GEMM into per-sample
         // partials (N, C, K²), summed in sample order (as the conv weight gradient)
-        let mut partial = super::output(&[d.n, d.c * k2], dev, Category::Workspace)?;
+        let mut partial = crate::ops::launch::output(&[d.n, d.c * k2], dev, Category::Workspace)?;
         let gm = Gemm {
             ldb: d.l,
             trans_b: true,
@@ -360,7 +360,7 @@ pub fn lifted_backward(
             )
         };
         gemm(op, &gm, gy, o, &mut partial)?;
-        super::elementwise::add_batch_sum(&partial, &mut dw)?;
+        crate::ops::elementwise::cuda::add_batch_sum(&partial, &mut dw)?;
     }
     // do_n (K², L) = W_aᵀ (K², C) · g_n (C, L)
     let gm = Gemm {

@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::gemm::{matmul, MatRef};
+use crate::ops::gemm::{matmul, MatRef};
 use crate::tensor::Float;
 use crate::{Error, Result};
 
@@ -352,7 +352,7 @@ pub fn add_bias<T: Float>(out: &mut [T], bias: &[T], l: usize) {
 /// db[o] += Σ_l dout[o, l] for dout (M, L).
 pub fn backward_bias<T: Float>(dout: &[T], l: usize, db: &mut [T]) {
     for (o, d) in db.iter_mut().enumerate() {
-        *d += super::lane_sum(&dout[o * l..(o + 1) * l]);
+        *d += crate::ops::lane_sum(&dout[o * l..(o + 1) * l]);
     }
 }
 
@@ -398,11 +398,11 @@ pub fn conv2d_forward<T: Float>(
 ) {
     let l = ho * wo;
     let m = nb * g.c_out;
-    let chunks = super::chunk_ranges(n).len();
+    let chunks = crate::ops::chunk_ranges(n).len();
     let mut cols: Vec<_> = (0..chunks)
-        .map(|_| super::workspace::<T>(g.k_total() * l))
+        .map(|_| crate::ops::workspace::<T>(g.k_total() * l))
         .collect();
-    super::par_item_chunks(out, m * l, n, &mut cols, |imgs, out, cols| {
+    crate::ops::par_item_chunks(out, m * l, n, &mut cols, |imgs, out, cols| {
         for (j, i) in imgs.enumerate() {
             let xi = &x[i * g.c_in * h * w..(i + 1) * g.c_in * h * w];
             let oi = &mut out[j * m * l..(j + 1) * m * l];
@@ -432,12 +432,12 @@ pub fn conv2d_backward<T: Float>(
     let l = ho * wo;
     let m = nb * g.c_out;
     let kg = g.k_group();
-    let chunks = super::chunk_ranges(n).len();
+    let chunks = crate::ops::chunk_ranges(n).len();
     let mut scratch: Vec<_> = (0..chunks)
         .map(|_| {
             (
-                super::workspace::<T>(g.k_total() * l),
-                super::workspace::<T>(g.k_total() * l),
+                crate::ops::workspace::<T>(g.k_total() * l),
+                crate::ops::workspace::<T>(g.k_total() * l),
             )
         })
         .collect();
@@ -447,7 +447,7 @@ pub fn conv2d_backward<T: Float>(
         Some(d) => (d, chw, true),
         None => (&mut dummy[..], 0, false),
     };
-    let parts = super::par_item_chunks(
+    let parts = crate::ops::par_item_chunks(
         dx_buf,
         per_img,
         n,
@@ -472,7 +472,10 @@ pub fn conv2d_backward<T: Float>(
         },
     );
     let (dws, dbs): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
-    (super::reduce_partials(dws), super::reduce_partials(dbs))
+    (
+        crate::ops::reduce_partials(dws),
+        crate::ops::reduce_partials(dbs),
+    )
 }
 
 #[cfg(test)]

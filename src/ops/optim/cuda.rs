@@ -5,10 +5,10 @@
 
 use std::ops::Range;
 
-use super::{check_all, gpu_f32, launch, LaunchConfig, REDUCE_BLOCK};
 use crate::device::alloc::Category;
 use crate::device::gpu::{GpuBuf, KArg};
 use crate::device::Device;
+use crate::ops::launch::{check_all, gpu_f32, launch, LaunchConfig, REDUCE_BLOCK};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 

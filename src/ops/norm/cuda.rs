@@ -6,11 +6,11 @@
 //! in `ops::norm`, whose conventions these kernels follow: biased variance to normalise,
 //! unbiased variance for the running statistics, PyTorch's momentum.
 
-use super::{
-    channel_grid, check_all, expect_numel, gpu_f32, int, launch, output, LaunchConfig, REDUCE_BLOCK,
-};
 use crate::device::alloc::Category;
 use crate::device::gpu::{KArg, Runtime};
+use crate::ops::launch::{
+    channel_grid, check_all, expect_numel, gpu_f32, int, launch, output, LaunchConfig, REDUCE_BLOCK,
+};
 use crate::tensor::Tensor;
 use crate::Result;
 
@@ -223,8 +223,8 @@ pub fn batch_norm_backward(
     let mut dbeta = output(&[c], dev, Category::Workspace)?;
     let mut dx = output(x.shape(), dev, Category::Workspace)?;
     if n * c * l == 0 {
-        super::elementwise::fill(&mut dgamma, 0.0)?;
-        super::elementwise::fill(&mut dbeta, 0.0)?;
+        crate::ops::elementwise::cuda::fill(&mut dgamma, 0.0)?;
+        crate::ops::elementwise::cuda::fill(&mut dbeta, 0.0)?;
         return Ok(BnGrads { dx, dgamma, dbeta });
     }
     let args = [

@@ -3,9 +3,9 @@
 //! geometry is `ops::pool::PoolGeom`, validated by `ops::pool::check_input` as on the CPU.
 //! Backward kernels are deterministic gathers (no atomics).
 
-use super::{expect_numel, gpu_f32, int, launch, output, LaunchConfig};
 use crate::device::alloc::Category;
 use crate::device::gpu::{GpuBuf, KArg};
+use crate::ops::launch::{expect_numel, gpu_f32, int, launch, output, LaunchConfig};
 use crate::ops::pool::{self as ops, PoolGeom};
 use crate::tensor::Tensor;
 use crate::{Device, Result};

@@ -6,13 +6,13 @@
 //! channels, branch b's channel o at b·C_out + o — the layout of the CPU engine
 //! (src/ops/conv.rs), so both engines share the epilogues' indexing.
 
-use super::{
-    channel_grid, check_all, expect_numel, gemm, gpu_f32, int, launch, output, LaunchConfig,
-    REDUCE_BLOCK,
-};
 use crate::device::alloc::Category;
 use crate::device::gpu::{Gemm, KArg};
 use crate::ops::conv::ConvGeom;
+use crate::ops::launch::{
+    channel_grid, check_all, expect_numel, gemm, gpu_f32, int, launch, output, LaunchConfig,
+    REDUCE_BLOCK,
+};
 use crate::tensor::Tensor;
 use crate::Result;
 
@@ -366,7 +366,7 @@ pub fn conv2d_backward(
                 gemm(op, &gm, dout, &cols, &mut partial)?;
             }
         }
-        super::elementwise::add_batch_sum(&partial, &mut dw)?;
+        crate::ops::elementwise::cuda::add_batch_sum(&partial, &mut dw)?;
         if let Some(dx) = dx.as_mut() {
             // dcols_i (Kg, L) per group = Σ_blocks W_blockᵀ (Kg, rows) · dout_i,block (rows, L)
             let mut dcols = output(&[nc, kt, l], dev, Category::Workspace)?;
@@ -396,7 +396,7 @@ pub fn conv2d_backward(
         i0 += nc;
     }
     if let (Some(dx), true) = (dx.as_mut(), l == 0) {
-        super::elementwise::fill(dx, 0.0)?;
+        crate::ops::elementwise::cuda::fill(dx, 0.0)?;
     }
     let db = bias_grad(dout, d.n, m, l)?;
     Ok(ConvGrads { dx, dw, db })
@@ -461,7 +461,7 @@ pub fn linear_forward(
         return Ok(y);
     }
     if i == 0 {
-        super::elementwise::fill(&mut y, 0.0)?;
+        crate::ops::elementwise::cuda::fill(&mut y, 0.0)?;
     } else {
         let gm = Gemm {
             ldb: i,

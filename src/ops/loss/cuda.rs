@@ -6,9 +6,9 @@
 //! them. The per-row losses come back to the host as N doubles and are added there in row
 //! order, as the CPU engine (src/ops/loss.rs) adds them.
 
-use super::{gpu_f32, int, launch, output, LaunchConfig, REDUCE_BLOCK};
 use crate::device::alloc::Category;
 use crate::device::gpu::{GpuBuf, KArg};
+use crate::ops::launch::{gpu_f32, int, launch, output, LaunchConfig, REDUCE_BLOCK};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 

@@ -1,27 +1,17 @@
-//! The CUDA backend's ops: tensor-level functions that launch the kernels of `cuda/*.cu`
-//! (and cuBLAS GEMMs) through a device's [`Runtime`]. They run on `Device::Cuda(n)` and on
-//! `Device::Emu`, which executes the very same kernels on the CPU — so every launch here is
-//! tested on machines without a GPU.
+//! What the op families' `cuda.rs` files share: argument checks, the one `unsafe` launch
+//! through a device's [`Runtime`], GEMM, and the elementwise-kernel launcher. The families'
+//! launch wrappers run on `Device::Cuda(n)` and on `Device::Emu`, which executes the very
+//! same kernels on the CPU — so every launch is tested on machines without a GPU.
 //!
-//! This is the crate's one module of `unsafe` kernel launches. Every public function checks
+//! Every launch wrapper checks
 //! the devices, dtypes and element counts of its tensors before it launches; each launch's
 //! `// SAFETY:` line says which of those checks keeps the kernel's accesses in bounds.
 //! The backend computes in f32 (gradient checks in f64 run on the CPU engine).
 
-pub mod act;
-pub mod conv;
-pub mod elementwise;
-pub mod loss;
-pub mod norm;
-pub mod optim;
-pub mod pool;
-pub mod quadratic;
-pub mod stats;
-
-use super::emu::LaunchConfig;
-use super::gpu::{runtime, DevPtr, Gemm, KArg, Runtime};
-use super::Device;
 use crate::device::alloc::Category;
+pub(crate) use crate::device::emu::LaunchConfig;
+use crate::device::gpu::{runtime, DevPtr, Gemm, KArg, Runtime};
+use crate::device::Device;
 use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
 
@@ -109,7 +99,12 @@ pub(crate) fn channel_grid(c: usize) -> u32 {
 /// # Safety
 /// As `Runtime::launch`: `args` match the kernel's signature and every pointer is valid for
 /// every access the kernel makes under `cfg`.
-unsafe fn launch(rt: &dyn Runtime, kernel: &str, cfg: LaunchConfig, args: &[KArg]) -> Result<()> {
+pub(crate) unsafe fn launch(
+    rt: &dyn Runtime,
+    kernel: &str,
+    cfg: LaunchConfig,
+    args: &[KArg],
+) -> Result<()> {
     // SAFETY: forwarded from this function's contract.
     unsafe { rt.launch(kernel, cfg, args) }
 }

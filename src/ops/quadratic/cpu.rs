@@ -30,10 +30,10 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::conv::{self as convops, ConvGeom};
-use super::gemm::{matmul, MatRef};
-use super::{chunk_ranges, par_item_chunks, reduce_partials, workspace};
 use crate::device::alloc::TrackedVec;
+use crate::ops::conv::{self as convops, ConvGeom};
+use crate::ops::gemm::{matmul, MatRef};
+use crate::ops::{chunk_ranges, par_item_chunks, reduce_partials, workspace};
 use crate::tensor::Float;
 use crate::{Error, Result};
 
@@ -1025,7 +1025,7 @@ pub fn bn_forward<T: Float>(
     }
     let mean: Vec<T> = mo.mean.iter().map(|&v| T::of(v)).collect();
     let var: Vec<T> = mo.m2.iter().map(|&v| T::of(v / mo.cnt)).collect();
-    let rstd = super::norm::rstd(&var, eps);
+    let rstd = crate::ops::norm::rstd(&var, eps);
     let (s, t) = scale_shift(wt.gamma, wt.beta, &mean, &rstd);
     let z: &[T] = z;
     let abs: Vec<Option<&mut [T]>> = match ab {

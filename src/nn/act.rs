@@ -1,14 +1,13 @@
-//! Parameter-free layers: ReLU, Flatten and Dropout. On a CUDA-backend device they run the
-//! kernels of cuda/act.cu (`device::kernels::act`); Flatten is a reshape on any device.
+//! Parameter-free layers: ReLU, Flatten and Dropout, over the `ops::act` family (which
+//! picks the device); Flatten is a reshape on any device.
 
 use std::any::Any;
 
 use super::{check_grad, no_forward, LayerName, Module};
-use crate::device::alloc::{cpu_tracker, Category, TrackedVec};
-use crate::ops::act as ops;
-use crate::ops::act::cuda as kernels;
-use crate::tensor::{Float, Tensor};
-use crate::{with_dtype, Error, Result};
+use crate::device::alloc::Category;
+use crate::ops::act::{self as ops, DropoutMask};
+use crate::tensor::Tensor;
+use crate::{Error, Result};
 
 /// y = max(x, 0), any shape.
 pub struct ReLU {
@@ -26,27 +25,6 @@ impl ReLU {
             saved: None,
         }
     }
-
-    fn run<T: Float>(&self, x: &Tensor) -> Result<Tensor> {
-        if x.device().is_gpu() {
-            return kernels::relu_forward(x, Category::Workspace);
-        }
-        let y = ops::relu_forward_vec(x.as_slice::<T>()?);
-        Tensor::from_vec_in(y, x.shape(), x.device(), Category::Workspace)
-    }
-
-    fn back<T: Float>(&mut self, g: &Tensor) -> Result<Tensor> {
-        let y = self
-            .saved
-            .take()
-            .ok_or_else(|| no_forward(&self.name.path))?;
-        check_grad(&self.name.path, g, y.shape(), y.dtype())?;
-        if y.device().is_gpu() {
-            return kernels::relu_backward(g, &y, Category::Workspace);
-        }
-        let dx = ops::relu_backward_vec(g.as_slice::<T>()?, y.as_slice::<T>()?);
-        Tensor::from_vec_in(dx, y.shape(), y.device(), Category::Workspace)
-    }
 }
 
 impl Module for ReLU {
@@ -58,17 +36,22 @@ impl Module for ReLU {
     }
     fn infer(&self, x: &Tensor) -> Result<Tensor> {
         let _s = self.name.scope();
-        with_dtype!(x.dtype(), T => self.run::<T>(x))
+        ops::relu(x, Category::Workspace)
     }
     fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
         let _s = self.name.scope();
-        let y = with_dtype!(x.dtype(), T => self.run::<T>(x))?;
+        let y = ops::relu(x, Category::Workspace)?;
         self.saved = Some(y.keep_for_backward());
         Ok(y)
     }
     fn backward(&mut self, g: &Tensor) -> Result<Tensor> {
         let _s = self.name.scope();
-        with_dtype!(g.dtype(), T => self.back::<T>(g))
+        let y = self
+            .saved
+            .take()
+            .ok_or_else(|| no_forward(&self.name.path))?;
+        check_grad(&self.name.path, g, y.shape(), y.dtype())?;
+        ops::relu_backward(g, &y, Category::Workspace)
     }
     fn clear_saved(&mut self) {
         self.saved = None;
@@ -156,18 +139,9 @@ pub struct Dropout {
     pub seed: u64,
     /// Training forwards so far: the stream the next mask is drawn from.
     pub calls: u64,
-    /// The input shape and mask of the last training forward.
-    saved: Option<(Vec<usize>, SavedMask)>,
-}
-
-/// The mask a training forward leaves for backward.
-enum SavedMask {
-    /// p = 0: the identity.
-    Identity,
-    /// CPU: one byte per element, 1 = kept; charged to `Category::SavedForBackward`.
-    Host(TrackedVec<u8>),
-    /// CUDA backend: the draw (stream) the kernel recomputes the mask from.
-    Device { stream: u64 },
+    /// The input shape and mask of the last training forward (`None` inside for p = 0,
+    /// the identity); a stored mask is charged to `Category::SavedForBackward`.
+    saved: Option<(Vec<usize>, Option<DropoutMask>)>,
 }
 
 impl Dropout {
@@ -192,7 +166,7 @@ impl Dropout {
     /// (`None` on a CUDA-backend device, where the mask is never stored).
     pub fn mask(&self) -> Option<&[u8]> {
         match &self.saved {
-            Some((_, SavedMask::Host(m))) => Some(m.as_slice()),
+            Some((_, Some(m))) => m.as_host(),
             _ => None,
         }
     }
@@ -200,12 +174,6 @@ impl Dropout {
     /// 1/(1 − p): the factor applied to kept elements.
     pub fn scale(&self) -> f64 {
         1.0 / (1.0 - self.p)
-    }
-
-    fn apply<T: Float>(x: &Tensor, mask: &[u8], scale: f64) -> Result<Tensor> {
-        let mut y = super::zeros_par(x.shape(), x.dtype(), Category::Workspace)?;
-        ops::dropout_apply(x.as_slice::<T>()?, mask, T::of(scale), y.data_mut::<T>()?);
-        Ok(y)
     }
 }
 
@@ -222,22 +190,19 @@ impl Module for Dropout {
     fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
         let _s = self.name.scope();
         if self.p == 0.0 {
-            self.saved = Some((x.shape().to_vec(), SavedMask::Identity));
+            self.saved = Some((x.shape().to_vec(), None));
             return Ok(x.clone());
         }
-        if x.device().is_gpu() {
-            let stream = self.calls;
-            let y = kernels::dropout(x, self.p, self.seed, stream, Category::Workspace)?;
-            self.calls += 1;
-            self.saved = Some((x.shape().to_vec(), SavedMask::Device { stream }));
-            return Ok(y);
-        }
-        let mut mask =
-            TrackedVec::filled(0u8, x.numel(), cpu_tracker(), Category::SavedForBackward);
-        ops::dropout_mask(&mut mask, self.p, self.seed, self.calls);
+        let (y, mask) = ops::dropout(
+            x,
+            self.p,
+            self.seed,
+            self.calls,
+            Category::Workspace,
+            Category::SavedForBackward,
+        )?;
         self.calls += 1;
-        let y = with_dtype!(x.dtype(), T => Self::apply::<T>(x, &mask, self.scale()))?;
-        self.saved = Some((x.shape().to_vec(), SavedMask::Host(mask)));
+        self.saved = Some((x.shape().to_vec(), Some(mask)));
         Ok(y)
     }
     fn backward(&mut self, g: &Tensor) -> Result<Tensor> {
@@ -247,15 +212,9 @@ impl Module for Dropout {
             .take()
             .ok_or_else(|| no_forward(&self.name.path))?;
         check_grad(&self.name.path, g, &shape, g.dtype())?;
-        // the same map as forward: dx = g · mask · scale
         match mask {
-            SavedMask::Identity => Ok(g.clone()),
-            SavedMask::Host(m) => {
-                with_dtype!(g.dtype(), T => Self::apply::<T>(g, &m, self.scale()))
-            }
-            SavedMask::Device { stream } => {
-                kernels::dropout(g, self.p, self.seed, stream, Category::Workspace)
-            }
+            None => Ok(g.clone()),
+            Some(m) => ops::dropout_backward(g, &m, self.p, self.seed, Category::Workspace),
         }
     }
     fn clear_saved(&mut self) {

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use super::{no_forward, observe_output, BackpropMode, LayerName, Module, Param};
 use crate::device::alloc::Category;
 use crate::ops;
-use crate::tensor::{Float, Tensor};
-use crate::{with_dtype, Error, Result};
+use crate::tensor::Tensor;
+use crate::{Error, Result};
 
 /// Children run in order; backward runs them in reverse.
 pub struct Sequential {
@@ -94,9 +94,8 @@ impl Module for Sequential {
 }
 
 /// out = relu(main(x) + shortcut(x)), the shortcut being the identity when absent (the
-/// CIFAR ResNet basic block). The final ReLU keeps its output for backward. On a
-/// CUDA-backend device the sum, the ReLU and the gradient sum are kernels
-/// (`ops::elementwise::cuda::add`, `kernels::act`).
+/// CIFAR ResNet basic block). The final ReLU keeps its output for backward. The sum and
+/// the ReLU are one op (`ops::act::add_relu`).
 pub struct Residual {
     name: LayerName,
     pub main: Sequential,
@@ -118,7 +117,8 @@ impl Residual {
         }
     }
 
-    fn add_relu<T: Float>(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    /// relu(a + b) (a + b without the final ReLU); a, b: the branch outputs, one shape.
+    fn add_relu(&self, a: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
         if a.shape() != b.shape() {
             return Err(Error::shape(
                 &self.name.path,
@@ -129,32 +129,7 @@ impl Residual {
                 ),
             ));
         }
-        if a.device().is_gpu() {
-            let mut y = ops::elementwise::cuda::add(a, b, Category::Workspace)?;
-            if self.relu {
-                ops::act::cuda::relu_inplace(&mut y)?;
-            }
-            return Ok(y);
-        }
-        let out = crate::ops::act::add_relu(a.as_slice::<T>()?, b.as_slice::<T>()?, self.relu);
-        Tensor::from_vec_in(out, a.shape(), a.device(), Category::Workspace)
-    }
-
-    fn relu_back<T: Float>(&self, g: &Tensor, y: &Tensor) -> Result<Tensor> {
-        if g.device().is_gpu() {
-            return ops::act::cuda::relu_backward(g, y, Category::Workspace);
-        }
-        let out = crate::ops::act::relu_backward_vec(g.as_slice::<T>()?, y.as_slice::<T>()?);
-        Tensor::from_vec_in(out, g.shape(), g.device(), Category::Workspace)
-    }
-
-    /// The input gradient: the sum of the gradients through both branches.
-    fn add<T: Float>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-        if a.device().is_gpu() {
-            return ops::elementwise::cuda::add(a, b, Category::Workspace);
-        }
-        let out = crate::ops::act::add_relu(a.as_slice::<T>()?, b.as_slice::<T>()?, false);
-        Tensor::from_vec_in(out, a.shape(), a.device(), Category::Workspace)
+        ops::act::add_relu(a, b, relu, Category::Workspace)
     }
 }
 
@@ -180,7 +155,7 @@ impl Module for Residual {
             None => x.clone(),
         };
         let _s = self.name.scope();
-        with_dtype!(a.dtype(), T => self.add_relu::<T>(&a, &b))
+        self.add_relu(&a, &b, self.relu)
     }
     fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
         let a = self.main.forward(x)?;
@@ -189,7 +164,7 @@ impl Module for Residual {
             None => x.clone(),
         };
         let _s = self.name.scope();
-        let y = with_dtype!(a.dtype(), T => self.add_relu::<T>(&a, &b))?;
+        let y = self.add_relu(&a, &b, self.relu)?;
         self.saved = Some(self.relu.then(|| y.keep_for_backward()));
         Ok(y)
     }
@@ -201,7 +176,7 @@ impl Module for Residual {
         let g = {
             let _s = self.name.scope();
             match &y {
-                Some(y) => with_dtype!(g.dtype(), T => self.relu_back::<T>(g, y))?,
+                Some(y) => ops::act::relu_backward(g, y, Category::Workspace)?,
                 None => g.clone(),
             }
         };
@@ -212,7 +187,8 @@ impl Module for Residual {
             None => g,
         };
         let _s = self.name.scope();
-        with_dtype!(da.dtype(), T => Self::add::<T>(&da, &db))
+        // the input gradient: the sum of the gradients through both branches
+        self.add_relu(&da, &db, false)
     }
     fn visit_params(&mut self, f: &mut dyn FnMut(&str, &mut Param)) {
         self.main.visit_params(f);

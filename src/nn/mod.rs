@@ -24,21 +24,7 @@ use crate::device::alloc::{self, Category};
 use crate::tensor::{Float, Tensor};
 use crate::{Error, Result};
 
-/// `Tensor::zeros_in` on the CPU with the zero fill split over the rayon pool (see
-/// `ops::par_zeros`); the same storage, category and accounting.
-pub(crate) fn zeros_par(
-    shape: &[usize],
-    dtype: crate::DType,
-    category: Category,
-) -> Result<Tensor> {
-    let n: usize = shape.iter().product();
-    crate::with_dtype!(dtype, T => Tensor::from_vec_in(
-        crate::ops::par_zeros::<T>(n),
-        shape,
-        crate::Device::Cpu,
-        category,
-    ))
-}
+pub(crate) use crate::ops::zeros_par;
 
 /// What a quadratic layer keeps between forward and backward (hybrid back-propagation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -131,8 +117,8 @@ impl Param {
     }
 
     /// Add the gradient tensor `g` (the parameter's element count, on its device) into the
-    /// gradient: the first one becomes the gradient (re-charged to `Category::Gradient`),
-    /// later ones are added (a kernel on the CUDA backend).
+    /// gradient: the first one becomes the gradient (`ops::elementwise::into_gradient`),
+    /// later ones are added (`ops::elementwise::add_assign`).
     pub fn accumulate_grad_tensor(&mut self, g: Tensor) -> Result<()> {
         if g.numel() != self.value.numel() || g.device() != self.value.device() {
             return Err(Error::shape(
@@ -146,15 +132,13 @@ impl Param {
                 ),
             ));
         }
-        if !g.device().is_gpu() {
-            return crate::with_dtype!(g.dtype(), T => self.accumulate_grad::<T>(g.as_slice::<T>()?));
-        }
         match &mut self.grad {
-            Some(t) => crate::ops::elementwise::cuda::axpy(1.0, &g, t),
+            Some(t) => crate::ops::elementwise::add_assign(t, &g),
             None => {
-                let g = g.reshape(self.value.shape())?;
-                g.retag(Category::Gradient);
-                self.grad = Some(g);
+                self.grad = Some(crate::ops::elementwise::into_gradient(
+                    g,
+                    self.value.shape(),
+                )?);
                 Ok(())
             }
         }

@@ -7,19 +7,17 @@
 //! `running = (1 − momentum)·running + momentum·batch` (PyTorch's momentum convention).
 //! `infer` normalises with the running statistics and changes nothing.
 //!
-//! On a CUDA-backend device (`Device::Cuda(n)`, `Device::Emu`) the same math runs as the
-//! kernels of cuda/norm.cu (`device::kernels::norm`); the layer's parameters and running
-//! statistics must live there too (`nn::module_to_device` moves both).
+//! The `ops::norm` family picks the device; the layer's parameters and running statistics
+//! live on the input's device (`nn::module_to_device` moves both).
 
 use std::any::Any;
 use std::collections::HashMap;
 
 use super::{load_param, no_forward, take_entry, LayerName, Module, Param, ParamKind};
 use crate::device::alloc::Category;
-use crate::ops::norm as ops;
-use crate::ops::norm::cuda as kernels;
-use crate::tensor::{DType, Float, Tensor};
-use crate::{with_dtype, Error, Result};
+use crate::ops::norm::{self as ops, BnParams};
+use crate::tensor::{DType, Tensor};
+use crate::{Error, Result};
 
 /// Which PyTorch class the layer mirrors; it fixes the input ranks accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,35 +175,18 @@ impl BatchNorm {
         Ok((n, c, l))
     }
 
-    fn run_eval<T: Float>(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = self.dims(x)?;
-        if x.device().is_gpu() {
-            return kernels::batch_norm_eval(
-                x,
-                dims,
-                &self.weight.value,
-                &self.bias.value,
-                &self.running_mean,
-                &self.running_var,
-                self.eps,
-                Category::Workspace,
-            );
+    fn params(&self) -> BnParams<'_> {
+        BnParams {
+            gamma: &self.weight.value,
+            beta: &self.bias.value,
+            running_mean: &self.running_mean,
+            running_var: &self.running_var,
+            eps: self.eps,
+            momentum: self.momentum,
         }
-        let mut y = super::zeros_par(x.shape(), x.dtype(), Category::Workspace)?;
-        let rstd = ops::rstd(self.running_var.as_slice::<T>()?, self.eps);
-        ops::normalize(
-            x.as_slice::<T>()?,
-            dims,
-            self.running_mean.as_slice::<T>()?,
-            &rstd,
-            self.weight.value.as_slice::<T>()?,
-            self.bias.value.as_slice::<T>()?,
-            y.data_mut::<T>()?,
-        );
-        Ok(y)
     }
 
-    fn run_train<T: Float>(&mut self, x: &Tensor) -> Result<Tensor> {
+    fn run_train(&mut self, x: &Tensor) -> Result<Tensor> {
         let (n, c, l) = self.dims(x)?;
         if n * l == 1 {
             return Err(Error::shape(
@@ -216,90 +197,31 @@ impl BatchNorm {
                 ),
             ));
         }
-        if x.device().is_gpu() {
-            let r = kernels::batch_norm_train(
-                x,
-                (n, c, l),
-                &self.weight.value,
-                &self.bias.value,
-                &self.running_mean,
-                &self.running_var,
-                self.eps,
-                self.momentum,
-                Category::Workspace,
-            )?;
-            // new tensors, as on the CPU: an earlier state dict keeps the old values
-            self.running_mean = r.running_mean;
-            self.running_var = r.running_var;
-            self.saved = Some(Saved {
-                x: x.keep_for_backward(),
-                mean: r.mean,
-                rstd: r.rstd,
-            });
-            return Ok(r.y);
-        }
-        let xs = x.as_slice::<T>()?;
-        let (mean, var) = ops::batch_stats(xs, n, c, l);
-        let rstd = ops::rstd(&var, self.eps);
-        let mut y = super::zeros_par(x.shape(), x.dtype(), Category::Workspace)?;
-        ops::normalize(
-            xs,
-            (n, c, l),
-            &mean,
-            &rstd,
-            self.weight.value.as_slice::<T>()?,
-            self.bias.value.as_slice::<T>()?,
-            y.data_mut::<T>()?,
-        );
+        let r = ops::batch_norm_train(x, (n, c, l), &self.params(), Category::Workspace)?;
         // New buffers rather than an in-place update: a state_dict taken earlier shares the
         // old storage and must keep its values.
-        let mut rm = self.running_mean.as_slice::<T>()?.to_vec();
-        let mut rv = self.running_var.as_slice::<T>()?.to_vec();
-        ops::update_running(&mut rm, &mut rv, &mean, &var, n * l, self.momentum);
-        self.running_mean = Tensor::from_vec_in(rm, &[c], x.device(), Category::Parameter)?;
-        self.running_var = Tensor::from_vec_in(rv, &[c], x.device(), Category::Parameter)?;
+        self.running_mean = r.running_mean;
+        self.running_var = r.running_var;
         self.saved = Some(Saved {
             x: x.keep_for_backward(),
-            mean: Tensor::from_vec_in(mean, &[c], x.device(), Category::SavedForBackward)?,
-            rstd: Tensor::from_vec_in(rstd, &[c], x.device(), Category::SavedForBackward)?,
+            mean: r.mean,
+            rstd: r.rstd,
         });
-        Ok(y)
+        Ok(r.y)
     }
 
-    fn back<T: Float>(&mut self, g: &Tensor) -> Result<Tensor> {
+    fn back(&mut self, g: &Tensor) -> Result<Tensor> {
         let s = self
             .saved
             .take()
             .ok_or_else(|| no_forward(&self.name.path))?;
         let dims = self.dims(&s.x)?;
         super::check_grad(&self.name.path, g, s.x.shape(), s.x.dtype())?;
-        if s.x.device().is_gpu() {
-            let r =
-                kernels::batch_norm_backward(&s.x, g, dims, &s.mean, &s.rstd, &self.weight.value)?;
-            drop(s);
-            self.weight.accumulate_grad_tensor(r.dgamma)?;
-            self.bias.accumulate_grad_tensor(r.dbeta)?;
-            return Ok(r.dx);
-        }
-        let (xs, gs) = (s.x.as_slice::<T>()?, g.as_slice::<T>()?);
-        let (mean, rstd) = (s.mean.as_slice::<T>()?, s.rstd.as_slice::<T>()?);
-        // dβ = Σ g, dγ = Σ g·x̂ (per channel)
-        let (sum_g, sum_gx) = ops::grad_sums(xs, gs, dims, mean, rstd);
-        let mut dx = super::zeros_par(s.x.shape(), s.x.dtype(), Category::Workspace)?;
-        ops::backward_input(
-            xs,
-            gs,
-            dims,
-            mean,
-            rstd,
-            self.weight.value.as_slice::<T>()?,
-            &sum_g,
-            &sum_gx,
-            dx.data_mut::<T>()?,
-        );
-        self.weight.accumulate_grad(&sum_gx)?;
-        self.bias.accumulate_grad(&sum_g)?;
-        Ok(dx)
+        let r = ops::batch_norm_backward(&s.x, g, dims, &s.mean, &s.rstd, &self.weight.value)?;
+        drop(s);
+        self.weight.accumulate_grad_tensor(r.dgamma)?;
+        self.bias.accumulate_grad_tensor(r.dbeta)?;
+        Ok(r.dx)
     }
 
     fn load_buffer(
@@ -336,15 +258,16 @@ impl Module for BatchNorm {
     }
     fn infer(&self, x: &Tensor) -> Result<Tensor> {
         let _s = self.name.scope();
-        with_dtype!(x.dtype(), T => self.run_eval::<T>(x))
+        let dims = self.dims(x)?;
+        ops::batch_norm_eval(x, dims, &self.params(), Category::Workspace)
     }
     fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
         let _s = self.name.scope();
-        with_dtype!(x.dtype(), T => self.run_train::<T>(x))
+        self.run_train(x)
     }
     fn backward(&mut self, g: &Tensor) -> Result<Tensor> {
         let _s = self.name.scope();
-        with_dtype!(g.dtype(), T => self.back::<T>(g))
+        self.back(g)
     }
     fn visit_params(&mut self, f: &mut dyn FnMut(&str, &mut Param)) {
         f(&self.name.key("weight"), &mut self.weight);

@@ -19,7 +19,24 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::device::alloc::{cpu_tracker, Category, TrackedVec};
-use crate::tensor::Float;
+use crate::tensor::{Float, Tensor};
+use crate::Result;
+
+/// `Tensor::zeros_in` on the CPU with the zero fill split over the rayon pool (see
+/// `ops::par_zeros`); the same storage, category and accounting.
+pub(crate) fn zeros_par(
+    shape: &[usize],
+    dtype: crate::DType,
+    category: Category,
+) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    crate::with_dtype!(dtype, T => Tensor::from_vec_in(
+        par_zeros::<T>(n),
+        shape,
+        crate::Device::Cpu,
+        category,
+    ))
+}
 
 /// A zeroed host buffer charged to workspace (im2col columns, per-thread partial sums).
 pub fn workspace<T: Float>(len: usize) -> TrackedVec<T> {

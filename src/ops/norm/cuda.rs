@@ -6,6 +6,7 @@
 //! in `ops::norm`, whose conventions these kernels follow: biased variance to normalise,
 //! unbiased variance for the running statistics, PyTorch's momentum.
 
+use super::{BnGrads, BnTrain, Dims};
 use crate::device::alloc::Category;
 use crate::device::gpu::{KArg, Runtime};
 use crate::ops::launch::{
@@ -13,9 +14,6 @@ use crate::ops::launch::{
 };
 use crate::tensor::Tensor;
 use crate::Result;
-
-/// (N, C, L) of a batch-norm input.
-pub type Dims = (usize, usize, usize);
 
 /// Checks that x has N·C·L elements and every per-channel tensor C, all on x's device in
 /// f32; returns the runtime and the dims as kernel ints.
@@ -37,20 +35,6 @@ fn check(
         KArg::I32(int(op, "L", l)?),
     ];
     Ok((rt, dims))
-}
-
-/// What a training forward produces.
-pub struct BnTrain {
-    /// (N, C, L) as x's shape.
-    pub y: Tensor,
-    /// Batch mean (C), charged to `Category::SavedForBackward`.
-    pub mean: Tensor,
-    /// Batch 1/√(var + eps) (C), charged to `Category::SavedForBackward`.
-    pub rstd: Tensor,
-    /// The updated running mean and variance (C): new tensors (the old ones are only read,
-    /// so a state dict taken earlier keeps its values), charged to `Category::Parameter`.
-    pub running_mean: Tensor,
-    pub running_var: Tensor,
 }
 
 /// Training forward: normalise x with its batch statistics (biased variance) and compute
@@ -186,16 +170,6 @@ fn normalize(
     // here; y is fresh with x's N·C·L elements.
     unsafe { launch(rt, op, LaunchConfig::elementwise(total), &args)? };
     Ok(y)
-}
-
-/// Gradients of a training-mode batch norm.
-pub struct BnGrads {
-    /// (N, C, L) as x's shape.
-    pub dx: Tensor,
-    /// dγ = Σ g·x̂ per channel (C).
-    pub dgamma: Tensor,
-    /// dβ = Σ g per channel (C).
-    pub dbeta: Tensor,
 }
 
 /// Training-mode backward from the saved input x, its batch mean and rstd, γ and the output

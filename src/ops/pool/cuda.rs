@@ -13,14 +13,14 @@ use crate::{Device, Result};
 /// Argmax indices of a max pooling on the device: one `int` per output element (N, C, Ho,
 /// Wo), the flat position h·W + w of the maximum within its input plane (PyTorch's
 /// `indices`). Only the kernels of this module read or write them.
-pub struct PoolIndices {
+pub struct DeviceIndices {
     buf: GpuBuf,
     len: usize,
 }
 
-impl PoolIndices {
-    fn new(device: Device, len: usize, category: Category) -> Result<PoolIndices> {
-        Ok(PoolIndices {
+impl DeviceIndices {
+    fn new(device: Device, len: usize, category: Category) -> Result<DeviceIndices> {
+        Ok(DeviceIndices {
             buf: GpuBuf::new(device, len * 4, category)?,
             len,
         })
@@ -105,13 +105,13 @@ pub fn maxpool2d_forward(
     layer: &str,
     category: Category,
     idx_category: Category,
-) -> Result<(Tensor, PoolIndices)> {
+) -> Result<(Tensor, DeviceIndices)> {
     let op = "maxpool2d_forward_f32";
     let d = check_x(op, g, x, layer)?;
     let rt = gpu_f32(op, "x", x)?;
     let total = d.n * d.c * d.ho * d.wo;
     let mut y = output(&[d.n, d.c, d.ho, d.wo], x.device(), category)?;
-    let idx = PoolIndices::new(x.device(), total, idx_category)?;
+    let idx = DeviceIndices::new(x.device(), total, idx_category)?;
     let mut args = vec![
         KArg::Ptr(x.dev_ptr()?),
         KArg::Ptr(y.dev_ptr_mut()?),
@@ -131,7 +131,7 @@ pub fn maxpool2d_forward(
 pub fn maxpool2d_backward(
     g: &PoolGeom,
     gy: &Tensor,
-    idx: &PoolIndices,
+    idx: &DeviceIndices,
     dims: [usize; 4],
     layer: &str,
 ) -> Result<Tensor> {

@@ -5,10 +5,9 @@ use std::collections::HashMap;
 
 use super::{no_forward, LayerName, Module, Param, ParamKind};
 use crate::device::alloc::Category;
-use crate::ops::conv::cuda as kernels;
 use crate::ops::conv::{self, ConvGeom};
-use crate::tensor::{DType, Float, Tensor};
-use crate::{with_dtype, Result};
+use crate::tensor::{DType, Tensor};
+use crate::Result;
 
 pub struct Conv2d {
     name: LayerName,
@@ -55,82 +54,40 @@ impl Conv2d {
         })
     }
 
-    fn run<T: Float>(&self, x: &Tensor) -> Result<Tensor> {
-        if x.device().is_gpu() {
-            return kernels::conv2d_forward(
-                &self.geom,
-                1,
-                x,
-                &self.weight.value,
-                self.bias.as_ref().map(|b| &b.value),
-                &self.name.path,
-                Category::Workspace,
-            );
-        }
-        let (n, h, w, ho, wo) = conv::check_input(&self.geom, x, &self.name.path)?;
-        let mut out = super::zeros_par(
-            &[n, self.geom.c_out, ho, wo],
-            x.dtype(),
-            Category::Workspace,
-        )?;
-        let bias = match &self.bias {
-            Some(b) => Some(b.value.as_slice::<T>()?),
-            None => None,
-        };
-        conv::conv2d_forward(
+    fn run(&self, x: &Tensor) -> Result<Tensor> {
+        conv::conv2d(
             &self.geom,
             1,
-            x.as_slice::<T>()?,
-            (n, h, w),
-            (ho, wo),
-            self.weight.value.as_slice::<T>()?,
-            bias,
-            out.data_mut::<T>()?,
-        );
-        Ok(out)
+            x,
+            &self.weight.value,
+            self.bias.as_ref().map(|b| &b.value),
+            &self.name.path,
+            Category::Workspace,
+        )
     }
 
-    fn back<T: Float>(&mut self, g: &Tensor) -> Result<Tensor> {
+    fn back(&mut self, g: &Tensor) -> Result<Tensor> {
         let x = self
             .saved
             .take()
             .ok_or_else(|| no_forward(&self.name.path))?;
-        let (n, h, w, ho, wo) = conv::check_input(&self.geom, &x, &self.name.path)?;
+        let (n, _, _, ho, wo) = conv::check_input(&self.geom, &x, &self.name.path)?;
         super::check_grad(&self.name.path, g, &[n, self.geom.c_out, ho, wo], x.dtype())?;
-        if x.device().is_gpu() {
-            let gr = kernels::conv2d_backward(
-                &self.geom,
-                1,
-                &x,
-                &self.weight.value,
-                g,
-                true,
-                &self.name.path,
-            )?;
-            self.weight.accumulate_grad_tensor(gr.dw)?;
-            if let Some(b) = &mut self.bias {
-                b.accumulate_grad_tensor(gr.db)?;
-            }
-            return gr
-                .dx
-                .ok_or_else(|| crate::Error::state("conv2d_backward: no dx"));
-        }
-        let mut dx = super::zeros_par(x.shape(), x.dtype(), Category::Workspace)?;
-        let (dw, db) = conv::conv2d_backward(
+        let gr = conv::conv2d_backward(
             &self.geom,
             1,
-            x.as_slice::<T>()?,
-            (n, h, w),
-            (ho, wo),
-            self.weight.value.as_slice::<T>()?,
-            g.as_slice::<T>()?,
-            Some(dx.data_mut::<T>()?),
-        );
-        self.weight.accumulate_grad(&dw)?;
+            &x,
+            &self.weight.value,
+            g,
+            true,
+            &self.name.path,
+        )?;
+        self.weight.accumulate_grad_tensor(gr.dw)?;
         if let Some(b) = &mut self.bias {
-            b.accumulate_grad(&db)?;
+            b.accumulate_grad_tensor(gr.db)?;
         }
-        Ok(dx)
+        gr.dx
+            .ok_or_else(|| crate::Error::state("conv2d_backward: no dx"))
     }
 }
 
@@ -147,17 +104,17 @@ impl Module for Conv2d {
     }
     fn infer(&self, x: &Tensor) -> Result<Tensor> {
         let _s = self.name.scope();
-        with_dtype!(x.dtype(), T => self.run::<T>(x))
+        self.run(x)
     }
     fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
         let _s = self.name.scope();
-        let y = with_dtype!(x.dtype(), T => self.run::<T>(x))?;
+        let y = self.run(x)?;
         self.saved = Some(x.keep_for_backward());
         Ok(y)
     }
     fn backward(&mut self, g: &Tensor) -> Result<Tensor> {
         let _s = self.name.scope();
-        with_dtype!(g.dtype(), T => self.back::<T>(g))
+        self.back(g)
     }
     fn visit_params(&mut self, f: &mut dyn FnMut(&str, &mut Param)) {
         super::visit_weight_bias(&self.name, &mut self.weight, &mut self.bias, f);

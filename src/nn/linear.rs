@@ -6,10 +6,9 @@ use std::collections::HashMap;
 use super::conv::default_init;
 use super::{no_forward, LayerName, Module, Param, ParamKind};
 use crate::device::alloc::Category;
-use crate::ops::conv::cuda as kernels;
 use crate::ops::linear as ops;
-use crate::tensor::{DType, Float, Tensor};
-use crate::{with_dtype, Error, Result};
+use crate::tensor::{DType, Tensor};
+use crate::{Error, Result};
 
 pub struct Linear {
     name: LayerName,
@@ -93,65 +92,29 @@ impl Linear {
         Ok(n)
     }
 
-    fn run<T: Float>(&self, x: &Tensor) -> Result<Tensor> {
-        let n = self.check_input(x)?;
-        if x.device().is_gpu() {
-            return kernels::linear_forward(
-                x,
-                &self.weight.value,
-                self.bias.as_ref().map(|b| &b.value),
-                Category::Workspace,
-            );
-        }
-        let mut y = Tensor::zeros_in(&[n, self.out_features], x.dtype(), Category::Workspace)?;
-        let bias = match &self.bias {
-            Some(b) => Some(b.value.as_slice::<T>()?),
-            None => None,
-        };
-        ops::linear_forward(
-            x.as_slice::<T>()?,
-            n,
-            self.in_features,
-            self.out_features,
-            self.weight.value.as_slice::<T>()?,
-            bias,
-            y.data_mut::<T>()?,
-            rayon::current_num_threads(),
-        );
-        Ok(y)
+    fn run(&self, x: &Tensor) -> Result<Tensor> {
+        self.check_input(x)?;
+        ops::linear(
+            x,
+            &self.weight.value,
+            self.bias.as_ref().map(|b| &b.value),
+            Category::Workspace,
+        )
     }
 
-    fn back<T: Float>(&mut self, g: &Tensor) -> Result<Tensor> {
+    fn back(&mut self, g: &Tensor) -> Result<Tensor> {
         let x = self
             .saved
             .take()
             .ok_or_else(|| no_forward(&self.name.path))?;
         let n = self.check_input(&x)?;
         super::check_grad(&self.name.path, g, &[n, self.out_features], x.dtype())?;
-        if x.device().is_gpu() {
-            let gr = kernels::linear_backward(&x, &self.weight.value, g, true)?;
-            self.weight.accumulate_grad_tensor(gr.dw)?;
-            if let Some(b) = &mut self.bias {
-                b.accumulate_grad_tensor(gr.db)?;
-            }
-            return gr.dx.ok_or_else(|| Error::state("linear_backward: no dx"));
-        }
-        let mut dx = Tensor::zeros_in(x.shape(), x.dtype(), Category::Workspace)?;
-        let (dw, db) = ops::linear_backward(
-            x.as_slice::<T>()?,
-            n,
-            self.in_features,
-            self.out_features,
-            self.weight.value.as_slice::<T>()?,
-            g.as_slice::<T>()?,
-            Some(dx.data_mut::<T>()?),
-            rayon::current_num_threads(),
-        );
-        self.weight.accumulate_grad(&dw)?;
+        let gr = ops::linear_backward(&x, &self.weight.value, g, true)?;
+        self.weight.accumulate_grad_tensor(gr.dw)?;
         if let Some(b) = &mut self.bias {
-            b.accumulate_grad(&db)?;
+            b.accumulate_grad_tensor(gr.db)?;
         }
-        Ok(dx)
+        gr.dx.ok_or_else(|| Error::state("linear_backward: no dx"))
     }
 }
 
@@ -169,17 +132,17 @@ impl Module for Linear {
     }
     fn infer(&self, x: &Tensor) -> Result<Tensor> {
         let _s = self.name.scope();
-        with_dtype!(x.dtype(), T => self.run::<T>(x))
+        self.run(x)
     }
     fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
         let _s = self.name.scope();
-        let y = with_dtype!(x.dtype(), T => self.run::<T>(x))?;
+        let y = self.run(x)?;
         self.saved = Some(x.keep_for_backward());
         Ok(y)
     }
     fn backward(&mut self, g: &Tensor) -> Result<Tensor> {
         let _s = self.name.scope();
-        with_dtype!(g.dtype(), T => self.back::<T>(g))
+        self.back(g)
     }
     fn visit_params(&mut self, f: &mut dyn FnMut(&str, &mut Param)) {
         super::visit_weight_bias(&self.name, &mut self.weight, &mut self.bias, f);

@@ -88,7 +88,7 @@ impl Core {
             (w, b)
         };
         if self.dense {
-            kconv::linear_forward(x, &w, b.as_ref(), Category::Workspace)
+            crate::ops::linear::cuda::linear_forward(x, &w, b.as_ref(), Category::Workspace)
         } else {
             kconv::conv2d_forward(
                 &self.geom,
@@ -135,7 +135,9 @@ impl Core {
                 op.k() * op.k(),
                 &self.out_shape(n, op),
             ),
-            (_, true) => kconv::linear_forward(lifted, w2, b2, Category::Workspace),
+            (_, true) => {
+                crate::ops::linear::cuda::linear_forward(lifted, w2, b2, Category::Workspace)
+            }
             (_, false) => kconv::conv2d_forward(
                 &self.geom,
                 1,
@@ -331,7 +333,7 @@ impl Core {
         if let Some(gz) = &gz {
             let w1 = value(&self.w1, "stacked weight")?;
             let gr = if self.dense {
-                kconv::linear_backward(x, w1, gz, true)?
+                crate::ops::linear::cuda::linear_backward(x, w1, gz, true)?
             } else {
                 kconv::conv2d_backward(&self.geom, neuron.branches(), x, w1, gz, true, &path)?
             };
@@ -349,7 +351,7 @@ impl Core {
                 };
                 let w2 = value(&self.w2, "lifted weight")?;
                 let gr = if self.dense {
-                    kconv::linear_backward(&xx, w2, g, true)?
+                    crate::ops::linear::cuda::linear_backward(&xx, w2, g, true)?
                 } else {
                     kconv::conv2d_backward(&self.geom, 1, &xx, w2, g, true, &path)?
                 };

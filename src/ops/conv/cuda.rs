@@ -6,9 +6,9 @@
 //! channels, branch b's channel o at b·C_out + o — the layout of the CPU engine
 //! (src/ops/conv.rs), so both engines share the epilogues' indexing.
 
+use super::{ConvGeom, ConvGrads};
 use crate::device::alloc::Category;
 use crate::device::gpu::{Gemm, KArg};
-use crate::ops::conv::ConvGeom;
 use crate::ops::launch::{
     channel_grid, check_all, expect_numel, gemm, gpu_f32, int, launch, output, LaunchConfig,
     REDUCE_BLOCK,
@@ -236,7 +236,7 @@ pub fn conv2d_forward(
 }
 
 /// y (N, M, L) += bias (M) per channel.
-fn add_bias(y: &mut Tensor, bias: &Tensor, n: usize, m: usize, l: usize) -> Result<()> {
+pub(crate) fn add_bias(y: &mut Tensor, bias: &Tensor, n: usize, m: usize, l: usize) -> Result<()> {
     let op = "bias_add_f32";
     let rt = gpu_f32(op, "y", y)?;
     check_all(op, y.device(), &[("bias", bias)])?;
@@ -259,7 +259,7 @@ fn add_bias(y: &mut Tensor, bias: &Tensor, n: usize, m: usize, l: usize) -> Resu
 }
 
 /// db (M) = Σ_{n,l} dy (N, M, L), a new tensor.
-fn bias_grad(dy: &Tensor, n: usize, m: usize, l: usize) -> Result<Tensor> {
+pub(crate) fn bias_grad(dy: &Tensor, n: usize, m: usize, l: usize) -> Result<Tensor> {
     let op = "bias_grad_f32";
     let rt = gpu_f32(op, "dy", dy)?;
     expect_numel(op, "dy", dy, n * m * l, "N, M, L")?;
@@ -292,16 +292,6 @@ fn bias_grad(dy: &Tensor, n: usize, m: usize, l: usize) -> Result<Tensor> {
         )?
     };
     Ok(db)
-}
-
-/// Gradients of a convolution.
-pub struct ConvGrads {
-    /// (N, C_in, H, W), when asked for.
-    pub dx: Option<Tensor>,
-    /// (nb·C_out, C_in/G, kh, kw)
-    pub dw: Tensor,
-    /// (nb·C_out): Σ of dout per channel (the bias gradient; ignore it without a bias).
-    pub db: Tensor,
 }
 
 /// Convolution backward: from x, the weight and dout (N, nb·C_out, Ho, Wo).
@@ -436,89 +426,4 @@ fn col2im(
     // SAFETY: (dcols, dx, N, C, H, W, Ho, Wo, kh, kw, ...) as in conv.cu; reads dcols below
     // nc·K·L (checked) and writes dx images [i0, i0 + nc), inside its N·C_in·H·W (checked).
     unsafe { launch(rt, op, LaunchConfig::elementwise(total), &args) }
-}
-
-/// Linear forward: x (N, I), weight (nb·O, I), bias (nb·O) → (N, nb·O) = x·Wᵀ + b.
-pub fn linear_forward(
-    x: &Tensor,
-    w: &Tensor,
-    bias: Option<&Tensor>,
-    category: Category,
-) -> Result<Tensor> {
-    let op = "linear_forward";
-    gpu_f32(op, "x", x)?;
-    check_all(op, x.device(), &[("weight", w)])?;
-    let (n, i) = x.dims2(op)?;
-    crate::ensure_shape!(
-        w.rank() == 2 && w.shape()[1] == i,
-        op,
-        "weight has shape {:?}, expected (M, {i}) for an input of {i} features",
-        w.shape()
-    );
-    let m = w.shape()[0];
-    let mut y = output(&[n, m], x.device(), category)?;
-    if n * m == 0 {
-        return Ok(y);
-    }
-    if i == 0 {
-        crate::ops::elementwise::cuda::fill(&mut y, 0.0)?;
-    } else {
-        let gm = Gemm {
-            ldb: i,
-            trans_b: true,
-            ..Gemm::dense(n, m, i, x.dev_ptr()?, w.dev_ptr()?, y.dev_ptr()?)
-        };
-        gemm(op, &gm, x, w, &mut y)?;
-    }
-    if let Some(b) = bias {
-        add_bias(&mut y, b, n, m, 1)?;
-    }
-    Ok(y)
-}
-
-/// Linear backward: from x (N, I), weight (M, I) and dout (N, M): dx (N, I) when asked,
-/// dW (M, I) = doutᵀ·x and db (M) = Σ_n dout.
-pub fn linear_backward(x: &Tensor, w: &Tensor, dout: &Tensor, want_dx: bool) -> Result<ConvGrads> {
-    let op = "linear_backward";
-    gpu_f32(op, "x", x)?;
-    check_all(op, x.device(), &[("weight", w), ("output gradient", dout)])?;
-    let (n, i) = x.dims2(op)?;
-    let m = w.shape().first().copied().unwrap_or(0);
-    expect_numel(op, "weight", w, m * i, "M, I")?;
-    expect_numel(op, "output gradient", dout, n * m, "N, M")?;
-    let dev = x.device();
-    let mut dw = Tensor::full_in(0.0, w.shape(), crate::DType::F32, dev, Category::Workspace)?;
-    if n > 0 && m * i > 0 {
-        let gm = Gemm {
-            m,
-            n: i,
-            k: n,
-            a: dout.dev_ptr()?,
-            lda: m,
-            trans_a: true,
-            stride_a: 0,
-            b: x.dev_ptr()?,
-            ldb: i,
-            trans_b: false,
-            stride_b: 0,
-            c: dw.dev_ptr()?,
-            ldc: i,
-            stride_c: 0,
-            batch: 1,
-            accumulate: false,
-        };
-        gemm(op, &gm, dout, x, &mut dw)?;
-    }
-    let dx = if want_dx {
-        let mut dx = Tensor::full_in(0.0, x.shape(), crate::DType::F32, dev, Category::Workspace)?;
-        if n * i > 0 && m > 0 {
-            let gm = Gemm::dense(n, i, m, dout.dev_ptr()?, w.dev_ptr()?, dx.dev_ptr()?);
-            gemm(op, &gm, dout, w, &mut dx)?;
-        }
-        Some(dx)
-    } else {
-        None
-    };
-    let db = bias_grad(dout, n, m, 1)?;
-    Ok(ConvGrads { dx, dw, db })
 }

@@ -10,7 +10,9 @@
 pub mod cpu;
 pub mod cuda;
 
-pub use cpu::{backward_input, batch_stats, grad_sums, normalize, rstd, update_running};
+pub use cpu::{
+    backward_input, backward_input_eval, batch_stats, grad_sums, normalize, rstd, update_running,
+};
 
 use crate::device::alloc::Category;
 use crate::tensor::{Float, Tensor};

@@ -2,10 +2,9 @@
 //! batch) and top-1 accuracy. The loss is not a `Module`: it takes class targets and ends
 //! the forward pass by returning the loss together with dL/dlogits.
 
-use crate::device::alloc::Category;
 use crate::ops::loss as ops;
-use crate::tensor::{Float, Tensor};
-use crate::{with_dtype, Error, Result};
+use crate::tensor::Tensor;
+use crate::{Error, Result};
 
 const OP: &str = "SoftmaxCrossEntropy";
 
@@ -57,36 +56,11 @@ impl SoftmaxCrossEntropy {
     }
 
     /// The mean loss over the batch and dL/dlogits (N, classes), in the logits' dtype and on
-    /// their device (a kernel on the CUDA backend, see `device::kernels::loss`).
+    /// their device (`ops::loss` picks the kernel).
     /// logits: (N, classes); targets: N class indices.
     pub fn forward(&self, logits: &Tensor, targets: &[usize]) -> Result<(f64, Tensor)> {
-        let (n, k) = check(OP, logits, targets)?;
-        if logits.device().is_gpu() {
-            return crate::ops::loss::cuda::softmax_cross_entropy(
-                logits,
-                targets,
-                self.label_smoothing,
-            );
-        }
-        with_dtype!(logits.dtype(), T => self.run::<T>(logits, targets, n, k))
-    }
-
-    fn run<T: Float>(
-        &self,
-        logits: &Tensor,
-        targets: &[usize],
-        n: usize,
-        k: usize,
-    ) -> Result<(f64, Tensor)> {
-        let mut grad = Tensor::zeros_in(&[n, k], logits.dtype(), Category::Workspace)?;
-        let loss = ops::softmax_cross_entropy(
-            logits.as_slice::<T>()?,
-            targets,
-            k,
-            self.label_smoothing,
-            grad.data_mut::<T>()?,
-        );
-        Ok((loss, grad))
+        check(OP, logits, targets)?;
+        ops::softmax_cross_entropy(logits, targets, self.label_smoothing)
     }
 }
 
@@ -95,10 +69,6 @@ impl SoftmaxCrossEntropy {
 /// copied to the host (N·classes values) and counted by the CPU routine, so ties and NaNs
 /// are treated identically on every device.
 pub fn accuracy_count(logits: &Tensor, targets: &[usize]) -> Result<usize> {
-    let (_, k) = check("accuracy_count", logits, targets)?;
-    if logits.device().is_gpu() {
-        let host = with_dtype!(logits.dtype(), T => logits.to_vec::<T>().map(|v| ops::accuracy_count(&v, targets, k)))?;
-        return Ok(host);
-    }
-    with_dtype!(logits.dtype(), T => Ok(ops::accuracy_count(logits.as_slice::<T>()?, targets, k)))
+    check("accuracy_count", logits, targets)?;
+    ops::accuracy_count(logits, targets)
 }

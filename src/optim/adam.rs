@@ -26,9 +26,9 @@ use super::{
 };
 use crate::device::alloc::Category;
 use crate::nn::{Module, Param, Segment};
-use crate::ops::optim::cuda as kernels;
-use crate::tensor::{Float, Tensor};
-use crate::{ensure_valid, with_dtype, Error, Result};
+use crate::ops::optim::{self as ops, AdamHyper};
+use crate::tensor::Tensor;
+use crate::{ensure_valid, Error, Result};
 
 /// Adam / AdamW hyper-parameters (PyTorch's names and defaults).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -90,17 +90,6 @@ pub struct Adam {
     state: HashMap<String, State>,
 }
 
-struct Hyper<T> {
-    lr: f64,
-    wd: T,
-    b1: T,
-    b2: T,
-    bc1: f64,
-    bc2_sqrt: T,
-    /// AdamW's 1 − lr·wd.
-    decay: T,
-}
-
 impl Adam {
     pub fn new(cfg: AdamConfig) -> Result<Adam> {
         cfg.validate()?;
@@ -136,12 +125,12 @@ impl Adam {
 
     /// The state of `name` on `g`'s device (created on the first step), with its step count
     /// advanced, and the per-segment scalars of this step.
-    fn advance<T: Float>(
+    fn advance(
         &mut self,
         name: &str,
         g: &Tensor,
         segs: &[Segment],
-    ) -> Result<(&mut State, Vec<Hyper<T>>)> {
+    ) -> Result<(&mut State, Vec<AdamHyper>)> {
         let n = g.numel();
         let dev = g.device();
         let zeros = || Tensor::full_in(0.0, g.shape(), g.dtype(), dev, Category::OptimizerState);
@@ -182,102 +171,47 @@ impl Adam {
         }
         st.step += 1;
         let t = st.step as i32;
-        let hyper: Vec<Hyper<T>> = segs
+        let hyper: Vec<AdamHyper> = segs
             .iter()
             .map(|s| {
                 let grp = group_of(groups, s.kind);
                 let (b1, b2) = grp.and_then(|g| g.betas).unwrap_or(cfg.betas);
                 let lr = cfg.lr * grp.map_or(1.0, |g| g.lr_scale);
                 let wd = grp.and_then(|g| g.weight_decay).unwrap_or(cfg.weight_decay);
-                Hyper {
+                AdamHyper {
                     lr,
-                    wd: T::of(wd),
-                    decay: T::of(1.0 - lr * wd),
-                    b1: T::of(b1),
-                    b2: T::of(b2),
+                    beta1: b1,
+                    beta2: b2,
                     bc1: 1.0 - b1.powi(t),
-                    bc2_sqrt: T::of((1.0 - b2.powi(t)).sqrt()),
+                    bc2_sqrt: (1.0 - b2.powi(t)).sqrt(),
+                    eps: cfg.eps,
+                    weight_decay: wd,
+                    decay: 1.0 - lr * wd,
+                    decoupled: cfg.decoupled,
                 }
             })
             .collect();
         Ok((st, hyper))
     }
 
-    /// The update on the CUDA backend: one fused kernel launch per segment, on the
-    /// parameter, its gradient and its moments in place.
-    fn update_gpu(&mut self, name: &str, p: &mut Param) -> Result<()> {
+    /// One step of parameter `name`: per segment, `ops::optim::adam_step` (a fused kernel
+    /// launch per segment on the CUDA backend) on the parameter, its gradient and moments.
+    fn update(&mut self, name: &str, p: &mut Param) -> Result<()> {
         let Some(g) = p.grad.take() else {
             return Ok(());
         };
-        let cfg = self.cfg;
         let segs = segments_of(&p.segments, g.numel());
-        let (st, hyper) = self.advance::<f32>(name, &g, &segs)?;
-        for (s, h) in segs.iter().zip(&hyper) {
-            let sc = kernels::AdamScalars {
-                step_size: (h.lr / h.bc1) as f32,
-                beta1: h.b1,
-                beta2: h.b2,
-                bc2_sqrt: h.bc2_sqrt,
-                eps: cfg.eps as f32,
-                weight_decay: h.wd,
-                decay: h.decay,
-                decoupled: cfg.decoupled,
-            };
-            kernels::adam_step(
+        let (st, hyper) = self.advance(name, &g, &segs)?;
+        for (s, &h) in segs.iter().zip(&hyper) {
+            ops::adam_step(
                 &mut p.value,
                 &g,
                 &mut st.m,
                 &mut st.v,
                 st.vmax.as_mut(),
                 s.range.clone(),
-                sc,
+                h,
             )?;
-        }
-        Ok(())
-    }
-
-    fn update<T: Float>(&mut self, name: &str, p: &mut Param) -> Result<()> {
-        if p.value.device().is_gpu() {
-            return self.update_gpu(name, p);
-        }
-        let Some(g) = p.grad.take() else {
-            return Ok(());
-        };
-        let cfg = self.cfg;
-        let segs = segments_of(&p.segments, g.numel());
-        let (st, hyper) = self.advance::<T>(name, &g, &segs)?;
-        let gv = g.as_slice::<T>()?;
-        let pv = p.value.data_mut::<T>()?;
-        let m = st.m.data_mut::<T>()?;
-        let v = st.v.data_mut::<T>()?;
-        let mut vmax = match st.vmax.as_mut() {
-            Some(t) => Some(t.data_mut::<T>()?),
-            None => None,
-        };
-        let eps = T::of(cfg.eps);
-        for (s, h) in segs.iter().zip(&hyper) {
-            let step_size = T::of(h.lr / h.bc1);
-            for i in s.range.clone() {
-                let mut gi = gv[i];
-                if cfg.decoupled {
-                    pv[i] *= h.decay;
-                } else if h.wd != T::zero() {
-                    gi += h.wd * pv[i];
-                }
-                m[i] += (gi - m[i]) * (T::one() - h.b1);
-                v[i] = v[i] * h.b2 + gi * gi * (T::one() - h.b2);
-                let vh = match vmax.as_deref_mut() {
-                    Some(vm) => {
-                        if v[i] > vm[i] {
-                            vm[i] = v[i];
-                        }
-                        vm[i]
-                    }
-                    None => v[i],
-                };
-                let denom = vh.sqrt() / h.bc2_sqrt + eps;
-                pv[i] -= step_size * (m[i] / denom);
-            }
         }
         Ok(())
     }
@@ -288,7 +222,7 @@ impl Optimizer for Adam {
         let mut res = Ok(());
         net.visit_params(&mut |name, p| {
             if res.is_ok() {
-                res = with_dtype!(p.value.dtype(), T => self.update::<T>(name, p));
+                res = self.update(name, p);
             }
         });
         res

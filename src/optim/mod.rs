@@ -34,8 +34,8 @@ pub use sgd::Sgd;
 
 use crate::device::alloc::Category;
 use crate::nn::{Module, ParamKind, Segment};
-use crate::tensor::{Float, Tensor};
-use crate::{ensure_valid, with_dtype, Error, Result};
+use crate::tensor::Tensor;
+use crate::{ensure_valid, Error, Result};
 
 pub trait Optimizer: Send {
     /// Apply one update from the gradients accumulated in `net`'s parameters (the
@@ -203,54 +203,38 @@ pub(crate) fn to_param_device(t: &mut Tensor, device: crate::Device) -> Result<(
 /// every gradient is multiplied by min(1, max_norm / (total + 1e-6)). Returns the total
 /// norm before clipping. Norms are accumulated in f64. Like PyTorch (error_if_nonfinite =
 /// False), a non-finite total is returned and applied as is. Gradients on a GPU-path device
-/// are reduced and scaled there (`device::kernels::optim`); only the norm comes back.
+/// are reduced and scaled there (`ops::optim`); only the norm comes back.
 pub fn clip_grad_norm(net: &mut dyn Module, max_norm: f64) -> Result<f64> {
     ensure_valid!(
         max_norm.is_finite() && max_norm > 0.0,
         "max_norm",
         "{max_norm} must be positive and finite"
     );
-    let mut sq = 0.0f64;
-    // device gradients, grouped by device in first-seen order
-    let mut on_gpu: Vec<(crate::Device, Vec<Tensor>)> = Vec::new();
+    // the gradients grouped by device in first-seen order, each group reduced where it lives
+    let mut groups: Vec<(crate::Device, Vec<Tensor>)> = Vec::new();
     net.visit_params(&mut |_, p| {
         if let Some(g) = &p.grad {
-            if g.device().is_gpu() {
-                match on_gpu.iter_mut().find(|(d, _)| *d == g.device()) {
-                    Some((_, v)) => v.push(g.clone()),
-                    None => on_gpu.push((g.device(), vec![g.clone()])),
-                }
-            } else {
-                sq += g.to_f64_vec().iter().map(|v| v * v).sum::<f64>();
+            match groups.iter_mut().find(|(d, _)| *d == g.device()) {
+                Some((_, v)) => v.push(g.clone()),
+                None => groups.push((g.device(), vec![g.clone()])),
             }
         }
     });
-    for (_, ts) in &on_gpu {
+    let mut sq = 0.0f64;
+    for (_, ts) in &groups {
         let refs: Vec<&Tensor> = ts.iter().collect();
-        sq += crate::ops::optim::cuda::sum_squares(&refs)?;
+        sq += crate::ops::optim::sum_squares(&refs)?;
     }
     // the clones above share the gradients' storage: drop them before scaling in place
-    drop(on_gpu);
+    drop(groups);
     let total = sq.sqrt();
     let coef = (max_norm / (total + 1e-6)).min(1.0);
     let coef = if total.is_nan() { f64::NAN } else { coef };
     let mut res = Ok(());
     net.visit_params(&mut |_, p| {
         if let (Some(g), true) = (p.grad.as_mut(), res.is_ok()) {
-            res = if g.device().is_gpu() {
-                crate::ops::optim::cuda::scale_in_place(g, coef as f32)
-            } else {
-                with_dtype!(g.dtype(), T => scale::<T>(g, coef))
-            };
+            res = crate::ops::optim::scale_in_place(g, coef);
         }
     });
     res.map(|_| total)
-}
-
-fn scale<T: Float>(g: &mut Tensor, coef: f64) -> Result<()> {
-    let c = T::of(coef);
-    for v in g.data_mut::<T>()? {
-        *v *= c;
-    }
-    Ok(())
 }

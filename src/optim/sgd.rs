@@ -17,9 +17,9 @@ use super::{
 };
 use crate::device::alloc::Category;
 use crate::nn::{Module, Param, Segment};
-use crate::ops::optim::cuda as kernels;
-use crate::tensor::{Float, Tensor};
-use crate::{ensure_valid, with_dtype, Error, Result};
+use crate::ops::optim::{self as ops, SgdHyper};
+use crate::tensor::Tensor;
+use crate::{ensure_valid, Error, Result};
 
 #[derive(Debug)]
 pub struct Sgd {
@@ -121,80 +121,31 @@ impl Sgd {
         Ok((buf, first))
     }
 
-    /// The update on the CUDA backend: one fused kernel launch per segment.
-    fn update_gpu(&mut self, name: &str, p: &mut Param) -> Result<()> {
+    /// One step of parameter `name`: per segment, `ops::optim::sgd_step` (a fused kernel
+    /// launch per segment on the CUDA backend).
+    fn update(&mut self, name: &str, p: &mut Param) -> Result<()> {
         let Some(g) = p.grad.take() else {
             return Ok(());
         };
         let segs = segments_of(&p.segments, g.numel());
         let hyper = self.segment_hyper(&segs);
-        let (momentum, nesterov) = (self.momentum as f32, self.nesterov);
-        let one_minus_dampening = 1.0f32 - self.dampening as f32;
-        let mut buf = if self.momentum == 0.0 {
+        let (momentum, dampening, nesterov) = (self.momentum, self.dampening, self.nesterov);
+        let mut buf = if momentum == 0.0 {
             None
         } else {
             Some(self.buffer(name, &g)?)
         };
         let first = buf.as_ref().is_some_and(|b| b.1);
-        for (s, &(lr, wd)) in segs.iter().zip(&hyper) {
-            let sc = kernels::SgdScalars {
-                lr: lr as f32,
-                weight_decay: wd as f32,
+        for (s, &(lr, weight_decay)) in segs.iter().zip(&hyper) {
+            let h = SgdHyper {
+                lr,
+                weight_decay,
                 momentum,
-                one_minus_dampening,
+                dampening,
                 nesterov,
             };
             let b = buf.as_mut().map(|b| &mut *b.0);
-            kernels::sgd_step(&mut p.value, &g, b, s.range.clone(), sc, first)?;
-        }
-        Ok(())
-    }
-
-    fn update<T: Float>(&mut self, name: &str, p: &mut Param) -> Result<()> {
-        if p.value.device().is_gpu() {
-            return self.update_gpu(name, p);
-        }
-        let Some(g) = p.grad.take() else {
-            return Ok(());
-        };
-        let gv = g.as_slice::<T>()?;
-        let n = gv.len();
-        let (mu, damp) = (T::of(self.momentum), T::of(self.dampening));
-        let segs = segments_of(&p.segments, n);
-        let hyper: Vec<(T, T)> = self
-            .segment_hyper(&segs)
-            .into_iter()
-            .map(|(lr, wd)| (T::of(lr), T::of(wd)))
-            .collect();
-        let pv = p.value.data_mut::<T>()?;
-        if self.momentum == 0.0 {
-            for (s, &(lr, wd)) in segs.iter().zip(&hyper) {
-                let r = s.range.clone();
-                for (w, &gi) in pv[r.clone()].iter_mut().zip(&gv[r]) {
-                    *w -= lr * (gi + wd * *w);
-                }
-            }
-            return Ok(());
-        }
-        let nesterov = self.nesterov;
-        let (buf, first) = self.buffer(name, &g)?;
-        let buf = buf.data_mut::<T>()?;
-        for (s, &(lr, wd)) in segs.iter().zip(&hyper) {
-            let r = s.range.clone();
-            for ((w, &gi), b) in pv[r.clone()]
-                .iter_mut()
-                .zip(&gv[r.clone()])
-                .zip(buf[r].iter_mut())
-            {
-                let d = gi + wd * *w;
-                *b = if first {
-                    d
-                } else {
-                    mu * *b + (T::one() - damp) * d
-                };
-                let step = if nesterov { d + mu * *b } else { *b };
-                *w -= lr * step;
-            }
+            ops::sgd_step(&mut p.value, &g, b, s.range.clone(), h, first)?;
         }
         Ok(())
     }
@@ -205,7 +156,7 @@ impl Optimizer for Sgd {
         let mut res = Ok(());
         net.visit_params(&mut |name, p| {
             if res.is_ok() {
-                res = with_dtype!(p.value.dtype(), T => self.update::<T>(name, p));
+                res = self.update(name, p);
             }
         });
         res

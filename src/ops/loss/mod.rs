@@ -1,9 +1,56 @@
-//! Softmax cross-entropy with label smoothing, and accuracy counts.
+//! Softmax cross-entropy with label smoothing (PyTorch's `F.cross_entropy`, mean
+//! reduction), and accuracy counts.
 //!
-//! `cpu.rs`: the CPU engine's math; `cuda.rs`: launch wrappers of `cuda/loss.cu` (run on
-//! `Device::Cuda(n)` and `Device::Emu`).
+//! This file is the family's tensor-level API and its one `match` on the device: `cpu.rs`
+//! holds the CPU engine's math (generic over f32/f64), `cuda.rs` the launch wrapper of
+//! `cuda/loss.cu` (run on `Device::Cuda(n)` and `Device::Emu`). The callers check the
+//! shapes and targets (`nn::loss`).
 
 pub mod cpu;
 pub mod cuda;
 
-pub use cpu::*;
+use crate::device::alloc::Category;
+use crate::tensor::{Float, Tensor};
+use crate::{with_dtype, Device, Result};
+
+/// The mean loss over the batch and dL/dlogits (N, K) in the logits' dtype, on their
+/// device (charged to workspace); logits (N, K), targets: N class indices below K.
+pub fn softmax_cross_entropy(
+    logits: &Tensor,
+    targets: &[usize],
+    label_smoothing: f64,
+) -> Result<(f64, Tensor)> {
+    fn run<T: Float>(logits: &Tensor, targets: &[usize], ls: f64) -> Result<(f64, Tensor)> {
+        let (n, k) = logits.dims2("softmax_cross_entropy")?;
+        let mut grad = Tensor::zeros_in(&[n, k], logits.dtype(), Category::Workspace)?;
+        let loss = cpu::softmax_cross_entropy(
+            logits.as_slice::<T>()?,
+            targets,
+            k,
+            ls,
+            grad.data_mut::<T>()?,
+        );
+        Ok((loss, grad))
+    }
+    match logits.device() {
+        Device::Cpu => with_dtype!(logits.dtype(), T => run::<T>(logits, targets, label_smoothing)),
+        Device::Cuda(_) | Device::Emu => {
+            cuda::softmax_cross_entropy(logits, targets, label_smoothing)
+        }
+    }
+}
+
+/// How many rows of logits (N, K) have their largest entry (the first, on ties) at the
+/// target class. Logits on a GPU-path device are copied to the host (N·K values) and
+/// counted by the CPU routine, so ties and NaNs are treated identically on every device.
+pub fn accuracy_count(logits: &Tensor, targets: &[usize]) -> Result<usize> {
+    let (_, k) = logits.dims2("accuracy_count")?;
+    match logits.device() {
+        Device::Cpu => with_dtype!(logits.dtype(), T => {
+            Ok(cpu::accuracy_count(logits.as_slice::<T>()?, targets, k))
+        }),
+        Device::Cuda(_) | Device::Emu => with_dtype!(logits.dtype(), T => {
+            Ok(cpu::accuracy_count(&logits.to_vec::<T>()?, targets, k))
+        }),
+    }
+}

@@ -1,6 +1,154 @@
-//! Optimizer updates: SGD (momentum, Nesterov, weight decay), Adam/AdamW/AMSGrad, gradient-norm clipping.
+//! Optimizer updates: SGD (momentum, dampening, Nesterov, weight decay), Adam / AdamW /
+//! AMSGrad, and the reductions of gradient-norm clipping. The optimizers in `optim/` hold
+//! the state and the per-group hyper-parameters; the arithmetic of one parameter segment
+//! is here.
 //!
-//! `cpu.rs`: the CPU engine's math; `cuda.rs`: launch wrappers of `cuda/optim.cu` (run on
-//! `Device::Cuda(n)` and `Device::Emu`).
+//! This file is the family's tensor-level API and its one `match` on the device: `cpu.rs`
+//! holds the CPU engine's math (generic over f32/f64), `cuda.rs` the launch wrappers of
+//! `cuda/optim.cu` (one fused kernel per segment; run on `Device::Cuda(n)` and
+//! `Device::Emu`), which take the same scalars rounded to f32.
 
+pub mod cpu;
 pub mod cuda;
+
+use std::ops::Range;
+
+use crate::tensor::{Float, Tensor};
+use crate::{with_dtype, Device, Result};
+
+/// SGD's scalars for one segment (PyTorch's `torch.optim.SGD`):
+/// d = g + wd·p; buf = d on the first step, else μ·buf + (1 − dampening)·d;
+/// d = d + μ·buf (Nesterov) or buf; p ← p − lr·d.
+#[derive(Clone, Copy, Debug)]
+pub struct SgdHyper {
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub momentum: f64,
+    pub dampening: f64,
+    pub nesterov: bool,
+}
+
+/// Adam's scalars for one segment at step t (PyTorch's single-tensor path): bc1 = 1 − β1ᵗ,
+/// bc2_sqrt = √(1 − β2ᵗ), decay = 1 − lr·wd (AdamW).
+#[derive(Clone, Copy, Debug)]
+pub struct AdamHyper {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub bc1: f64,
+    pub bc2_sqrt: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub decay: f64,
+    pub decoupled: bool,
+}
+
+/// One SGD step on the elements `range` of parameter p (in place) from its gradient g,
+/// with the momentum buffer `buf` (all p's element count, p's device and dtype) when
+/// momentum ≠ 0; `first`: the buffer's first step (buf = d).
+pub fn sgd_step(
+    p: &mut Tensor,
+    g: &Tensor,
+    buf: Option<&mut Tensor>,
+    range: Range<usize>,
+    h: SgdHyper,
+    first: bool,
+) -> Result<()> {
+    match p.device() {
+        Device::Cpu => with_dtype!(p.dtype(), T => {
+            let buf = match buf {
+                Some(b) => Some(b.data_mut::<T>()?),
+                None => None,
+            };
+            cpu::sgd(p.data_mut::<T>()?, g.as_slice::<T>()?, buf, range, &h, first);
+            Ok(())
+        }),
+        Device::Cuda(_) | Device::Emu => {
+            let sc = cuda::SgdScalars {
+                lr: h.lr as f32,
+                weight_decay: h.weight_decay as f32,
+                momentum: h.momentum as f32,
+                one_minus_dampening: 1.0f32 - h.dampening as f32,
+                nesterov: h.nesterov,
+            };
+            cuda::sgd_step(p, g, buf, range, sc, first)
+        }
+    }
+}
+
+/// One Adam step on the elements `range` of parameter p (in place) from its gradient g and
+/// the moments m, v (and vmax for AMSGrad), all of p's element count, device and dtype.
+pub fn adam_step(
+    p: &mut Tensor,
+    g: &Tensor,
+    m: &mut Tensor,
+    v: &mut Tensor,
+    vmax: Option<&mut Tensor>,
+    range: Range<usize>,
+    h: AdamHyper,
+) -> Result<()> {
+    match p.device() {
+        Device::Cpu => with_dtype!(p.dtype(), T => {
+            let vmax = match vmax {
+                Some(t) => Some(t.data_mut::<T>()?),
+                None => None,
+            };
+            cpu::adam(
+                p.data_mut::<T>()?,
+                g.as_slice::<T>()?,
+                m.data_mut::<T>()?,
+                v.data_mut::<T>()?,
+                vmax,
+                range,
+                &h,
+            );
+            Ok(())
+        }),
+        Device::Cuda(_) | Device::Emu => {
+            let sc = cuda::AdamScalars {
+                step_size: (h.lr / h.bc1) as f32,
+                beta1: h.beta1 as f32,
+                beta2: h.beta2 as f32,
+                bc2_sqrt: h.bc2_sqrt as f32,
+                eps: h.eps as f32,
+                weight_decay: h.weight_decay as f32,
+                decay: h.decay as f32,
+                decoupled: h.decoupled,
+            };
+            cuda::adam_step(p, g, m, v, vmax, range, sc)
+        }
+    }
+}
+
+/// Σ over the tensors of Σ x², accumulated in f64 in tensor order; the tensors all on one
+/// device (the CUDA backend reduces there and returns only the sum).
+pub fn sum_squares(ts: &[&Tensor]) -> Result<f64> {
+    let Some(first) = ts.first() else {
+        return Ok(0.0);
+    };
+    match first.device() {
+        Device::Cpu => {
+            let mut sq = 0.0f64;
+            for t in ts {
+                sq += t.to_f64_vec().iter().map(|v| v * v).sum::<f64>();
+            }
+            Ok(sq)
+        }
+        Device::Cuda(_) | Device::Emu => cuda::sum_squares(ts),
+    }
+}
+
+/// x ← alpha·x in place (x's storage must not be shared); alpha rounded to x's dtype.
+pub fn scale_in_place(x: &mut Tensor, alpha: f64) -> Result<()> {
+    fn scale<T: Float>(x: &mut Tensor, alpha: f64) -> Result<()> {
+        let c = T::of(alpha);
+        for v in x.data_mut::<T>()? {
+            *v *= c;
+        }
+        Ok(())
+    }
+    match x.device() {
+        Device::Cpu => with_dtype!(x.dtype(), T => scale::<T>(x, alpha)),
+        Device::Cuda(_) | Device::Emu => cuda::scale_in_place(x, alpha as f32),
+    }
+}

@@ -9,10 +9,8 @@
 //! [`plot::write_histogram_grid`] and [`feature_map_comparison`] /
 //! [`plot::write_feature_maps`].
 //!
-//! Statistics are computed where the tensors live: [`tensor_stats`] dispatches on the
-//! device; the CPU path is [`slice_stats`]. The CUDA backend adds its reduction kernels at
-//! the marked seam (a min/max/sum/sum-of-squares pass, then a histogram pass), returning
-//! the same `TensorStats`.
+//! Statistics are computed where the tensors live (the `ops::stats` family, re-exported
+//! here): [`tensor_stats`] on any device; the CPU path is [`slice_stats`].
 
 pub mod plot;
 
@@ -27,159 +25,10 @@ use crate::model::Model;
 use crate::nn::spec::{BuildOptions, ModelSpec};
 use crate::nn::Module;
 use crate::optim::Sgd;
-use crate::tensor::{DType, Float, Tensor};
-use crate::{with_dtype, Device, Error, Result};
+use crate::tensor::{DType, Tensor};
+use crate::{Error, Result};
 
-/// Values farther than this many standard deviations from the mean count as extreme.
-pub const EXTREME_SIGMAS: f64 = 3.0;
-
-/// Counts of values in `bins` equal-width bins over [lo, hi] (the last bin includes hi).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Histogram {
-    pub lo: f64,
-    pub hi: f64,
-    pub counts: Vec<u64>,
-}
-
-impl Histogram {
-    /// The width of one bin.
-    pub fn bin_width(&self) -> f64 {
-        if self.counts.is_empty() {
-            0.0
-        } else {
-            (self.hi - self.lo) / self.counts.len() as f64
-        }
-    }
-}
-
-/// Statistics of one tensor's finite values.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct TensorStats {
-    /// Finite values counted.
-    pub count: usize,
-    /// NaN and infinite values (left out of everything else).
-    pub non_finite: usize,
-    pub mean: f64,
-    /// Population standard deviation.
-    pub std: f64,
-    pub min: f64,
-    pub max: f64,
-    /// Share of values with |v − mean| > `EXTREME_SIGMAS`·std.
-    pub extreme_share: f64,
-    pub histogram: Histogram,
-}
-
-/// Statistics of a tensor, computed on the device that holds it.
-pub fn tensor_stats(t: &Tensor, bins: usize) -> Result<TensorStats> {
-    match t.device() {
-        Device::Cpu => with_dtype!(t.dtype(), T => Ok(slice_stats(t.as_slice::<T>()?, bins))),
-        // the CUDA backend: reductions and a histogram kernel (cuda/stats.cu); only the
-        // per-block partial sums come back to the host
-        _ => {
-            let bins = bins.max(1);
-            let r = crate::ops::stats::cuda::tensor_stats(t, bins, EXTREME_SIGMAS)?;
-            let n = r.count as usize;
-            let (mean, std) = if n == 0 {
-                (0.0, 0.0)
-            } else {
-                (r.sum / n as f64, (r.centered_ss / n as f64).sqrt())
-            };
-            Ok(TensorStats {
-                count: n,
-                non_finite: r.non_finite as usize,
-                mean,
-                std,
-                min: r.min,
-                max: r.max,
-                extreme_share: if n == 0 {
-                    0.0
-                } else {
-                    r.extreme as f64 / n as f64
-                },
-                histogram: Histogram {
-                    lo: r.min,
-                    hi: r.max,
-                    counts: r.counts,
-                },
-            })
-        }
-    }
-}
-
-/// The CPU statistics of `v` (two passes: moments and range, then histogram and extremes).
-pub fn slice_stats<T: Float>(v: &[T], bins: usize) -> TensorStats {
-    let bins = bins.max(1);
-    let (mut n, mut bad) = (0usize, 0usize);
-    let (mut sum, mut min, mut max) = (0.0f64, f64::INFINITY, f64::NEG_INFINITY);
-    for &x in v {
-        let x = x.f64();
-        if !x.is_finite() {
-            bad += 1;
-            continue;
-        }
-        n += 1;
-        sum += x;
-        min = min.min(x);
-        max = max.max(x);
-    }
-    if n == 0 {
-        return TensorStats {
-            count: 0,
-            non_finite: bad,
-            mean: 0.0,
-            std: 0.0,
-            min: 0.0,
-            max: 0.0,
-            extreme_share: 0.0,
-            histogram: Histogram {
-                lo: 0.0,
-                hi: 0.0,
-                counts: vec![0; bins],
-            },
-        };
-    }
-    let mean = sum / n as f64;
-    let mut ss = 0.0;
-    for &x in v {
-        let x = x.f64();
-        if x.is_finite() {
-            ss += (x - mean) * (x - mean);
-        }
-    }
-    let std = (ss / n as f64).sqrt();
-    let mut counts = vec![0u64; bins];
-    let mut extreme = 0usize;
-    let width = max - min;
-    for &x in v {
-        let x = x.f64();
-        if !x.is_finite() {
-            continue;
-        }
-        let b = if width > 0.0 {
-            (((x - min) / width * bins as f64) as usize).min(bins - 1)
-        } else {
-            0
-        };
-        counts[b] += 1;
-        if (x - mean).abs() > EXTREME_SIGMAS * std {
-            extreme += 1;
-        }
-    }
-    TensorStats {
-        count: n,
-        non_finite: bad,
-        mean,
-        std,
-        min,
-        max,
-        extreme_share: extreme as f64 / n as f64,
-        histogram: Histogram {
-            lo: min,
-            hi: max,
-            counts,
-        },
-    }
-}
+pub use crate::ops::stats::{slice_stats, tensor_stats, Histogram, TensorStats, EXTREME_SIGMAS};
 
 /// What a statistics entry describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

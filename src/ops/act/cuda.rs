@@ -3,18 +3,20 @@
 
 use crate::device::alloc::Category;
 use crate::device::gpu::KArg;
-use crate::ops::launch::{check_all, gpu_f32, launch, output, LaunchConfig};
+use crate::ops::launch::{check_all, gpu_f32, kernel, launch, output, LaunchConfig};
 use crate::tensor::Tensor;
 use crate::Result;
 
 /// relu(x), a new tensor charged to `category`.
 pub fn relu_forward(x: &Tensor, category: Category) -> Result<Tensor> {
-    crate::ops::launch::unary("relu_forward_f32", x, category)
+    crate::ops::launch::unary(&kernel::RELU_FORWARD_F32, x, category)
 }
 
 /// y = relu(y), in place (y's storage must not be shared).
 pub fn relu_inplace(y: &mut Tensor) -> Result<()> {
-    let op = "relu_forward_f32";
+    let kern = &kernel::RELU_FORWARD_F32;
+
+    let op = kern.name;
     let rt = gpu_f32(op, "y", y)?;
     let n = y.numel();
     if n == 0 {
@@ -24,12 +26,14 @@ pub fn relu_inplace(y: &mut Tensor) -> Result<()> {
     let args = [KArg::Ptr(p), KArg::Ptr(p), KArg::I64(n as i64)];
     // SAFETY: (const float* x, float* y, long long n) with x = y, which the kernel allows
     // (each thread reads and writes only its own element); y holds n f32 and is unshared.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(n), &args) }
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(n), &args) }
 }
 
 /// dx = g where y > 0, else 0; a new tensor charged to `category`.
 pub fn relu_backward(g: &Tensor, y: &Tensor, category: Category) -> Result<Tensor> {
-    let op = "relu_backward_f32";
+    let kern = &kernel::RELU_BACKWARD_F32;
+
+    let op = kern.name;
     let rt = gpu_f32(op, "output gradient", g)?;
     check_all(op, g.device(), &[("saved output", y)])?;
     crate::ensure_shape!(
@@ -52,7 +56,7 @@ pub fn relu_backward(g: &Tensor, y: &Tensor, category: Category) -> Result<Tenso
     ];
     // SAFETY: (const float* g, const float* y, float* dx, long long n); g and y hold n f32
     // (shapes checked equal, f32, same device), dx is fresh with n.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(n), &args)? };
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(n), &args)? };
     Ok(dx)
 }
 
@@ -67,7 +71,9 @@ pub fn dropout_threshold(p: f64) -> i64 {
 /// element index) — see `dropout_f32` in cuda/act.cu — so calling this on the output
 /// gradient with the same arguments is the backward. p must be in [0, 1).
 pub fn dropout(x: &Tensor, p: f64, seed: u64, stream: u64, category: Category) -> Result<Tensor> {
-    let op = "dropout_f32";
+    let kern = &kernel::DROPOUT_F32;
+
+    let op = kern.name;
     let rt = gpu_f32(op, "x", x)?;
     crate::ensure_valid!(
         (0.0..1.0).contains(&p),
@@ -92,6 +98,6 @@ pub fn dropout(x: &Tensor, p: f64, seed: u64, stream: u64, category: Category) -
     // SAFETY: (const float* x, float* y, long long n, long long seed, long long stream,
     // long long threshold, float scale); x holds n f32 (numel, dtype checked) and y is
     // fresh with x's shape.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(n), &args)? };
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(n), &args)? };
     Ok(y)
 }

@@ -10,8 +10,8 @@ use super::{ConvGeom, ConvGrads};
 use crate::device::alloc::Category;
 use crate::device::gpu::{Gemm, KArg};
 use crate::ops::launch::{
-    channel_grid, check_all, expect_numel, gemm, gpu_f32, int, launch, output, LaunchConfig,
-    REDUCE_BLOCK,
+    channel_grid, check_all, expect_numel, gemm, gpu_f32, int, kernel, launch, output,
+    LaunchConfig, REDUCE_BLOCK,
 };
 use crate::tensor::Tensor;
 use crate::Result;
@@ -109,7 +109,9 @@ fn chunk(n: usize, per_image: usize) -> usize {
 
 /// Column buffer of images [i0, i0 + nc) of x: (nc, C_in·kh·kw, L).
 fn im2col(g: &ConvGeom, x: &Tensor, d: &Dims, i0: usize, nc: usize) -> Result<Tensor> {
-    let op = "im2col_f32";
+    let kern = &kernel::IM2COL_F32;
+
+    let op = kern.name;
     let l = d.ho * d.wo;
     let kt = g.k_total();
     let mut cols = output(&[nc, kt, l], x.device(), Category::Workspace)?;
@@ -128,7 +130,7 @@ fn im2col(g: &ConvGeom, x: &Tensor, d: &Dims, i0: usize, nc: usize) -> Result<Te
     // SAFETY: (x, cols, N, C, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw) as in conv.cu;
     // the kernel reads x at images [i0, i0 + nc) (i0 + nc ≤ N, x checked (N, C_in, H, W))
     // only inside each image's bounds, and writes cols below nc·C_in·kh·kw·L, its size.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(total), &args)? };
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(total), &args)? };
     Ok(cols)
 }
 
@@ -237,7 +239,9 @@ pub fn conv2d_forward(
 
 /// y (N, M, L) += bias (M) per channel.
 pub(crate) fn add_bias(y: &mut Tensor, bias: &Tensor, n: usize, m: usize, l: usize) -> Result<()> {
-    let op = "bias_add_f32";
+    let kern = &kernel::BIAS_ADD_F32;
+
+    let op = kern.name;
     let rt = gpu_f32(op, "y", y)?;
     check_all(op, y.device(), &[("bias", bias)])?;
     expect_numel(op, "bias", bias, m, "M")?;
@@ -255,12 +259,14 @@ pub(crate) fn add_bias(y: &mut Tensor, bias: &Tensor, n: usize, m: usize, l: usi
     ];
     // SAFETY: (float* y, const float* bias, int N, int M, int L); y holds N·M·L and bias M
     // f32 elements (checked); y is unshared (dev_ptr_mut) so it is not bias.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(total), &args) }
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(total), &args) }
 }
 
 /// db (M) = Σ_{n,l} dy (N, M, L), a new tensor.
 pub(crate) fn bias_grad(dy: &Tensor, n: usize, m: usize, l: usize) -> Result<Tensor> {
-    let op = "bias_grad_f32";
+    let kern = &kernel::BIAS_GRAD_F32;
+
+    let op = kern.name;
     let rt = gpu_f32(op, "dy", dy)?;
     expect_numel(op, "dy", dy, n * m * l, "N, M, L")?;
     let mut db = Tensor::full_in(
@@ -286,7 +292,7 @@ pub(crate) fn bias_grad(dy: &Tensor, n: usize, m: usize, l: usize) -> Result<Ten
     unsafe {
         launch(
             rt,
-            op,
+            kern,
             LaunchConfig::new(channel_grid(m), REDUCE_BLOCK, 0),
             &args,
         )?
@@ -401,7 +407,9 @@ fn col2im(
     nc: usize,
     dx: &mut Tensor,
 ) -> Result<()> {
-    let op = "col2im_f32";
+    let kern = &kernel::COL2IM_F32;
+
+    let op = kern.name;
     let rt = gpu_f32(op, "dx", dx)?;
     let img = g.c_in * d.h * d.w;
     expect_numel(op, "dx", dx, d.n * img, "N, C_in, H, W")?;
@@ -425,5 +433,5 @@ fn col2im(
     args.extend(geom_args(op, g, d.h, d.w, d.ho, d.wo)?);
     // SAFETY: (dcols, dx, N, C, H, W, Ho, Wo, kh, kw, ...) as in conv.cu; reads dcols below
     // nc·K·L (checked) and writes dx images [i0, i0 + nc), inside its N·C_in·H·W (checked).
-    unsafe { launch(rt, op, LaunchConfig::elementwise(total), &args) }
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(total), &args) }
 }

@@ -3,7 +3,7 @@
 
 use crate::device::alloc::Category;
 use crate::device::gpu::KArg;
-use crate::ops::launch::{check_all, gpu_f32, launch, output, LaunchConfig};
+use crate::ops::launch::{check_all, gpu_f32, kernel, launch, output, LaunchConfig};
 use crate::tensor::Tensor;
 use crate::Result;
 
@@ -20,7 +20,9 @@ fn same_shape(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
 
 /// a + b, a new tensor charged to `category`.
 pub fn add(a: &Tensor, b: &Tensor, category: Category) -> Result<Tensor> {
-    let op = "add_f32";
+    let kern = &kernel::ADD_F32;
+
+    let op = kern.name;
     let rt = gpu_f32(op, "a", a)?;
     check_all(op, a.device(), &[("b", b)])?;
     same_shape(op, a, b)?;
@@ -37,13 +39,15 @@ pub fn add(a: &Tensor, b: &Tensor, category: Category) -> Result<Tensor> {
     ];
     // SAFETY: (const float* a, const float* b, float* y, long long n); a, b and y all hold
     // n f32 elements (shapes checked equal, dtypes f32, same device).
-    unsafe { launch(rt, op, LaunchConfig::elementwise(n), &args)? };
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(n), &args)? };
     Ok(y)
 }
 
 /// y += alpha · x, in place (y's storage must not be shared).
 pub fn axpy(alpha: f32, x: &Tensor, y: &mut Tensor) -> Result<()> {
-    let op = "axpy_f32";
+    let kern = &kernel::AXPY_F32;
+
+    let op = kern.name;
     let rt = gpu_f32(op, "y", y)?;
     check_all(op, y.device(), &[("x", x)])?;
     crate::ensure_shape!(
@@ -65,12 +69,14 @@ pub fn axpy(alpha: f32, x: &Tensor, y: &mut Tensor) -> Result<()> {
     ];
     // SAFETY: (float alpha, const float* x, float* y, long long n); x and y hold n f32
     // elements each (checked), and y's storage is unshared (dev_ptr_mut), so x ≠ y.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(n), &args) }
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(n), &args) }
 }
 
 /// alpha · x, a new tensor charged to `category`.
 pub fn scale(alpha: f32, x: &Tensor, category: Category) -> Result<Tensor> {
-    let op = "scale_f32";
+    let kern = &kernel::SCALE_F32;
+
+    let op = kern.name;
     let rt = gpu_f32(op, "x", x)?;
     let mut y = output(x.shape(), x.device(), category)?;
     let n = x.numel();
@@ -84,13 +90,15 @@ pub fn scale(alpha: f32, x: &Tensor, category: Category) -> Result<Tensor> {
         KArg::I64(n as i64),
     ];
     // SAFETY: (float alpha, const float* x, float* y, long long n); both hold n f32 elements.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(n), &args)? };
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(n), &args)? };
     Ok(y)
 }
 
 /// Sets every element of `y` to `value`, in place.
 pub fn fill(y: &mut Tensor, value: f32) -> Result<()> {
-    let op = "fill_f32";
+    let kern = &kernel::FILL_F32;
+
+    let op = kern.name;
     let rt = gpu_f32(op, "y", y)?;
     let n = y.numel();
     if n == 0 {
@@ -102,13 +110,15 @@ pub fn fill(y: &mut Tensor, value: f32) -> Result<()> {
         KArg::I64(n as i64),
     ];
     // SAFETY: (float value, float* y, long long n); y holds n f32 elements.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(n), &args) }
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(n), &args) }
 }
 
 /// y += Σ_b x[b] for x (B, n) viewed as B rows of y's n elements, added in row order; y's
 /// storage must not be shared.
 pub fn add_batch_sum(x: &Tensor, y: &mut Tensor) -> Result<()> {
-    let op = "add_batch_sum_f32";
+    let kern = &kernel::ADD_BATCH_SUM_F32;
+
+    let op = kern.name;
     let rt = gpu_f32(op, "y", y)?;
     check_all(op, y.device(), &[("x", x)])?;
     let n = y.numel();
@@ -127,5 +137,5 @@ pub fn add_batch_sum(x: &Tensor, y: &mut Tensor) -> Result<()> {
     ];
     // SAFETY: (const float* x, float* y, long long B, long long n); x holds B·n f32 and y n
     // (checked: x.numel() = B·n); y is unshared (dev_ptr_mut), so it is not x.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(n), &args) }
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(n), &args) }
 }

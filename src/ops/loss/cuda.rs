@@ -8,7 +8,7 @@
 
 use crate::device::alloc::Category;
 use crate::device::gpu::{GpuBuf, KArg};
-use crate::ops::launch::{gpu_f32, int, launch, output, LaunchConfig, REDUCE_BLOCK};
+use crate::ops::launch::{gpu_f32, int, kernel, launch, output, LaunchConfig, REDUCE_BLOCK};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
@@ -26,7 +26,9 @@ pub fn softmax_cross_entropy(
     targets: &[usize],
     eps: f64,
 ) -> Result<(f64, Tensor)> {
-    let op = "softmax_xent_f32";
+    let kern = &kernel::SOFTMAX_XENT_F32;
+
+    let op = kern.name;
     let rt = gpu_f32(op, "logits", logits)?;
     let dev = logits.device();
     let (n, k) = logits.dims2(op)?;
@@ -66,7 +68,7 @@ pub fn softmax_cross_entropy(
     // grad just allocated with that shape), targets N ints each in [0, K) (checked above, so
     // z[y] is in the row), row_loss N doubles; the block is a multiple of 32, ≤ 1024, as the
     // block reductions require; grad and the two buffers are fresh, so nothing aliases.
-    unsafe { launch(rt, op, cfg, &args)? };
+    unsafe { launch(rt, kern, cfg, &args)? };
     let mut out = vec![0u8; n * 8];
     rows.read(&mut out)?;
     let sum: f64 = out

@@ -10,7 +10,8 @@ use super::{BnGrads, BnTrain, Dims};
 use crate::device::alloc::Category;
 use crate::device::gpu::{KArg, Runtime};
 use crate::ops::launch::{
-    channel_grid, check_all, expect_numel, gpu_f32, int, launch, output, LaunchConfig, REDUCE_BLOCK,
+    channel_grid, check_all, expect_numel, gpu_f32, int, kernel, launch, output, LaunchConfig,
+    REDUCE_BLOCK,
 };
 use crate::tensor::Tensor;
 use crate::Result;
@@ -86,7 +87,7 @@ pub fn batch_norm_train(
     unsafe {
         launch(
             rt,
-            "bn_stats_f32",
+            &kernel::BN_STATS_F32,
             LaunchConfig::new(channel_grid(c), REDUCE_BLOCK, 0),
             &args,
         )?
@@ -144,7 +145,9 @@ fn normalize(
     beta: &Tensor,
     category: Category,
 ) -> Result<Tensor> {
-    let op = "bn_normalize_f32";
+    let kern = &kernel::BN_NORMALIZE_F32;
+
+    let op = kern.name;
     check_all(op, x.device(), &[("mean", mean), ("rstd", rstd)])?;
     let c = gamma.numel();
     expect_numel(op, "mean", mean, c, "C")?;
@@ -168,7 +171,7 @@ fn normalize(
     // SAFETY: bn_normalize_f32(x, mean, rstd, gamma, beta, y, N, C, L); the caller checked
     // x (N·C·L f32) and gamma/beta (C) with `check`, mean and rstd were checked to hold C
     // here; y is fresh with x's N·C·L elements.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(total), &args)? };
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(total), &args)? };
     Ok(y)
 }
 
@@ -218,7 +221,7 @@ pub fn batch_norm_backward(
     unsafe {
         launch(
             rt,
-            "bn_grad_sums_f32",
+            &kernel::BN_GRAD_SUMS_F32,
             LaunchConfig::new(channel_grid(c), REDUCE_BLOCK, 0),
             &args,
         )?
@@ -242,7 +245,7 @@ pub fn batch_norm_backward(
     unsafe {
         launch(
             rt,
-            "bn_backward_input_f32",
+            &kernel::BN_BACKWARD_INPUT_F32,
             LaunchConfig::elementwise(n * c * l),
             &args,
         )?
@@ -262,7 +265,9 @@ pub fn bn_running(
     count: usize,
     momentum: f64,
 ) -> Result<(Tensor, Tensor)> {
-    let op = "bn_update_running_f32";
+    let kern = &kernel::BN_UPDATE_RUNNING_F32;
+
+    let op = kern.name;
     let rt = gpu_f32(op, "running mean", rm)?;
     check_all(
         op,
@@ -292,13 +297,15 @@ pub fn bn_running(
     ];
     // SAFETY: (rm, rv, mean, var, rm_new, rv_new, int C, long long count, float momentum);
     // the four inputs hold M f32 each (checked), the two outputs were just allocated with M.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(m), &args)? };
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(m), &args)? };
     Ok((rm2, rv2))
 }
 
 /// rstd = 1/√(var + eps), a new tensor (eval mode from the running variance).
 pub fn rstd(var: &Tensor, eps: f64) -> Result<Tensor> {
-    let op = "bn_rstd_f32";
+    let kern = &kernel::BN_RSTD_F32;
+
+    let op = kern.name;
     let rt = gpu_f32(op, "var", var)?;
     let m = var.numel();
     let mut r = output(var.shape(), var.device(), Category::Workspace)?;
@@ -313,6 +320,6 @@ pub fn rstd(var: &Tensor, eps: f64) -> Result<Tensor> {
     ];
     // SAFETY: (const float* var, float* rstd, int n, float eps); var holds M f32 and rstd was
     // just allocated with M.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(m), &args)? };
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(m), &args)? };
     Ok(r)
 }

@@ -8,7 +8,7 @@ use std::ops::Range;
 use crate::device::alloc::Category;
 use crate::device::gpu::{GpuBuf, KArg};
 use crate::device::Device;
-use crate::ops::launch::{check_all, gpu_f32, launch, LaunchConfig, REDUCE_BLOCK};
+use crate::ops::launch::{check_all, gpu_f32, kernel, launch, LaunchConfig, REDUCE_BLOCK};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
@@ -76,11 +76,12 @@ pub fn sgd_step(
     s: SgdScalars,
     first: bool,
 ) -> Result<()> {
-    let op = if s.momentum == 0.0 {
-        "sgd_f32"
+    let kern = if s.momentum == 0.0 {
+        &kernel::SGD_F32
     } else {
-        "sgd_momentum_f32"
+        &kernel::SGD_MOMENTUM_F32
     };
+    let op = kern.name;
     let rt = gpu_f32(op, "parameter", p)?;
     let dev = p.device();
     let n = p.numel();
@@ -101,7 +102,7 @@ pub fn sgd_step(
         // SAFETY: (float* p, const float* g, long long n, float lr, float wd); p and g hold
         // numel(p) f32 elements (checked) and [start, start + n) lies inside them; p's storage
         // is unshared (dev_ptr_mut), so it does not alias g.
-        return unsafe { launch(rt, op, LaunchConfig::elementwise(len), &args) };
+        return unsafe { launch(rt, kern, LaunchConfig::elementwise(len), &args) };
     }
     let buf = buf.ok_or_else(|| Error::state("sgd_step: momentum without a momentum buffer"))?;
     check_all(op, dev, &[("momentum buffer", buf)])?;
@@ -125,7 +126,7 @@ pub fn sgd_step(
     // float mu, float one_minus_damp, int first, int nesterov); p, g and buf hold numel(p)
     // f32 elements each (checked) and the segment lies inside them; p and buf are unshared
     // storages (dev_ptr_mut; distinct tensors), so none of the three alias.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(len), &args) }
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(len), &args) }
 }
 
 /// One Adam(W) step on elements `range` of `p` from `g`, updating the moments `m`, `v` (and
@@ -139,7 +140,9 @@ pub fn adam_step(
     range: Range<usize>,
     s: AdamScalars,
 ) -> Result<()> {
-    let op = "adam_f32";
+    let kern = &kernel::ADAM_F32;
+
+    let op = kern.name;
     let rt = gpu_f32(op, "parameter", p)?;
     let dev = p.device();
     let n = p.numel();
@@ -189,7 +192,7 @@ pub fn adam_step(
     // (checked) and the segment lies inside them; the written tensors are unshared storages
     // (dev_ptr_mut) and distinct, so nothing aliases; vmax is null only with amsgrad = 0, when
     // the kernel does not touch it.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(len), &args) }
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(len), &args) }
 }
 
 /// Most blocks one tensor's sum of squares uses.
@@ -199,7 +202,9 @@ const SUMSQ_BLOCKS: usize = 64;
 /// writes per-block partials into a shared buffer, which is read back once and added in a
 /// fixed order (the result does not depend on timing).
 pub fn sum_squares(ts: &[&Tensor]) -> Result<f64> {
-    let op = "sumsq_partial_f32";
+    let kern = &kernel::SUMSQ_PARTIAL_F32;
+
+    let op = kern.name;
     let Some(first) = ts.first() else {
         return Ok(0.0);
     };
@@ -228,7 +233,7 @@ pub fn sum_squares(ts: &[&Tensor]) -> Result<f64> {
         // (n = numel, dtype checked); the kernel writes partial[0, grid), which is the slice
         // [slot, slot + grid) of `partials` (total = Σ grids doubles); block = REDUCE_BLOCK,
         // a multiple of 32 as block_sum requires.
-        unsafe { launch(rt, op, cfg, &args)? };
+        unsafe { launch(rt, kern, cfg, &args)? };
         slot += grid;
     }
     let mut bytes = vec![0u8; total * 8];
@@ -241,7 +246,9 @@ pub fn sum_squares(ts: &[&Tensor]) -> Result<f64> {
 
 /// x ← alpha · x, in place (x's storage must not be shared).
 pub fn scale_in_place(x: &mut Tensor, alpha: f32) -> Result<()> {
-    let op = "scale_f32";
+    let kern = &kernel::SCALE_F32;
+
+    let op = kern.name;
     let rt = gpu_f32(op, "x", x)?;
     let n = x.numel();
     if n == 0 {
@@ -256,5 +263,5 @@ pub fn scale_in_place(x: &mut Tensor, alpha: f32) -> Result<()> {
     ];
     // SAFETY: (float alpha, const float* x, float* y, long long n) of elementwise.cu, which
     // allows y to alias x (no __restrict__); x holds n f32 elements and is unshared.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(n), &args) }
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(n), &args) }
 }

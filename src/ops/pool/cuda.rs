@@ -5,7 +5,7 @@
 
 use crate::device::alloc::Category;
 use crate::device::gpu::{GpuBuf, KArg};
-use crate::ops::launch::{expect_numel, gpu_f32, int, launch, output, LaunchConfig};
+use crate::ops::launch::{expect_numel, gpu_f32, int, kernel, launch, output, LaunchConfig};
 use crate::ops::pool::{self as ops, PoolGeom};
 use crate::tensor::Tensor;
 use crate::{Device, Result};
@@ -106,7 +106,9 @@ pub fn maxpool2d_forward(
     category: Category,
     idx_category: Category,
 ) -> Result<(Tensor, DeviceIndices)> {
-    let op = "maxpool2d_forward_f32";
+    let kern = &kernel::MAXPOOL2D_FORWARD_F32;
+
+    let op = kern.name;
     let d = check_x(op, g, x, layer)?;
     let rt = gpu_f32(op, "x", x)?;
     let total = d.n * d.c * d.ho * d.wo;
@@ -122,7 +124,7 @@ pub fn maxpool2d_forward(
     // P·H·W f32 (shape checked (N, C, H, W), dtype f32) and is read only inside each plane
     // (windows clamped to [0, H)×[0, W), non-empty because check_input validated padding ≤
     // kernel/2); y and idx are fresh with P·Ho·Wo elements each.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(total), &args)? };
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(total), &args)? };
     Ok((y, idx))
 }
 
@@ -135,7 +137,9 @@ pub fn maxpool2d_backward(
     dims: [usize; 4],
     layer: &str,
 ) -> Result<Tensor> {
-    let op = "maxpool2d_backward_f32";
+    let kern = &kernel::MAXPOOL2D_BACKWARD_F32;
+
+    let op = kern.name;
     let d = check_g(op, g, gy, dims, layer)?;
     let rt = gpu_f32(op, "output gradient", gy)?;
     crate::ensure_shape!(
@@ -158,7 +162,7 @@ pub fn maxpool2d_backward(
     // SAFETY: (g, idx, dx, P, H, W, Ho, Wo, ...) as in pool.cu; g and idx hold P·Ho·Wo
     // elements (checked), read only at outputs (oy, ox) < (Ho, Wo) of the element's plane;
     // dx is fresh with P·H·W f32; the indices are only compared, never dereferenced.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(total), &args)? };
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(total), &args)? };
     Ok(dx)
 }
 
@@ -173,7 +177,9 @@ pub fn avgpool2d_forward(
     layer: &str,
     category: Category,
 ) -> Result<Tensor> {
-    let op = "avgpool2d_forward_f32";
+    let kern = &kernel::AVGPOOL2D_FORWARD_F32;
+
+    let op = kern.name;
     let d = check_x(op, g, x, layer)?;
     let rt = gpu_f32(op, "x", x)?;
     let total = d.n * d.c * d.ho * d.wo;
@@ -184,7 +190,7 @@ pub fn avgpool2d_forward(
     // SAFETY: (x, y, P, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, inv) as in pool.cu; x holds
     // P·H·W f32 (checked) and is read only inside each plane (clamped windows); y is fresh
     // with P·Ho·Wo.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(total), &args)? };
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(total), &args)? };
     Ok(y)
 }
 
@@ -195,7 +201,9 @@ pub fn avgpool2d_backward(
     dims: [usize; 4],
     layer: &str,
 ) -> Result<Tensor> {
-    let op = "avgpool2d_backward_f32";
+    let kern = &kernel::AVGPOOL2D_BACKWARD_F32;
+
+    let op = kern.name;
     let d = check_g(op, g, gy, dims, layer)?;
     let rt = gpu_f32(op, "output gradient", gy)?;
     let mut dx = output(&dims, gy.device(), Category::Workspace)?;
@@ -206,13 +214,15 @@ pub fn avgpool2d_backward(
     // SAFETY: (g, dx, P, H, W, Ho, Wo, ..., inv) as in pool.cu; g holds P·Ho·Wo f32
     // (checked), read only at outputs (oy, ox) < (Ho, Wo) of the element's plane; dx is
     // fresh with P·H·W.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(total), &args)? };
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(total), &args)? };
     Ok(dx)
 }
 
 /// Global average pooling forward: x (N, C, H, W) → (N, C), the mean of each plane.
 pub fn global_avg_forward(x: &Tensor, layer: &str, category: Category) -> Result<Tensor> {
-    let op = "global_avg_forward_f32";
+    let kern = &kernel::GLOBAL_AVG_FORWARD_F32;
+
+    let op = kern.name;
     let rt = gpu_f32(op, "x", x)?;
     let (n, c, h, w) = x.dims4(layer)?;
     let (p, l) = (n * c, h * w);
@@ -227,13 +237,15 @@ pub fn global_avg_forward(x: &Tensor, layer: &str, category: Category) -> Result
     ];
     // SAFETY: (const float* x, float* y, int P, int L, float inv); x holds P·L f32 (its
     // shape is (N, C, H, W), dtype checked), y is fresh with P.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(p), &args)? };
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(p), &args)? };
     Ok(y)
 }
 
 /// Global average pooling backward: g (N, C) → dx (N, C, H, W) = g/(H·W) on every position.
 pub fn global_avg_backward(gy: &Tensor, dims: [usize; 4]) -> Result<Tensor> {
-    let op = "global_avg_backward_f32";
+    let kern = &kernel::GLOBAL_AVG_BACKWARD_F32;
+
+    let op = kern.name;
     let rt = gpu_f32(op, "output gradient", gy)?;
     let [n, c, h, w] = dims;
     let (p, l) = (n * c, h * w);
@@ -251,6 +263,6 @@ pub fn global_avg_backward(gy: &Tensor, dims: [usize; 4]) -> Result<Tensor> {
     ];
     // SAFETY: (const float* g, float* dx, int P, int L, float inv); g holds P f32
     // (checked), dx is fresh with P·L.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(p * l), &args)? };
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(p * l), &args)? };
     Ok(dx)
 }

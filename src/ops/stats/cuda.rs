@@ -4,7 +4,7 @@
 
 use crate::device::alloc::Category;
 use crate::device::gpu::KArg;
-use crate::ops::launch::{gpu_f32, int, launch, LaunchConfig};
+use crate::ops::launch::{gpu_f32, int, kernel, launch, LaunchConfig};
 use crate::tensor::{DType, Tensor};
 use crate::Result;
 
@@ -55,7 +55,7 @@ pub fn tensor_stats(t: &Tensor, bins: usize, sigmas: f64) -> Result<RawStats> {
     // SAFETY: (const float* x, long long n, double* partial); x holds n f32 (t is f32 with
     // n elements), partial was allocated (grid, 5) f64 and the kernel writes slot
     // blockIdx.x < grid; BLOCK is a multiple of 32 ≤ 1024 as block_sum requires.
-    unsafe { launch(rt, "stats_range_f32", cfg, &args)? };
+    unsafe { launch(rt, &kernel::STATS_RANGE_F32, cfg, &args)? };
     let r = range.to_vec::<f64>()?;
     let (mut count, mut bad, mut sum) = (0.0, 0.0, 0.0);
     let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
@@ -92,7 +92,7 @@ pub fn tensor_stats(t: &Tensor, bins: usize, sigmas: f64) -> Result<RawStats> {
     ];
     // SAFETY: (const float* x, long long n, double mean, double* partial); as above with a
     // (grid, 1) partial array.
-    unsafe { launch(rt, "stats_centered_f32", cfg, &args)? };
+    unsafe { launch(rt, &kernel::STATS_CENTERED_F32, cfg, &args)? };
     out.centered_ss = centered.to_vec::<f64>()?.iter().sum();
     let std = (out.centered_ss / count).sqrt();
 
@@ -116,7 +116,7 @@ pub fn tensor_stats(t: &Tensor, bins: usize, sigmas: f64) -> Result<RawStats> {
     unsafe {
         launch(
             rt,
-            "stats_histogram_f32",
+            &kernel::STATS_HISTOGRAM_F32,
             LaunchConfig::new(grid as u32, BLOCK, shared),
             &args,
         )?

@@ -5,13 +5,26 @@
 //! first-order and quadratic layers with explicit forward/backward, hybrid
 //! back-propagation (`stored` / `recompute`), model specs and a tracking allocator that
 //! accounts every byte kept for backward.
+//!
+//! Layers, from the bottom: [`dtype`] (element types) and [`gemm`] (the CPU matrix
+//! product) use nothing of the crate; [`device`] (devices and their runtimes) uses only
+//! them; [`tensor`] sits on `device`; [`ops`] on tensors; [`nn`] on ops.
+//!
+//! `unsafe` is confined to the places that talk to memory no borrow checker sees, each
+//! block with a `// SAFETY:` line saying why it holds: the device runtimes
+//! ([`device::cuda`] over cudarc, [`device::emu`] over the emulator's C interface, the pool's
+//! blocks and [`device::GpuBuf`]'s copies), the CUDA launch wrappers of the ops, and
+//! [`gemm`]'s one call into the `gemm` crate's raw-pointer API. Everything above them —
+//! tensors, layers, training — is safe code.
 
 pub mod analysis;
 pub mod checkpoint;
 pub mod convert;
 pub mod data;
 pub mod device;
+pub mod dtype;
 pub mod error;
+pub mod gemm;
 pub mod model;
 pub mod models;
 pub mod nn;
@@ -23,5 +36,6 @@ pub mod tensor;
 
 pub use device::alloc::{Category, Phase};
 pub use device::Device;
+pub use dtype::{DType, Float};
 pub use error::{Error, Result};
-pub use tensor::{DType, Float, Tensor};
+pub use tensor::Tensor;

@@ -3,12 +3,13 @@
 
 pub mod act;
 pub mod conv;
-pub mod gemm;
 pub mod linear;
 pub mod loss;
 pub mod norm;
 pub mod pool;
 pub mod quadratic;
+
+pub use crate::gemm;
 
 use std::ops::Range;
 

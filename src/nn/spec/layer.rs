@@ -266,3 +266,52 @@ impl ConvSpec {
         Ok(g)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The conv fields written once still read and write flat, in the old order, with
+    /// their defaults, and unknown fields are still refused.
+    #[test]
+    fn conv_fields_stay_flat_in_json() {
+        let l: LayerSpec = serde_json::from_str(
+            r#"{"type": "quad_conv2d", "neuron": "t2", "in_channels": 3, "out_channels": 8,
+                "kernel_size": 3, "padding": [1, 0]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(&l).unwrap(),
+            r#"{"type":"quad_conv2d","name":null,"neuron":"t2","in_channels":3,"out_channels":8,"kernel_size":3,"stride":1,"padding":[1,0],"dilation":1,"groups":1,"bias":true}"#
+        );
+        let want = ConvSpec {
+            in_channels: 3,
+            out_channels: 8,
+            kernel_size: Pair::One(3),
+            stride: Pair::One(1),
+            padding: Pair::Two([1, 0]),
+            dilation: Pair::One(1),
+            groups: 1,
+            bias: true,
+        };
+        assert_eq!(l.conv(), Some(want));
+        let c: LayerSpec = serde_json::from_str(
+            r#"{"type": "conv2d", "in_channels": 3, "out_channels": 8, "kernel_size": 3,
+                "padding": [1, 0]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"type":"conv2d","name":null,"in_channels":3,"out_channels":8,"kernel_size":3,"stride":1,"padding":[1,0],"dilation":1,"groups":1,"bias":true}"#
+        );
+        assert_eq!(c.conv(), Some(want));
+        let e = serde_json::from_str::<LayerSpec>(
+            r#"{"type": "conv2d", "in_channels": 3, "out_channels": 8, "kernel_size": 3,
+                "padding_mode": "zeros"}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("padding_mode"), "{e}");
+        let relu: LayerSpec = serde_json::from_str(r#"{"type": "relu"}"#).unwrap();
+        assert_eq!(relu.conv(), None);
+    }
+}

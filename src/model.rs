@@ -1,5 +1,7 @@
 //! A model: its spec, its module tree and the loss, with the training step every tool uses.
 
+use std::sync::Mutex;
+
 use crate::device::alloc::{scope_phase, Phase};
 use crate::nn::container::Sequential;
 use crate::nn::loss::SoftmaxCrossEntropy;
@@ -13,6 +15,11 @@ pub struct Model {
     pub spec: ModelSpec,
     pub net: Sequential,
     pub loss: SoftmaxCrossEntropy,
+    /// The one device every parameter and buffer was on at the last walk over them
+    /// (`Model::build`, `to_device`, each `train_step`); `None` before one, or when they
+    /// were spread over several. Read by `device()`, so that a step or a prediction does not
+    /// build the state dict (which copies the slices of stacked quadratic weights).
+    placed: Mutex<Option<Device>>,
 }
 
 /// What one training step measured.
@@ -28,16 +35,56 @@ impl Model {
     /// Type-check `spec` and build it with fresh weights.
     pub fn build(spec: &ModelSpec, opts: BuildOptions) -> Result<Model> {
         let net = spec.build(opts)?;
-        Ok(Model {
+        let mut model = Model {
             spec: spec.clone(),
             net,
             loss: SoftmaxCrossEntropy::new(0.0)?,
-        })
+            placed: Mutex::new(None),
+        };
+        model.walk_device();
+        Ok(model)
     }
 
     /// The device the model's parameters and buffers live on (the CPU for a model without
     /// any); an error names the devices when they are spread over several.
+    ///
+    /// Cheap: the device found by the last walk over the parameters and buffers (no tensor
+    /// is copied). Moving `net` other than with [`Model::to_device`] is seen at the next
+    /// `train_step` (or `refresh_device`).
     pub fn device(&self) -> Result<Device> {
+        match *self.placed.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(d) => Ok(d),
+            None => self.device_from_state(),
+        }
+    }
+
+    /// Walk the parameters and buffers again for `device()` (after moving or loading
+    /// tensors into `net` directly).
+    pub fn refresh_device(&mut self) {
+        self.walk_device();
+    }
+
+    /// Finds the one device of every parameter and buffer (`None` when spread over
+    /// several) by visiting them in place, and records it for `device()`.
+    fn walk_device(&mut self) -> Option<Device> {
+        let mut seen: Option<Option<Device>> = None;
+        let mut note = |d: Device| {
+            seen = match seen {
+                None => Some(Some(d)),
+                Some(Some(prev)) if prev == d => Some(Some(d)),
+                Some(_) => Some(None),
+            }
+        };
+        self.net.visit_params(&mut |_, p| note(p.value.device()));
+        self.net.visit_buffers(&mut |_, t| note(t.device()));
+        let found = seen.unwrap_or(Some(Device::Cpu));
+        *self.placed.lock().unwrap_or_else(|e| e.into_inner()) = found;
+        found
+    }
+
+    /// The device from the state dict, naming two tensors on different devices when they
+    /// are spread over several (the slow path, for that error).
+    fn device_from_state(&self) -> Result<Device> {
         let mut state = Vec::new();
         self.net.state_dict(&mut state);
         let Some((first_name, first)) = state.first() else {
@@ -61,7 +108,10 @@ impl Model {
     /// training steps then run there and input batches are copied to it. Optimizer state
     /// follows its parameters at the next step.
     pub fn to_device(&mut self, device: Device) -> Result<()> {
-        crate::nn::module_to_device(&mut self.net, device)
+        let moved = crate::nn::module_to_device(&mut self.net, device);
+        // also after a failure, which may leave the tensors spread over two devices
+        self.walk_device();
+        moved
     }
 
     /// `x` on the model's device: a CPU batch is uploaded to a model on a GPU-path device (and
@@ -105,6 +155,7 @@ impl Model {
         opt: &mut dyn Optimizer,
     ) -> Result<StepOutput> {
         self.check_input(x)?;
+        self.walk_device();
         let x = self.input_on_device(x)?;
         let logits = {
             let _p = scope_phase(Phase::Forward);
@@ -184,17 +235,6 @@ impl Model {
     /// Drop whatever the last forward kept.
     pub fn net_clear(&mut self) {
         self.net.clear_saved();
-    }
-
-    /// Load a model from a checkpoint (validated: see `crate::checkpoint`), ready for
-    /// `predict` (eval mode).
-    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Model> {
-        Ok(crate::checkpoint::Checkpoint::load_model(path)?.1)
-    }
-
-    /// Write this model's weights as a checkpoint (epoch 0, no optimizer state), atomically.
-    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        crate::checkpoint::Checkpoint::from_model(self)?.save(path)
     }
 
     /// Number of trainable parameter elements.

@@ -5,6 +5,7 @@
 //! storage (`Arc`); an op returns a new tensor. In-place updates (optimizer steps, gradient
 //! accumulation) go through `data_mut`, which requires the storage not to be shared.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
@@ -13,34 +14,10 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal, Uniform};
 
 use crate::device::alloc::{Category, TrackedVec, Tracker};
-use crate::device::gpu::{DevPtr, GpuBuf};
-use crate::device::Device;
-use crate::{Error, Result};
+use crate::device::{DevPtr, Device, GpuBuf};
+use crate::{with_dtype, Error, Result};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DType {
-    F32,
-    F64,
-}
-
-impl DType {
-    pub fn size(self) -> usize {
-        match self {
-            DType::F32 => 4,
-            DType::F64 => 8,
-        }
-    }
-}
-
-impl fmt::Display for DType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            DType::F32 => "f32",
-            DType::F64 => "f64",
-        })
-    }
-}
+pub use crate::dtype::{DType, Float};
 
 /// Element storage of a host tensor.
 #[derive(Debug)]
@@ -49,96 +26,36 @@ pub enum CpuData {
     F64(TrackedVec<f64>),
 }
 
-/// The element types the CPU engine computes in.
-pub trait Float:
-    num_traits::Float
-    + num_traits::NumAssign
-    + Copy
-    + Default
-    + Send
-    + Sync
-    + fmt::Debug
-    + fmt::Display
-    + std::iter::Sum
-    + 'static
-{
-    const DTYPE: DType;
-    fn of(v: f64) -> Self;
-    fn f64(self) -> f64;
-    fn slice(d: &CpuData) -> Option<&[Self]>;
-    fn slice_mut(d: &mut CpuData) -> Option<&mut [Self]>;
-    fn wrap(v: TrackedVec<Self>) -> CpuData;
-}
+impl CpuData {
+    /// The elements as `T`, `None` when they are of the other dtype. (`Float` is a leaf
+    /// trait that knows nothing of storage; the match on the dtype is a type-id check.)
+    fn slice<T: Float>(&self) -> Option<&[T]> {
+        let v: &dyn Any = match self {
+            CpuData::F32(v) => v,
+            CpuData::F64(v) => v,
+        };
+        v.downcast_ref::<TrackedVec<T>>().map(|v| &v[..])
+    }
 
-impl Float for f32 {
-    const DTYPE: DType = DType::F32;
-    #[inline(always)]
-    fn of(v: f64) -> Self {
-        v as f32
+    fn slice_mut<T: Float>(&mut self) -> Option<&mut [T]> {
+        let v: &mut dyn Any = match self {
+            CpuData::F32(v) => v,
+            CpuData::F64(v) => v,
+        };
+        v.downcast_mut::<TrackedVec<T>>().map(|v| &mut v[..])
     }
-    #[inline(always)]
-    fn f64(self) -> f64 {
-        self as f64
-    }
-    fn slice(d: &CpuData) -> Option<&[Self]> {
-        match d {
-            CpuData::F32(v) => Some(v),
-            _ => None,
-        }
-    }
-    fn slice_mut(d: &mut CpuData) -> Option<&mut [Self]> {
-        match d {
-            CpuData::F32(v) => Some(v),
-            _ => None,
-        }
-    }
-    fn wrap(v: TrackedVec<Self>) -> CpuData {
-        CpuData::F32(v)
-    }
-}
 
-impl Float for f64 {
-    const DTYPE: DType = DType::F64;
-    #[inline(always)]
-    fn of(v: f64) -> Self {
-        v
-    }
-    #[inline(always)]
-    fn f64(self) -> f64 {
-        self
-    }
-    fn slice(d: &CpuData) -> Option<&[Self]> {
-        match d {
-            CpuData::F64(v) => Some(v),
-            _ => None,
+    fn wrap<T: Float>(v: TrackedVec<T>) -> CpuData {
+        let mut slot = Some(v);
+        let any: &mut dyn Any = &mut slot;
+        if let Some(v) = any.downcast_mut::<Option<TrackedVec<f32>>>() {
+            return CpuData::F32(v.take().expect("just filled"));
+        }
+        match any.downcast_mut::<Option<TrackedVec<f64>>>() {
+            Some(v) => CpuData::F64(v.take().expect("just filled")),
+            None => unreachable!("Float is implemented for f32 and f64 only"),
         }
     }
-    fn slice_mut(d: &mut CpuData) -> Option<&mut [Self]> {
-        match d {
-            CpuData::F64(v) => Some(v),
-            _ => None,
-        }
-    }
-    fn wrap(v: TrackedVec<Self>) -> CpuData {
-        CpuData::F64(v)
-    }
-}
-
-/// Run `$body` with `$T` bound to the Rust element type of `$dtype`.
-#[macro_export]
-macro_rules! with_dtype {
-    ($dtype:expr, $T:ident => $body:expr) => {
-        match $dtype {
-            $crate::DType::F32 => {
-                type $T = f32;
-                $body
-            }
-            $crate::DType::F64 => {
-                type $T = f64;
-                $body
-            }
-        }
-    };
 }
 
 /// Where a storage's elements are: host memory (the CPU engine), or device memory of the
@@ -164,18 +81,6 @@ impl Storage {
             Data::Gpu { buf, .. } => buf.alloc(),
         }
     }
-}
-
-/// The host bytes of a slice of plain floats.
-fn as_bytes<T: Float>(v: &[T]) -> &[u8] {
-    // SAFETY: T is f32 or f64 (the only `Float` impls): plain data without padding or
-    // invalid bit patterns; the byte view covers exactly the slice.
-    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
-}
-
-fn as_bytes_mut<T: Float>(v: &mut [T]) -> &mut [u8] {
-    // SAFETY: as `as_bytes`; every byte pattern is a valid f32/f64.
-    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, std::mem::size_of_val(v)) }
 }
 
 fn on_gpu_error(op: &str, device: Device) -> Error {
@@ -266,12 +171,12 @@ impl Tensor {
         }
         let data = if device.is_gpu() {
             Data::Gpu {
-                buf: GpuBuf::from_host(device, as_bytes(&data), category)?,
+                buf: GpuBuf::from_slice(device, &data, category)?,
                 dtype: T::DTYPE,
             }
         } else {
             let tracker = tracker_for(device)?;
-            Data::Host(T::wrap(TrackedVec::from_vec(data, tracker, category)))
+            Data::Host(CpuData::wrap(TrackedVec::from_vec(data, tracker, category)))
         };
         Ok(Tensor {
             shape: shape.to_vec(),
@@ -400,7 +305,7 @@ impl Tensor {
             Data::Host(d) => d,
             Data::Gpu { .. } => return Err(on_gpu_error("Tensor::as_slice", self.device())),
         };
-        T::slice(data).ok_or_else(|| {
+        data.slice::<T>().ok_or_else(|| {
             Error::dtype(
                 "Tensor::as_slice",
                 format!("tensor is {}, asked for {}", self.dtype(), T::DTYPE),
@@ -419,7 +324,7 @@ impl Tensor {
             Data::Host(d) => d,
             Data::Gpu { .. } => return Err(on_gpu_error("Tensor::data_mut", device)),
         };
-        T::slice_mut(data).ok_or_else(|| {
+        data.slice_mut::<T>().ok_or_else(|| {
             Error::dtype(
                 "Tensor::data_mut",
                 format!("tensor is {dtype}, asked for {}", T::DTYPE),
@@ -439,7 +344,7 @@ impl Tensor {
                     T::DTYPE
                 );
                 let mut v = vec![T::zero(); self.numel()];
-                buf.read(as_bytes_mut(&mut v))?;
+                buf.read_into(&mut v)?;
                 Ok(v)
             }
         }

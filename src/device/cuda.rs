@@ -12,15 +12,15 @@
 //!   `'static`); a failure is remembered too, so asking again gives the same answer cheaply.
 //!   The runtime retains the device's primary context (binding it to each calling thread
 //!   when needed) and issues every copy, memset, launch and GEMM on ONE non-blocking stream,
-//!   which is what makes the caching [`Pool`](super::gpu::Pool) above it correct: a block
+//!   which is what makes the caching [`Pool`](super::Pool) above it correct: a block
 //!   handed out again is only used by work queued after the work that used it before.
 //! - **Memory**: `cuMemAlloc`/`cuMemFree` (rare: the pool keeps freed blocks);
 //!   `CUDA_ERROR_OUT_OF_MEMORY` becomes `Error::OutOfMemory`. `mem_info` is `cuMemGetInfo`.
 //!   Host→device copies return once the (pageable) source has been staged; device→host
 //!   copies wait for the stream.
 //! - **Kernels**: the fatbin nvcc built from `cuda/*.cu` (embedded by build.rs, see
-//!   [`emu::fatbin`]) is loaded once with `cuModuleLoadData`; each kernel's `CUfunction` is
-//!   looked up on first use and cached. Before a launch the argument count is checked
+//!   `device/fatbin.rs`) is loaded once with `cuModuleLoadData`; each kernel's `CUfunction`
+//!   is looked up on first use and cached. Before a launch the argument count is checked
 //!   against the emulator's registry of the same sources (`emu::kernel_arity`).
 //! - **GEMM**: `cublasSgemmStridedBatched`. [`Gemm`] is row-major and cuBLAS column-major;
 //!   a row-major matrix is the transpose of the column-major one with the same leading
@@ -44,9 +44,10 @@ use cudarc::cublas::{result as blas, sys as blas_sys};
 use cudarc::driver::{result as drv, sys, DriverError};
 
 use super::alloc::Tracker;
-use super::emu::{self, LaunchConfig};
-use super::gpu::{param_pointers, param_values, DevPtr, Gemm, KArg, Pool, Runtime};
-use super::Device;
+use super::{emu, fatbin};
+use super::{
+    param_pointers, param_values, DevPtr, Device, Gemm, KArg, LaunchConfig, Pool, Runtime,
+};
 use crate::{Error, Result};
 
 // ---------------------------------------------------------------------------------------
@@ -222,7 +223,7 @@ impl CudaRuntime {
                 }
             ));
         }
-        let Some(image) = emu::fatbin() else {
+        let Some(image) = fatbin::fatbin() else {
             return Err(format!(
                 "{dev}: this build of quadra carries no CUDA kernels: build.rs found no nvcc \
                  when it was compiled (run scripts/install-nvcc.sh, or set NVCC/CUDA_HOME, and \
@@ -334,7 +335,7 @@ impl CudaRuntime {
         let func = match fns.get(kernel) {
             Some(f) => *f,
             None => {
-                if !emu::KERNELS.contains(&kernel) {
+                if !fatbin::KERNELS.contains(&kernel) {
                     return Err(Error::invalid(
                         "kernel",
                         format!("`{kernel}` is not a kernel of cuda/*.cu (QUADRA_EXPORT)"),
@@ -698,7 +699,7 @@ mod tests {
     /// evaluated by a reference BLAS, equals the row-major product on the CPU.
     #[test]
     fn row_major_gemm_maps_to_column_major_cublas() {
-        use crate::ops::gemm::{matmul, MatRef};
+        use crate::gemm::{matmul, MatRef};
         let vals = |n: usize, seed: usize| -> Vec<f32> {
             (0..n)
                 .map(|i| (((i * 7919 + seed * 104729) % 2003) as f32 / 1001.5) - 1.0)

@@ -1,14 +1,53 @@
-//! Devices a tensor's storage can live on.
+//! Devices a tensor's storage can live on, and their runtimes (nothing else: the ops'
+//! launch wrappers live with the ops).
+//!
+//! - [`Device`] (this file) and [`runtime`]: a device's [`Runtime`];
+//! - `runtime.rs`: the [`Runtime`] trait every GPU-path device implements, and what it
+//!   speaks: [`DevPtr`], [`KArg`], [`LaunchConfig`]/[`Dim3`], the [`Gemm`] descriptor;
+//! - `pool.rs`: the caching [`Pool`] device memory comes from; `buf.rs`: [`GpuBuf`], one
+//!   tensor storage's block of it;
+//! - [`cuda`]: `Device::Cuda(n)` through cudarc (driver, cuBLAS, the embedded fatbin);
+//! - [`emu`]: `Device::Emu`, the same kernels through the CPU emulator (FFI);
+//! - [`alloc`]: the tracking allocator that counts every byte on every device.
+//!
+//! Dependencies point one way: `pool` needs nothing of the others; `runtime` the pool;
+//! `buf`, `cuda` and `emu` the runtime layer; this file ties the runtimes to `Device`.
 
 pub mod alloc;
+mod buf;
 pub mod cuda;
 pub mod emu;
+mod fatbin;
 pub mod gpu;
+mod pool;
+mod runtime;
 
 use std::fmt;
 use std::str::FromStr;
 
 use crate::{Error, Result};
+
+pub use buf::GpuBuf;
+pub use pool::{block_size, BlockSource, Pool, PoolStats};
+pub(crate) use runtime::{param_pointers, param_values};
+pub use runtime::{DevPtr, Dim3, Gemm, KArg, LaunchConfig, Runtime, ELEMENTWISE_BLOCK};
+
+/// The runtime of a GPU-path device; the CPU has none.
+pub fn runtime(device: Device) -> Result<&'static dyn Runtime> {
+    match device {
+        Device::Emu => Ok(emu::runtime()),
+        Device::Cuda(n) => cuda::runtime(n),
+        Device::Cpu => Err(Error::invalid(
+            "device",
+            "cpu has no GPU runtime (CPU tensors are computed by the CPU engine)",
+        )),
+    }
+}
+
+/// Bytes in MiB, for messages.
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
 
 /// Where a tensor's storage lives.
 ///
@@ -41,7 +80,7 @@ impl Device {
         match self {
             Device::Cpu => Ok(alloc::cpu_tracker()),
             Device::Emu => Ok(alloc::emu_tracker()),
-            Device::Cuda(_) => Ok(gpu::runtime(self)?.tracker()),
+            Device::Cuda(_) => Ok(runtime(self)?.tracker()),
         }
     }
 

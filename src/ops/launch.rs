@@ -9,9 +9,9 @@
 //! The backend computes in f32 (gradient checks in f64 run on the CPU engine).
 
 use crate::device::alloc::Category;
-pub(crate) use crate::device::emu::LaunchConfig;
-use crate::device::gpu::{runtime, DevPtr, Gemm, KArg, Runtime};
 use crate::device::Device;
+pub(crate) use crate::device::LaunchConfig;
+use crate::device::{runtime, DevPtr, Gemm, KArg, Runtime};
 use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
 

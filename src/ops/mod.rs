@@ -4,7 +4,6 @@
 pub mod act;
 pub mod conv;
 pub mod elementwise;
-pub mod gemm;
 pub(crate) mod launch;
 pub mod linear;
 pub mod loss;
@@ -13,6 +12,8 @@ pub mod optim;
 pub mod pool;
 pub mod quadratic;
 pub mod stats;
+
+pub use crate::gemm;
 
 use std::ops::Range;
 

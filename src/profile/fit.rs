@@ -35,7 +35,7 @@ pub struct FitEstimate {
 /// when the platform does not say.
 pub fn available_bytes(device: Device) -> Option<(u64, String)> {
     if device.is_gpu() {
-        let rt = crate::device::gpu::runtime(device).ok()?;
+        let rt = crate::device::runtime(device).ok()?;
         let (free, _) = rt.mem_info().ok()?;
         let cached = rt.pool().stats().cached;
         return Some((

@@ -8,7 +8,7 @@
 
 use super::{ConvGeom, ConvGrads};
 use crate::device::alloc::Category;
-use crate::device::gpu::{Gemm, KArg};
+use crate::device::{Gemm, KArg};
 use crate::ops::launch::{
     channel_grid, check_all, expect_numel, gemm, gpu_f32, int, kernel, launch, output,
     LaunchConfig, REDUCE_BLOCK,

@@ -2,7 +2,7 @@
 //! scaling. Flat over the elements; shapes must agree.
 
 use crate::device::alloc::Category;
-use crate::device::gpu::KArg;
+use crate::device::KArg;
 use crate::ops::launch::{check_all, gpu_f32, kernel, launch, output, LaunchConfig};
 use crate::tensor::Tensor;
 use crate::Result;

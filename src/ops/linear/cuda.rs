@@ -2,7 +2,7 @@
 //! read transposed) and the bias kernels of cuda/conv.cu (`ops::conv::cuda`, L = 1).
 
 use crate::device::alloc::Category;
-use crate::device::gpu::Gemm;
+use crate::device::Gemm;
 use crate::ops::conv::cuda::{add_bias, bias_grad};
 use crate::ops::conv::ConvGrads;
 use crate::ops::launch::{check_all, expect_numel, gemm, gpu_f32, output};

@@ -7,7 +7,7 @@
 //! order, as the CPU engine (src/ops/loss.rs) adds them.
 
 use crate::device::alloc::Category;
-use crate::device::gpu::{GpuBuf, KArg};
+use crate::device::{GpuBuf, KArg};
 use crate::ops::launch::{gpu_f32, int, kernel, launch, output, LaunchConfig, REDUCE_BLOCK};
 use crate::tensor::Tensor;
 use crate::{Error, Result};

@@ -8,7 +8,7 @@
 
 use super::{BnGrads, BnTrain, Dims};
 use crate::device::alloc::Category;
-use crate::device::gpu::{KArg, Runtime};
+use crate::device::{KArg, Runtime};
 use crate::ops::launch::{
     channel_grid, check_all, expect_numel, gpu_f32, int, kernel, launch, output, LaunchConfig,
     REDUCE_BLOCK,

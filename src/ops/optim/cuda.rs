@@ -6,8 +6,8 @@
 use std::ops::Range;
 
 use crate::device::alloc::Category;
-use crate::device::gpu::{GpuBuf, KArg};
 use crate::device::Device;
+use crate::device::{GpuBuf, KArg};
 use crate::ops::launch::{check_all, gpu_f32, kernel, launch, LaunchConfig, REDUCE_BLOCK};
 use crate::tensor::Tensor;
 use crate::{Error, Result};

@@ -4,7 +4,7 @@
 //! Backward kernels are deterministic gathers (no atomics).
 
 use crate::device::alloc::Category;
-use crate::device::gpu::{GpuBuf, KArg};
+use crate::device::{GpuBuf, KArg};
 use crate::ops::launch::{expect_numel, gpu_f32, int, kernel, launch, output, LaunchConfig};
 use crate::ops::pool::{self as ops, PoolGeom};
 use crate::tensor::Tensor;

@@ -10,7 +10,7 @@
 //! Biases are added by the maps (`bias_add_f32`) before an epilogue runs, as on the CPU.
 
 use crate::device::alloc::Category;
-use crate::device::gpu::{Gemm, KArg};
+use crate::device::{Gemm, KArg};
 use crate::ops::launch::{
     channel_grid, check_all, expect_numel, gemm, gpu_f32, int, launch, output, LaunchConfig,
     REDUCE_BLOCK,

@@ -3,7 +3,7 @@
 //! only per-block partials (a few KiB) come back to the host.
 
 use crate::device::alloc::Category;
-use crate::device::gpu::KArg;
+use crate::device::KArg;
 use crate::ops::launch::{gpu_f32, int, kernel, launch, LaunchConfig};
 use crate::tensor::{DType, Tensor};
 use crate::Result;

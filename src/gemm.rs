@@ -1,7 +1,11 @@
 //! Safe matrix multiply over the `gemm` crate: the one place the CPU engine multiplies
-//! matrices. Operands are row-major slices, optionally read transposed.
+//! matrices (the CPU ops, and the emulator's stand-in for cuBLAS). Operands are row-major
+//! slices, optionally read transposed.
+//!
+//! A leaf below both `ops` and `device` (it depends only on `dtype`); `crate::ops::gemm`
+//! is the same module.
 
-use crate::tensor::Float;
+use crate::dtype::Float;
 
 /// A row-major matrix operand of logical shape (rows, cols), read transposed when `t` is
 /// set (then `data` holds the (cols, rows) matrix row-major). `ld` is the row stride of the
@@ -87,15 +91,15 @@ pub fn matmul<T: Float>(
     let (a_rs, a_cs) = a.strides();
     let (b_rs, b_cs) = b.strides();
     let par = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
+        ::gemm::Parallelism::Rayon(threads)
     } else {
-        gemm::Parallelism::None
+        ::gemm::Parallelism::None
     };
     // SAFETY: the asserts above prove every index the product touches, (i, j) with
     // i < m, j < n in dst and the corresponding rows/columns of a and b, lies inside the
     // slices; `dst` is borrowed mutably and cannot alias `a` or `b`.
     unsafe {
-        gemm::gemm(
+        ::gemm::gemm(
             m,
             n,
             k,

@@ -971,7 +971,7 @@ fn resolve_device(s: &str) -> Result<Device> {
     }
     let d: Device = s.parse()?;
     if let Device::Cuda(_) = d {
-        if let Err(e) = quadra::device::runtime(d) {
+        if let Err(e) = quadra::device::gpu::runtime(d) {
             bail!("`{s}`: {d} is not available ({e}); use --device cpu, emu or auto");
         }
     }

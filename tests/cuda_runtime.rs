@@ -15,7 +15,7 @@ use std::sync::{Mutex, MutexGuard, Once};
 
 use quadra::device::cuda;
 use quadra::device::emu::LaunchConfig;
-use quadra::device::{self, block_size, Gemm, GpuBuf, KArg, Runtime};
+use quadra::device::gpu::{self, block_size, Gemm, GpuBuf, KArg, Runtime};
 use quadra::{Category, DType, Device, Error, Tensor};
 
 /// Whether this run must test the real GPU.

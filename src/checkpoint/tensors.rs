@@ -39,13 +39,8 @@ impl View for &RawView {
 fn raw_of(t: &Tensor) -> Result<RawView> {
     // a tensor on a GPU-path device (a model or optimizer state on the CUDA backend) is
     // copied to the host first
-    let host;
-    let t = if t.device().is_gpu() {
-        host = t.to_device(crate::Device::Cpu)?;
-        &host
-    } else {
-        t
-    };
+    let host = t.to_device(crate::Device::Cpu)?;
+    let t = &host;
     let (dtype, data) = match t.dtype() {
         DType::F32 => (
             StDtype::F32,

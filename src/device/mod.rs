@@ -84,6 +84,50 @@ impl Device {
         }
     }
 
+    /// Memory this device can still give, and where that figure comes from: `MemAvailable`
+    /// of /proc/meminfo for the CPU; free device memory plus the caching pool's idle blocks
+    /// for a GPU-path device. `None` when the platform does not say.
+    pub fn available_memory(self) -> Option<(u64, String)> {
+        match self {
+            Device::Cpu => {
+                let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+                let kib: u64 = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("MemAvailable:"))?
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .ok()?;
+                Some((kib * 1024, "MemAvailable in /proc/meminfo".into()))
+            }
+            Device::Cuda(_) | Device::Emu => {
+                let rt = runtime(self).ok()?;
+                let (free, _) = rt.mem_info().ok()?;
+                let cached = rt.pool().stats().cached;
+                Some((
+                    free + cached,
+                    format!("{self}: free device memory plus idle pool blocks"),
+                ))
+            }
+        }
+    }
+
+    /// (used, total) bytes of a GPU-path device as its runtime reports them, after a
+    /// synchronisation (the profiler's cross-check); `None` for the CPU or when unknown.
+    pub fn memory_used(self) -> Option<(u64, u64)> {
+        match self {
+            Device::Cpu => None,
+            Device::Cuda(_) | Device::Emu => {
+                let rt = runtime(self).ok()?;
+                rt.synchronize().ok()?;
+                rt.mem_info()
+                    .ok()
+                    .map(|(free, total)| (total - free, total))
+            }
+        }
+    }
+
     /// True for the devices computed by the CUDA backend's code path (`Cuda(n)`, `Emu`).
     pub fn is_gpu(self) -> bool {
         !matches!(self, Device::Cpu)

@@ -34,25 +34,7 @@ pub struct FitEstimate {
 /// free device memory plus the caching pool's idle blocks for a GPU-path device. `None`
 /// when the platform does not say.
 pub fn available_bytes(device: Device) -> Option<(u64, String)> {
-    if device.is_gpu() {
-        let rt = crate::device::runtime(device).ok()?;
-        let (free, _) = rt.mem_info().ok()?;
-        let cached = rt.pool().stats().cached;
-        return Some((
-            free + cached,
-            format!("{device}: free device memory plus idle pool blocks"),
-        ));
-    }
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: u64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some((kib * 1024, "MemAvailable in /proc/meminfo".into()))
+    device.available_memory()
 }
 
 /// The (fixed, per-sample) bytes of the peak of one training step of `spec` (its

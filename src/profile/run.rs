@@ -13,7 +13,7 @@ use crate::nn::spec::{BuildOptions, ModelSpec};
 use crate::nn::{BackpropMode, Module};
 use crate::optim::Sgd;
 use crate::tensor::{DType, Tensor};
-use crate::{Device, Error, Result};
+use crate::{Error, Result};
 
 /// Counters replayed from a snapshot and the events after it.
 #[derive(Clone)]
@@ -109,20 +109,9 @@ pub fn profile_training(
     with_threads(opts.threads, || profile_inner(spec, label, opts))?
 }
 
-fn device_used(device: Device) -> Option<(u64, u64)> {
-    if !device.is_gpu() {
-        return None;
-    }
-    let rt = crate::device::runtime(device).ok()?;
-    rt.synchronize().ok()?;
-    rt.mem_info()
-        .ok()
-        .map(|(free, total)| (total - free, total))
-}
-
 fn profile_inner(spec: &ModelSpec, label: &str, opts: &ProfileOptions) -> Result<MemoryProfile> {
     let tracker = opts.device.tracker()?;
-    let used_before = device_used(opts.device);
+    let used_before = opts.device.memory_used();
     let mut pool_before = 0;
     if let Ok(rt) = crate::device::runtime(opts.device) {
         rt.pool().reset_peak();
@@ -135,9 +124,7 @@ fn profile_inner(spec: &ModelSpec, label: &str, opts: &ProfileOptions) -> Result
             seed: opts.seed,
         },
     )?;
-    if opts.device.is_gpu() {
-        model.to_device(opts.device)?;
-    }
+    model.to_device(opts.device)?;
     let mut opt = Sgd::new(0.1, 0.9, 5e-4, false)?;
     let (x, y) = random_batch(spec, opts.batch, opts.dtype, opts.seed)?;
     let x = x.to_device(opts.device)?;
@@ -330,7 +317,7 @@ fn profile_inner(spec: &ModelSpec, label: &str, opts: &ProfileOptions) -> Result
         .collect();
     let step_time_s = median(&step_times_s);
     let saved_at_forward_end = at_fwd_end.cat[Category::SavedForBackward as usize];
-    let device_check = match (used_before, device_used(opts.device)) {
+    let device_check = match (used_before, opts.device.memory_used()) {
         (Some((before, _)), Some((used, total))) => {
             let pool = crate::device::runtime(opts.device)?.pool().stats();
             Some(DeviceCheck {

@@ -36,6 +36,7 @@ pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod plot;
 pub mod profile;
 pub mod serve;
 pub mod tensor;

@@ -7,7 +7,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::{FeatureMap, LayerStats};
-use crate::profile::chart::{draw_err, write_both, Chart};
+use crate::plot::{draw_err, write_both, Chart};
 use crate::Result;
 
 /// One histogram per entry (log-scale counts, so that heavy tails show), `cols` per row.

@@ -43,6 +43,8 @@ pub use report::{
 };
 pub use run::{profile_training, random_batch};
 
+pub use crate::plot::{temp_path, write_atomic};
+
 /// Label of the row holding bytes charged to no layer.
 pub const OUTSIDE_LAYERS: &str = "(outside layers)";
 
@@ -115,37 +117,6 @@ pub fn phase_name(p: Phase) -> &'static str {
         Phase::Forward => "forward",
         Phase::Backward => "backward",
         Phase::Optimizer => "optimizer",
-    }
-}
-
-/// Write `bytes` to `path` atomically: a temporary file beside it, then a rename.
-pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_path(path);
-    std::fs::write(&tmp, bytes).map_err(|e| io_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io_err(path, e)
-    })
-}
-
-/// A temporary name beside `path` (same directory, so that a rename is atomic).
-pub fn temp_path(path: &std::path::Path) -> std::path::PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let ext = path
-        .extension()
-        .map(|e| format!(".{}", e.to_string_lossy()))
-        .unwrap_or_default();
-    // keep the extension last: the PNG encoder picks its format from it
-    path.with_file_name(format!(".{name}.tmp-{}{ext}", std::process::id()))
-}
-
-pub(crate) fn io_err(path: &std::path::Path, e: std::io::Error) -> Error {
-    Error::Io {
-        context: format!("writing {}", path.display()),
-        source: e,
     }
 }
 

@@ -20,6 +20,7 @@ pub mod optim;
 pub mod profile;
 pub mod serve;
 pub mod tensor;
+pub mod train;
 
 pub use device::alloc::{Category, Phase};
 pub use device::Device;

@@ -147,15 +147,18 @@ fn load_init(p: &Path) -> Result<Model> {
     Ok(model)
 }
 
-/// A fresh run's model: `--init`'s (checked against the dataset's classes) or built from
-/// the zoo name / spec file with the run's seed.
+/// A fresh run's model: `--init`'s or the caller's (checked against the dataset's
+/// classes), or built from the zoo name / spec file with the run's seed.
 fn fresh_model(cfg: &TrainConfig, init: Option<Model>, origins: &Origins) -> Result<Model> {
     let mut model = match init {
         Some(model) => {
             if model.spec.num_classes != cfg.num_classes {
+                let what = match &cfg.init {
+                    Some(p) => format!("--init {}: the checkpoint's model", p.display()),
+                    None => "the model".to_string(),
+                };
                 bail!(
-                    "--init {}: the checkpoint's model has {} classes, dataset {} has {}",
-                    cfg.init.as_deref().unwrap_or(Path::new("")).display(),
+                    "{what} has {} classes, dataset {} has {}",
                     model.spec.num_classes,
                     cfg.dataset.name(),
                     cfg.num_classes
@@ -185,7 +188,7 @@ impl Trainer {
     /// `cfg.init`, the model and weights are that checkpoint's. `num_classes` is set from
     /// the dataset.
     pub fn new(cfg: TrainConfig, out: impl Into<PathBuf>) -> Result<Trainer> {
-        Self::fresh(cfg, out.into(), None)
+        Self::fresh(cfg, out.into(), None, None)
     }
 
     /// A fresh run of `cfg` on the caller's datasets (instead of `cfg.dataset`'s; the
@@ -195,19 +198,47 @@ impl Trainer {
         out: impl Into<PathBuf>,
         data: TrainTest,
     ) -> Result<Trainer> {
-        Self::fresh(cfg, out.into(), Some(data))
+        Self::fresh(cfg, out.into(), Some(data), None)
     }
 
-    fn fresh(mut cfg: TrainConfig, out_dir: PathBuf, data: Option<TrainTest>) -> Result<Trainer> {
+    /// A fresh run of `cfg` that trains the caller's `model` (its weights are kept: no
+    /// ReLinear), on the caller's datasets or `cfg.dataset`'s.
+    pub fn with_model(
+        mut cfg: TrainConfig,
+        out: impl Into<PathBuf>,
+        model: Model,
+        data: Option<TrainTest>,
+    ) -> Result<Trainer> {
+        cfg.relinear = None;
+        Self::fresh(cfg, out.into(), data, Some(model))
+    }
+
+    /// Starts over in an output directory that already holds a run (its logs are
+    /// restarted), as `--force` does.
+    pub fn force(mut self) -> Trainer {
+        self.force = true;
+        self
+    }
+
+    fn fresh(
+        mut cfg: TrainConfig,
+        out_dir: PathBuf,
+        data: Option<TrainTest>,
+        model: Option<Model>,
+    ) -> Result<Trainer> {
         let origins = Origins::default();
         cfg.num_classes = cfg.dataset.classes();
-        let init = match &cfg.init {
-            Some(p) => {
+        let init = match (&cfg.init, model) {
+            (_, Some(model)) => {
+                cfg.model = model.spec.name.clone();
+                Some(model)
+            }
+            (Some(p), None) => {
                 let model = load_init(p)?;
                 cfg.model = model.spec.name.clone();
                 Some(model)
             }
-            None => None,
+            (None, None) => None,
         };
         if let Some(d) = &data {
             cfg.num_classes = d.train.classes();

@@ -11,19 +11,44 @@ use quadra::convert::{
     self, convert_model, cost, layer_importance, reduce, state_dict_of, Budget, ConvertOptions,
 };
 use quadra::data::synthetic::Synthetic;
+use quadra::data::{Dataset, TrainTest};
 use quadra::model::Model;
 use quadra::nn::quadratic::NeuronType;
 use quadra::nn::spec::BuildOptions;
-use quadra::optim::Sgd;
+use quadra::train::{ScheduleKind, TrainConfig, Trainer};
 
-fn train(model: &mut Model, data: &Synthetic, steps: usize, first: u64, lr: f64) -> Result<f64> {
-    let mut opt = Sgd::new(lr, 0.9, 5e-4, false)?;
-    let mut loss = 0.0;
-    for s in 0..steps {
-        let (x, y) = data.batch(64, first + s as u64)?;
-        loss = model.train_step(&x, &y, &mut opt)?.loss;
-    }
-    Ok(loss)
+/// Trains `model` for `steps` batches of 64 synthetic samples (drawn with seed `first`),
+/// one epoch of plain SGD at a constant `lr`, with the library trainer (its run goes to
+/// target/example-runs/convert_demo/NAME); returns the model and the epoch's train loss.
+fn train(
+    model: Model,
+    data: &Synthetic,
+    steps: usize,
+    first: u64,
+    lr: f64,
+    name: &str,
+) -> Result<(Model, f64)> {
+    let (x, y) = data.batch(64 * steps, first)?;
+    let (tx, ty) = data.batch(500, 999_999)?;
+    let tt = TrainTest {
+        train: Dataset::from_tensor("synthetic", "synthetic", 10, x, y)?,
+        test: Dataset::from_tensor("synthetic", "synthetic", 10, tx, ty)?,
+    };
+    let cfg = TrainConfig {
+        epochs: 1,
+        batch_size: 64,
+        device: "cpu".into(),
+        lr,
+        schedule: ScheduleKind::Constant,
+        quadratic_optimizer: false,
+        ..TrainConfig::default()
+    };
+    let out = format!("target/example-runs/convert_demo/{name}");
+    let s = Trainer::with_model(cfg, out, model, Some(tt))?
+        .force()
+        .run(&mut ())?;
+    let loss = s.json["last"]["train_loss"].as_f64().unwrap_or(f64::NAN);
+    Ok((s.model, loss))
 }
 
 fn main() -> Result<()> {
@@ -42,21 +67,21 @@ fn main() -> Result<()> {
 
     // 1. a trained first-order model
     let spec = quadra::models::get("cnn", None, 10)?;
-    let mut cnn = Model::build(
+    let cnn = Model::build(
         &spec,
         BuildOptions {
             seed: 1,
             ..Default::default()
         },
     )?;
-    let loss = train(&mut cnn, &data, 80, 0, 0.05)?;
+    let (mut cnn, loss) = train(cnn, &data, 80, 0, 0.05, "cnn")?;
     let acc0 = convert::accuracy(&cnn, &val_x, &val_y)?;
-    println!("== 1. first-order cnn: {} parameters, trained 80 steps, last loss {loss:.4}, val acc {:.1}%", cnn.num_params(), 100.0 * acc0);
+    println!("== 1. first-order cnn: {} parameters, trained 80 steps, train loss {loss:.4}, val acc {:.1}%", cnn.num_params(), 100.0 * acc0);
 
     {
         // a control for step 3: the first-order model fine-tuned the same way
-        let mut c2 = convert::copy_model(&cnn)?;
-        train(&mut c2, &data, 20, 10_000, 0.02)?;
+        let c2 = convert::copy_model(&cnn)?;
+        let (c2, _) = train(c2, &data, 20, 10_000, 0.02, "control")?;
         println!(
             "   control: the first-order cnn fine-tuned like the QDNN in step 3: val acc {:.1}%",
             100.0 * convert::accuracy(&c2, &val_x, &val_y)?
@@ -111,10 +136,10 @@ fn main() -> Result<()> {
     }
 
     // 3. fine-tune the QDNN
-    let loss = train(&mut q, &data, 20, 10_000, 0.02)?;
+    let (q, loss) = train(q, &data, 20, 10_000, 0.02, "qdnn")?;
     let acc2 = convert::accuracy(&q, &val_x, &val_y)?;
     println!(
-        "== 3. fine-tuned 20 steps: last loss {loss:.4}, val acc {:.1}%",
+        "== 3. fine-tuned 20 steps: train loss {loss:.4}, val acc {:.1}%",
         100.0 * acc2
     );
 

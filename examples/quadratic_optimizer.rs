@@ -1,6 +1,7 @@
 //! Does the quadratic optimizer help? Trains the `qcnn` zoo model (quadralib-bn neurons) on
 //! the synthetic 10-class set with the same seeds (weights, batches, test set) in four
-//! configurations and prints loss and accuracy per epoch:
+//! configurations with the library trainer (`quadra::train`) and prints loss and accuracy
+//! per epoch:
 //!
 //! - `baseline`: plain SGD, default init;
 //! - `relinear`: ReLinear init (scale 0), one lr for all parameters;
@@ -9,14 +10,36 @@
 //!
 //!     cargo run --release --example quadratic_optimizer [-- --epochs 4 --steps 40 --lr 0.05
 //!   --quad-lr-scale 0.1 --relinear-scale 0 --noise 0.8 --adam]
+//!
+//! Each configuration's run goes to target/example-runs/quadratic_optimizer/NAME.
 
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use quadra::data::synthetic::Synthetic;
-use quadra::model::Model;
-use quadra::nn::spec::BuildOptions;
-use quadra::optim::{AdamConfig, BaseOptimizer, QuadraticConfig, QuadraticOptimizer};
+use quadra::data::{Dataset, TrainTest};
+use quadra::train::{EpochReport, OptimKind, Progress, ScheduleKind, TrainConfig, Trainer};
+
+/// A line per epoch, with the time since the configuration's start.
+struct Lines {
+    name: &'static str,
+    t0: Instant,
+}
+
+impl Progress for Lines {
+    fn epoch_end(&mut self, e: &EpochReport) {
+        println!(
+            "{:>8} epoch {}: train loss {:.4} acc {:.1}% | test loss {:.4} acc {:.1}% ({:.0} s)",
+            self.name,
+            e.epoch + 1,
+            e.train_loss,
+            100.0 * e.train_acc,
+            e.test_loss,
+            100.0 * e.test_acc,
+            self.t0.elapsed().as_secs_f64()
+        );
+    }
+}
 
 fn main() -> Result<()> {
     let (mut epochs, mut steps, mut lr, mut qscale, mut rscale, mut noise) =
@@ -38,80 +61,59 @@ fn main() -> Result<()> {
             other => bail!("unknown argument `{other}`"),
         }
     }
+    let batch = 64;
+    // the same samples for every configuration: `steps` batches of 64 (N, 1, 28, 28),
+    // shuffled per epoch by the trainer's seed, and 1000 test samples
     let data = Synthetic::new([1, 28, 28], 10, noise, 42)?;
+    let (x, y) = data.batch(steps * batch, 0)?;
     let (test_x, test_y) = data.batch(1000, 999_999)?;
-    let base = if adam {
-        BaseOptimizer::Adam(AdamConfig::adamw(lr))
-    } else {
-        BaseOptimizer::Sgd {
-            lr,
-            momentum: 0.9,
-            weight_decay: 5e-4,
-            nesterov: false,
-        }
+    let tt = TrainTest {
+        train: Dataset::from_tensor("synthetic", "synthetic", 10, x, y)?,
+        test: Dataset::from_tensor("synthetic", "synthetic", 10, test_x, test_y)?,
     };
+    let base = TrainConfig {
+        model: "qcnn".into(),
+        epochs,
+        batch_size: batch,
+        device: "cpu".into(),
+        seed: 1,
+        optimizer: if adam {
+            OptimKind::Adamw
+        } else {
+            OptimKind::Sgd
+        },
+        lr,
+        weight_decay: if adam { 0.01 } else { 5e-4 },
+        schedule: ScheduleKind::Constant,
+        ..TrainConfig::default()
+    };
+    // (name, quadratic optimizer on, second-order lr scale, ReLinear scale)
     let configs = [
-        ("baseline", QuadraticConfig::off()),
-        (
-            "relinear",
-            QuadraticConfig {
-                relinear: Some(rscale),
-                ..QuadraticConfig::off()
-            },
-        ),
-        (
-            "quad-lr",
-            QuadraticConfig {
-                quad_lr_scale: qscale,
-                ..QuadraticConfig::off()
-            },
-        ),
-        (
-            "both",
-            QuadraticConfig {
-                quad_lr_scale: qscale,
-                quad_weight_decay: None,
-                relinear: Some(rscale),
-            },
-        ),
+        ("baseline", false, 1.0, None),
+        ("relinear", true, 1.0, Some(rscale)),
+        ("quad-lr", true, qscale, None),
+        ("both", true, qscale, Some(rscale)),
     ];
     println!(
-        "qcnn (quadralib-bn) on synthetic (noise {noise}), batch 64, {steps} steps/epoch, {epochs} epochs, {base:?}, quad_lr_scale {qscale}, relinear scale {rscale}"
+        "qcnn (quadralib-bn) on synthetic (noise {noise}), batch {batch}, {steps} steps/epoch, {epochs} epochs, {:?} lr {lr}, quad_lr_scale {qscale}, relinear scale {rscale}",
+        base.optimizer
     );
-    let batch = 64;
-    for (name, cfg) in configs {
+    for (name, quadratic_optimizer, quad_lr_scale, relinear) in configs {
         if only.as_deref().is_some_and(|o| o != name) {
             continue;
         }
-        let spec = quadra::models::get("qcnn", None, 10)?;
-        let mut model = Model::build(
-            &spec,
-            BuildOptions {
-                seed: 1,
-                ..Default::default()
-            },
-        )?;
-        let mut opt = QuadraticOptimizer::for_model(&mut model.net, base, cfg)?;
-        let t0 = Instant::now();
-        for epoch in 0..epochs {
-            let (mut loss, mut correct) = (0.0, 0);
-            for s in 0..steps {
-                let (x, y) = data.batch(batch, (epoch * steps + s) as u64)?;
-                let out = model.train_step(&x, &y, &mut opt)?;
-                loss += out.loss;
-                correct += out.correct;
-            }
-            let test = model.evaluate(&test_x, &test_y)?;
-            println!(
-                "{name:>8} epoch {}: train loss {:.4} acc {:.1}% | test loss {:.4} acc {:.1}% ({:.0} s)",
-                epoch + 1,
-                loss / steps as f64,
-                100.0 * correct as f64 / (steps * batch) as f64,
-                test.loss,
-                100.0 * test.correct as f64 / test_y.len() as f64,
-                t0.elapsed().as_secs_f64()
-            );
-        }
+        let cfg = TrainConfig {
+            quadratic_optimizer,
+            quad_lr_scale,
+            relinear,
+            ..base.clone()
+        };
+        let out = format!("target/example-runs/quadratic_optimizer/{name}");
+        let trainer = Trainer::with_data(cfg, out, tt.clone())?.force();
+        trainer.run(&mut Lines {
+            name,
+            t0: Instant::now(),
+        })?;
     }
     Ok(())
 }

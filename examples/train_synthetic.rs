@@ -1,18 +1,55 @@
 //! First run: train a small quadratic CNN (quadralib-bn neurons) on a synthetic 10-class
-//! image set, on the CPU, and report test accuracy and the memory kept for backward.
+//! image set, on the CPU, with the library trainer (`quadra::train`), and report test
+//! accuracy and the memory kept for backward.
 //!
 //!     cargo run --release --example train_synthetic [-- --backprop recompute --epochs 3]
-
-use std::time::Instant;
+//!
+//! Checkpoints, `metrics.jsonl` and `chart.svg` go to target/example-runs/train_synthetic.
 
 use anyhow::{bail, Context, Result};
-use quadra::data::synthetic::Synthetic;
 use quadra::device::alloc::cpu_tracker;
-use quadra::model::Model;
-use quadra::nn::spec::BuildOptions;
 use quadra::nn::BackpropMode;
-use quadra::optim::Sgd;
+use quadra::train::{
+    EpochReport, OptimKind, Progress, RunInfo, ScheduleKind, TrainConfig, Trainer,
+};
 use quadra::Category;
+
+/// Prints a line per epoch with the peak of the bytes saved for backward during it.
+struct Report {
+    /// Bytes saved for backward when the epoch began (model state kept across steps).
+    base: u64,
+    /// The epoch's peak above `base`, read before the evaluation.
+    saved_peak: u64,
+}
+
+impl Progress for Report {
+    fn start(&mut self, r: &RunInfo) {
+        println!(
+            "model qcnn (quadralib-bn), {} parameters, backprop {}",
+            r.params, r.config.backprop
+        );
+    }
+    fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _steps: usize, _start: usize) {
+        self.base = cpu_tracker().current(Category::SavedForBackward);
+        cpu_tracker().reset_peak();
+    }
+    fn evaluating(&mut self, _epoch: usize) {
+        let peak = cpu_tracker().snapshot().peak(Category::SavedForBackward);
+        self.saved_peak = peak.saturating_sub(self.base);
+    }
+    fn epoch_end(&mut self, e: &EpochReport) {
+        println!(
+            "epoch {}: train loss {:.4}, train acc {:.1}%, test loss {:.4}, test acc {:.1}%, saved for backward {:.2} MiB, {:.1} s",
+            e.epoch + 1,
+            e.train_loss,
+            100.0 * e.train_acc,
+            e.test_loss,
+            100.0 * e.test_acc,
+            self.saved_peak as f64 / 1048576.0,
+            e.seconds
+        );
+    }
+}
 
 fn main() -> Result<()> {
     let mut backprop = BackpropMode::Stored;
@@ -33,47 +70,31 @@ fn main() -> Result<()> {
             ),
         }
     }
-    let data = Synthetic::new([1, 28, 28], 10, 0.8, 42)?;
-    let (test_x, test_y) = data.batch(1000, 999_999)?;
-    let mut spec = quadra::models::get("qcnn", None, 10)?;
-    spec.backprop = backprop;
-    let mut model = Model::build(
-        &spec,
-        BuildOptions {
-            seed: 1,
-            ..Default::default()
-        },
-    )?;
-    let mut opt = Sgd::new(0.05, 0.9, 5e-4, false)?;
+    // 60 steps of 64 per epoch on the synthetic set, plain SGD at a constant lr
+    let cfg = TrainConfig {
+        model: "qcnn".into(),
+        epochs,
+        batch_size: 64,
+        train_samples: 60 * 64,
+        test_samples: 1000,
+        backprop,
+        device: "cpu".into(),
+        seed: 1,
+        optimizer: OptimKind::Sgd,
+        lr: 0.05,
+        schedule: ScheduleKind::Constant,
+        quadratic_optimizer: false,
+        ..TrainConfig::default()
+    };
+    let trainer = Trainer::new(cfg, "target/example-runs/train_synthetic")?.force();
+    let summary = trainer.run(&mut Report {
+        base: 0,
+        saved_peak: 0,
+    })?;
     println!(
-        "model qcnn (quadralib-bn), {} parameters, backprop {backprop}",
-        model.num_params()
+        "best test accuracy {:.1}% → {}",
+        100.0 * summary.best_test_acc,
+        summary.best.display()
     );
-    let (batch, steps) = (64, 60);
-    for epoch in 0..epochs {
-        let t0 = Instant::now();
-        let (mut loss, mut correct, mut saved_peak) = (0.0, 0, 0u64);
-        for s in 0..steps {
-            let (x, y) = data.batch(batch, (epoch * steps + s) as u64)?;
-            let base = cpu_tracker().current(Category::SavedForBackward);
-            cpu_tracker().reset_peak();
-            let out = model.train_step(&x, &y, &mut opt)?;
-            saved_peak =
-                saved_peak.max(cpu_tracker().snapshot().peak(Category::SavedForBackward) - base);
-            loss += out.loss;
-            correct += out.correct;
-        }
-        let test = model.evaluate(&test_x, &test_y)?;
-        println!(
-            "epoch {}: train loss {:.4}, train acc {:.1}%, test loss {:.4}, test acc {:.1}%, saved for backward {:.2} MiB, {:.1} s",
-            epoch + 1,
-            loss / steps as f64,
-            100.0 * correct as f64 / (steps * batch) as f64,
-            test.loss,
-            100.0 * test.correct as f64 / test_y.len() as f64,
-            saved_peak as f64 / 1048576.0,
-            t0.elapsed().as_secs_f64()
-        );
-    }
     Ok(())
 }

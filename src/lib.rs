@@ -40,6 +40,7 @@ pub mod plot;
 pub mod profile;
 pub mod serve;
 pub mod tensor;
+pub mod train;
 
 pub use device::alloc::{Category, Phase};
 pub use device::Device;

@@ -1,0 +1,79 @@
+//! What several subcommands share: the model source flags, the framework flag, reading
+//! `input` tensors, output folders.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, ValueEnum};
+
+use quadra::checkpoint;
+use quadra::model::Model;
+use quadra::nn::spec::ModelSpec;
+use quadra::{DType, Tensor};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Framework {
+    Torch,
+}
+
+/// A model: a zoo name or a spec file (JSON, as `convert` writes).
+#[derive(Args, Debug)]
+pub struct SpecSource {
+    /// Zoo model (qcnn, cnn, qresnet14, resnet20, …).
+    #[arg(long, conflicts_with = "spec", required_unless_present = "spec")]
+    pub model: Option<String>,
+    /// Model spec file (JSON).
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+    /// Classes of a zoo model.
+    #[arg(long, default_value_t = 10)]
+    pub classes: usize,
+}
+
+impl SpecSource {
+    pub fn load(&self) -> Result<ModelSpec> {
+        match (&self.model, &self.spec) {
+            (_, Some(p)) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("--spec {}", p.display()))?;
+                Ok(ModelSpec::from_json(&text)
+                    .with_context(|| format!("--spec {}", p.display()))?)
+            }
+            (Some(m), None) => Ok(quadra::models::get(m, None, self.classes)
+                .with_context(|| format!("--model {m}"))?),
+            (None, None) => bail!("pass --model NAME or --spec FILE.json"),
+        }
+    }
+}
+
+/// Tensor `input` of a safetensors file, checked against the model's input.
+pub fn read_input(path: &Path, model: &Model) -> Result<Tensor> {
+    let (mut t, _) = checkpoint::read_tensors_filtered(path, &|k| k == "input")?;
+    let Some((_, x)) = t.pop() else {
+        let names: Vec<String> = checkpoint::list_tensors(path)?.into_keys().collect();
+        bail!(
+            "{}: no tensor `input` (the file has: {})",
+            path.display(),
+            if names.is_empty() {
+                "no tensors".to_string()
+            } else {
+                names.join(", ")
+            }
+        );
+    };
+    model
+        .check_input(&x)
+        .map_err(|e| anyhow!("{}: tensor `input`: {e}", path.display()))?;
+    let dtype = checkpoint::state_dict(model)
+        .first()
+        .map_or(DType::F32, |(_, t)| t.dtype());
+    Ok(x.to_dtype(dtype)?)
+}
+
+pub fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("--out {}: creating it", dir.display()))
+}
+
+pub fn paths(files: &[PathBuf]) -> Vec<String> {
+    files.iter().map(|f| f.display().to_string()).collect()
+}

@@ -1,0 +1,71 @@
+//! `quadra-train import`: a PyTorch state dict (safetensors) into a checkpoint.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::{json, Value};
+
+use quadra::checkpoint::{self, Checkpoint};
+use quadra::nn::quadratic::NeuronType;
+use quadra::DType;
+
+use crate::common::Framework;
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    #[arg(long, value_enum)]
+    from: Framework,
+    /// Zoo model whose PyTorch state dict the file holds.
+    #[arg(long)]
+    model: String,
+    #[arg(long, default_value_t = 10)]
+    classes: usize,
+    /// Neuron of the quadratic layers (default quadralib-bn, the reference's).
+    #[arg(long)]
+    neuron: Option<String>,
+    /// f32 or f64.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// The PyTorch state dict (safetensors).
+    input: PathBuf,
+    #[arg(short = 'o', long = "output")]
+    output: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: &ImportArgs) -> Result<()> {
+    let Framework::Torch = a.from;
+    let neuron: Option<NeuronType> = a
+        .neuron
+        .as_deref()
+        .map(|n| serde_json::from_value(Value::String(n.into())))
+        .transpose()
+        .context("--neuron")?;
+    let dtype = match a.dtype.as_str() {
+        "f32" => DType::F32,
+        "f64" => DType::F64,
+        d => bail!("--dtype {d}: expected f32 or f64"),
+    };
+    let spec = quadra::models::get(&a.model, neuron, a.classes)?;
+    let mut model = checkpoint::import_torch(&a.input, &spec, dtype)?;
+    let mut ck = Checkpoint::from_model(&model)?;
+    ck.config =
+        Some(json!({ "imported_from": a.input.display().to_string(), "framework": "torch" }));
+    ck.save(&a.output)?;
+    let out = json!({ "model": spec.name, "tensors": ck.state.len(), "params": model.num_params(),
+                      "dtype": dtype.to_string(), "output": a.output.display().to_string() });
+    if a.json {
+        println!("{out}");
+    } else {
+        println!(
+            "imported {} ({} tensors, {} parameters) → {}",
+            spec.name,
+            ck.state.len(),
+            out["params"],
+            a.output.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! `quadra-train info`: a checkpoint's model, parameters and training position.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use serde_json::json;
+
+use quadra::checkpoint::{self, Checkpoint};
+use quadra::nn::spec::quadratic_layers;
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    checkpoint: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: &InfoArgs) -> Result<()> {
+    let (ck, mut model) = Checkpoint::load_model(&a.checkpoint)?;
+    let bytes = std::fs::metadata(&a.checkpoint)
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let mut quad = Vec::new();
+    quadratic_layers(&ck.spec.layers, "", &mut quad);
+    let state_elems: usize = ck.state.iter().map(|(_, t)| t.numel()).sum();
+    let out = json!({
+        "file": a.checkpoint.display().to_string(),
+        "bytes": bytes,
+        "format": checkpoint::FORMAT,
+        "model": ck.spec.name,
+        "input": ck.spec.input,
+        "num_classes": ck.spec.num_classes,
+        "dtype": ck.dtype.to_string(),
+        "params": model.num_params(),
+        "state_tensors": ck.state.len(),
+        "state_elements": state_elems,
+        "top_level_layers": ck.spec.layers.len(),
+        "quadratic_layers": quad.len(),
+        "backprop": ck.spec.backprop.to_string(),
+        "epoch": ck.epoch,
+        "step": ck.step,
+        "seed": ck.seed,
+        "optimizer": ck.optim.as_ref().map(|o| o.kind.clone()),
+        "optimizer_tensors": ck.optim.as_ref().map_or(0, |o| o.tensors.len()),
+        "config": ck.config,
+        "metrics": ck.metrics,
+    });
+    if a.json {
+        println!("{out}");
+    } else {
+        println!(
+            "{} ({bytes} bytes, {})",
+            a.checkpoint.display(),
+            checkpoint::FORMAT
+        );
+        println!(
+            "  model      {}: input {:?}, {} classes, {}",
+            ck.spec.name, ck.spec.input, ck.spec.num_classes, ck.dtype
+        );
+        println!(
+            "  params     {} ({} state tensors, {} elements)",
+            out["params"],
+            ck.state.len(),
+            state_elems
+        );
+        println!(
+            "  quadratic  {} layers, backprop {}",
+            quad.len(),
+            ck.spec.backprop
+        );
+        println!("  position   epoch {}, step {}", ck.epoch, ck.step);
+        if let Some(o) = &ck.optim {
+            println!(
+                "  optimizer  {} ({} state tensors) {}",
+                o.kind,
+                o.tensors.len(),
+                o.scalars
+            );
+        }
+        if let Some(m) = &ck.metrics {
+            println!("  metrics    {m}");
+        }
+    }
+    Ok(())
+}

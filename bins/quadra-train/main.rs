@@ -1,0 +1,113 @@
+//! quadra-train: train, evaluate, predict with, inspect and convert QDNN checkpoints.
+//!
+//!     quadra-train train --model qcnn --dataset fashion-mnist --epochs 2 --out runs/a
+//!     quadra-train train --config configs/qresnet14-cifar10.toml --data-dir DIR --out runs/b
+//!     quadra-train train --resume runs/a --epochs 6 --out runs/a
+//!     quadra-train eval --checkpoint runs/a/best.safetensors
+//!     quadra-train predict --checkpoint CKPT --input x.safetensors --output y.safetensors
+//!     quadra-train import --from torch --model qresnet14 weights.safetensors -o ck.safetensors
+//!     quadra-train export --to torch CKPT -o weights.safetensors
+//!     quadra-train info CKPT
+//!     quadra-train memory --model qcnn --batch 4 --steps 1 --budget-mib 2.5 --out mem
+//!     quadra-train analyze --model qcnn --batch 8 --out an
+//!     quadra-train cost --model qresnet14 --json
+//!     quadra-train convert --model cnn --neuron quadralib-bn -o x.json
+//!     quadra-train convert --checkpoint CKPT --neuron quadralib-bn --select "conv*" -o q.safetensors
+//!     quadra-train importance --checkpoint q.safetensors --samples 256
+//!
+//! Every subcommand takes `--json` for a machine-readable summary on stdout. Errors go to
+//! stderr with the file and tensor they concern, and the exit status is non-zero; no output
+//! file is written (all writes are atomic).
+//!
+//! `train` resolves a `quadra::train::TrainConfig` (serde, unknown fields rejected; stored in
+//! every checkpoint) from: the flags, over the `--config` TOML file, over the resumed checkpoint's
+//! config, over the defaults. Data come from `quadra::data` through a `Loader` (shuffle and
+//! augmentation keyed by (seed, epoch)), so a run resumes from any checkpoint — epoch or
+//! mid-epoch (`--save-every`) — with the optimizer state, the lr schedule position and the
+//! epoch's running sums restored, and continues bit-identically on the CPU.
+
+mod analyze;
+mod common;
+mod convert;
+mod cost;
+mod eval;
+mod export;
+mod import;
+mod importance;
+mod info;
+mod memory;
+mod predict;
+mod reduce;
+mod train;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Train, evaluate, serve-predict, inspect and convert QDNN checkpoints"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Train a zoo model on a dataset (flags and/or a TOML config), with a checkpoint per
+    /// epoch (and every --save-every steps), the best one, metrics and a chart; resumes
+    /// exactly.
+    Train(Box<train::TrainArgs>),
+    /// Loss and accuracy of a checkpoint (on --input or the synthetic test set).
+    Eval(eval::EvalArgs),
+    /// Eval-mode logits of tensor `input` (N, C, H, W) of a safetensors file.
+    Predict(predict::PredictArgs),
+    /// Convert a PyTorch state dict (safetensors) into a checkpoint.
+    Import(import::ImportArgs),
+    /// Write a checkpoint's weights as a PyTorch state dict (safetensors).
+    Export(export::ExportArgs),
+    /// Describe a checkpoint: model, parameters, training position.
+    Info(info::InfoArgs),
+    /// Memory profile of training steps (stored vs recompute back-propagation), budget
+    /// plans verified by measurement, charts and an HTML report.
+    Memory(memory::MemoryArgs),
+    /// Distributions of a model's layer outputs, weights and gradients, with a histogram grid.
+    Analyze(analyze::AnalyzeArgs),
+    /// Parameters and multiply-accumulates of a model, per layer.
+    Cost(cost::CostArgs),
+    /// Convert a model's layers to quadratic neurons: a spec (JSON) or, with --checkpoint,
+    /// a checkpoint with function-preserving weights.
+    Convert(convert::ConvertArgs),
+    /// Rank a checkpoint's quadratic layers by importance on the test split.
+    Importance(importance::ImportanceArgs),
+    /// Reduce a QDNN checkpoint to a parameter or MAC budget along its importance ranking:
+    /// the reduced spec (JSON, for `train --model`) and optionally its weights.
+    Reduce(reduce::ReduceArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match &cli.cmd {
+        Cmd::Train(a) => train::run(a),
+        Cmd::Eval(a) => eval::run(a),
+        Cmd::Predict(a) => predict::run(a),
+        Cmd::Import(a) => import::run(a),
+        Cmd::Export(a) => export::run(a),
+        Cmd::Info(a) => info::run(a),
+        Cmd::Memory(a) => memory::run(a),
+        Cmd::Analyze(a) => analyze::run(a),
+        Cmd::Cost(a) => cost::run(a),
+        Cmd::Convert(a) => convert::run(a),
+        Cmd::Importance(a) => importance::run(a),
+        Cmd::Reduce(a) => reduce::run(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

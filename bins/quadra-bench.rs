@@ -83,7 +83,7 @@ fn run(args: &Args, device: Device, mode: BackpropMode) -> Result<serde_json::Va
     for _ in 0..args.warmup {
         model.train_step(&x, &y, &mut opt)?;
     }
-    let rt = quadra::device::gpu::runtime(device).ok();
+    let rt = quadra::device::runtime(device).ok();
     if let Some(rt) = rt {
         rt.synchronize()?;
         rt.pool().reset_peak();
@@ -134,7 +134,7 @@ fn main() -> Result<()> {
     let device: Device = args.device.parse()?;
     if device.is_gpu() {
         // a missing driver, GPU or fatbin is reported here, before any work
-        let rt = quadra::device::gpu::runtime(device)?;
+        let rt = quadra::device::runtime(device)?;
         eprintln!("quadra-bench on {}", rt.describe());
     }
     let modes: &[BackpropMode] = match args.backprop {

@@ -23,7 +23,7 @@ pub fn resolve_device(s: &str) -> Result<Device> {
     }
     let d: Device = s.parse()?;
     if let Device::Cuda(_) = d {
-        if let Err(e) = crate::device::gpu::runtime(d) {
+        if let Err(e) = crate::device::runtime(d) {
             bail!("`{s}`: {d} is not available ({e}); use --device cpu, emu or auto");
         }
     }

@@ -142,3 +142,40 @@ impl Core {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{QuadConv2d, QuadLinear};
+    use crate::nn::{module_to_device, BackpropMode, Module};
+    use crate::ops::conv::ConvGeom;
+    use crate::{DType, Device};
+
+    /// The state dict of a layer on the emulator (its stacked tensors sliced on the device)
+    /// is the CPU layer's, entry for entry and bit for bit, every entry on the device.
+    #[test]
+    fn stacked_slices_are_copied_on_the_device() {
+        for neuron in super::NeuronType::ALL {
+            let mode = BackpropMode::Stored;
+            let g = ConvGeom::square(2, 3, 3, 1, 1);
+            let conv = QuadConv2d::new("q", neuron, g, true, mode, DType::F32, 7).unwrap();
+            let fc = QuadLinear::new("f", neuron, 4, 3, true, mode, DType::F32, 8).unwrap();
+            let layers: [Box<dyn Module>; 2] = [Box::new(conv), Box::new(fc)];
+            for mut m in layers {
+                let mut cpu = Vec::new();
+                m.state_dict(&mut cpu);
+                module_to_device(m.as_mut(), Device::Emu).unwrap();
+                let mut emu = Vec::new();
+                m.state_dict(&mut emu);
+                assert_eq!(cpu.len(), emu.len(), "{neuron}");
+                for ((kc, tc), (ke, te)) in cpu.iter().zip(&emu) {
+                    assert_eq!(kc, ke, "{neuron}");
+                    assert_eq!(te.device(), Device::Emu, "{neuron} {ke}");
+                    assert_eq!(tc.shape(), te.shape(), "{neuron} {ke}");
+                    let (a, b) = (tc.to_vec::<f32>().unwrap(), te.to_vec::<f32>().unwrap());
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&a), bits(&b), "{neuron} {ke}");
+                }
+            }
+        }
+    }
+}

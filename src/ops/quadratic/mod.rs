@@ -53,7 +53,8 @@
 //! - `neuron.rs`: `NeuronType` (the per-neuron table of the steps), `Lift`, `Epilogue`,
 //!   `QuadOp` (the geometry of one call).
 //! - `cpu.rs` (+ `cpu_bn.rs` for quadralib-bn): the CPU engine, generic over f32/f64, steps
-//!   fused per chunk of images (`Device::Cpu`).
+//!   fused per chunk of images on host slices; `cpu_backend.rs`: its `Backend` impl, the
+//!   tensor glue (`Device::Cpu`).
 //! - `cuda.rs`: the CUDA backend, the steps as compositions of launches — `ops::conv::cuda`
 //!   for step 1 and the lifted map, `kernels.rs` (the launch wrappers of
 //!   `cuda/quadratic.cu`) for lifts, epilogues and quadralib-bn (`Device::Cuda(n)` and
@@ -62,6 +63,7 @@
 //! Both backends keep the same tensors (same sizes, byte for byte) in one `Saved`.
 
 mod cpu;
+mod cpu_backend;
 mod cpu_bn;
 mod cuda;
 pub mod kernels;
@@ -301,7 +303,7 @@ trait Backend {
 /// code for `Cuda(n)` and the emulator).
 fn backend(device: Device) -> &'static dyn Backend {
     match device {
-        Device::Cpu => &cpu::Cpu,
+        Device::Cpu => &cpu_backend::Cpu,
         Device::Cuda(_) | Device::Emu => &cuda::Cuda,
     }
 }

@@ -24,8 +24,6 @@ use crate::device::alloc::{self, Category};
 use crate::tensor::{Float, Tensor};
 use crate::{Error, Result};
 
-pub(crate) use crate::ops::zeros_par;
-
 /// What a quadratic layer keeps between forward and backward (hybrid back-propagation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

@@ -3,17 +3,20 @@
 //! (GEMMs through the runtime), and quadralib-bn's batch statistics (`bn_stats_f32` of
 //! cuda/reduce.cu), running statistics and fused BN epilogues.
 //!
-//! Layout (the CPU engine's, src/ops/quadratic.rs): per-output values are planes (N, M, L),
-//! L = Ho·Wo for conv and 1 for linear. The first-order branches are ONE stacked map
-//! (`kernels::conv`, nb branches) whose output z (N, nb·C, L) holds branch k of channel c
-//! at k·C + c; an epilogue turns z (and the lifted branch q (N, C, L)) into y (N, C, L).
-//! Biases are added by the maps (`bias_add_f32`) before an epilogue runs, as on the CPU.
+//! Layout (the parent module's): per-output values are planes (N, M, L), L = Ho·Wo for conv
+//! and 1 for linear. The first-order branches are ONE stacked map (`ops::conv::cuda`, nb
+//! branches) whose output z (N, nb·C, L) holds branch k of channel c at k·C + c; an
+//! epilogue turns z (and the lifted branch q (N, C, L)) into y (N, C, L). Biases are added
+//! by the maps (`bias_add_f32`) before an epilogue runs, as on the CPU.
 
+use std::ops::Range;
+
+use super::Epilogue;
 use crate::device::alloc::Category;
-use crate::device::{Gemm, KArg};
+use crate::device::gpu::{Gemm, KArg};
 use crate::ops::launch::{
-    channel_grid, check_all, expect_numel, gemm, gpu_f32, int, launch, output, LaunchConfig,
-    REDUCE_BLOCK,
+    channel_grid, check_all, expect_numel, gemm, gpu_f32, int, kernel, launch, output,
+    LaunchConfig, REDUCE_BLOCK,
 };
 use crate::tensor::Tensor;
 use crate::Result;
@@ -52,35 +55,6 @@ fn out_like(op: &str, like: &Tensor, shape: &[usize], numel: usize) -> Result<Te
     output(shape, like.device(), Category::Workspace)
 }
 
-/// The elementwise epilogues (non-BN neurons).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Epilogue {
-    /// y = q + z (q: the bilinear form, z = W_b·u + b).
-    T1,
-    /// y = a².
-    T3,
-    /// y = a ⊙ b.
-    T4,
-    /// y = a ⊙ b + c.
-    QuadraLib,
-    /// y = r ⊙ g + q (q = W_b(x ⊙ x) + c).
-    Fan,
-}
-
-impl Epilogue {
-    /// Stacked planes of z the forward reads.
-    fn branches(self) -> usize {
-        match self {
-            Epilogue::T1 | Epilogue::T3 => 1,
-            Epilogue::T4 | Epilogue::Fan => 2,
-            Epilogue::QuadraLib => 3,
-        }
-    }
-    fn has_q(self) -> bool {
-        matches!(self, Epilogue::T1 | Epilogue::Fan)
-    }
-}
-
 /// y (`shape`, N·C·L elements) = the epilogue of z (N, nb·C, L) and, for t1 and fan, of the
 /// lifted branch q (N, C, L).
 pub fn epilogue_forward(
@@ -91,11 +65,11 @@ pub fn epilogue_forward(
     shape: &[usize],
 ) -> Result<Tensor> {
     let op = match kind {
-        Epilogue::T1 => "t1_fwd_f32",
-        Epilogue::T3 => "t3_fwd_f32",
-        Epilogue::T4 => "t4_fwd_f32",
-        Epilogue::QuadraLib => "quadralib_fwd_f32",
-        Epilogue::Fan => "fan_fwd_f32",
+        Epilogue::T1 => kernel::T1_FWD_F32.name,
+        Epilogue::T3 => kernel::T3_FWD_F32.name,
+        Epilogue::T4 => kernel::T4_FWD_F32.name,
+        Epilogue::QuadraLib => kernel::QUADRALIB_FWD_F32.name,
+        Epilogue::Fan => kernel::FAN_FWD_F32.name,
     };
     let rt = gpu_f32(op, "z", z)?;
     expect_numel(op, "z", z, d.numel(kind.branches()), "N, nb·C, L")?;
@@ -142,9 +116,9 @@ pub fn epilogue_backward(
     d: Planes,
 ) -> Result<Tensor> {
     let (op, kept, nb) = match kind {
-        Epilogue::T3 => ("t3_bwd_f32", 1, 1),
-        Epilogue::T4 | Epilogue::Fan => ("t4_bwd_f32", 2, 2),
-        Epilogue::QuadraLib => ("quadralib_bwd_ab_f32", 2, 3),
+        Epilogue::T3 => (kernel::T3_BWD_F32.name, 1, 1),
+        Epilogue::T4 | Epilogue::Fan => (kernel::T4_BWD_F32.name, 2, 2),
+        Epilogue::QuadraLib => (kernel::QUADRALIB_BWD_AB_F32.name, 2, 3),
         Epilogue::T1 => {
             return Err(crate::Error::invalid(
                 "epilogue_backward",
@@ -175,13 +149,13 @@ pub fn epilogue_backward(
 
 /// x ⊙ x, a new tensor shaped like x (the lifted input of t2 and fan).
 pub fn square(x: &Tensor) -> Result<Tensor> {
-    crate::ops::launch::unary("quad_square_f32", x, Category::Workspace)
+    crate::ops::launch::unary(kernel::QUAD_SQUARE_F32.name, x, Category::Workspace)
 }
 
 /// The adjoint of `square` at x: dx = [dx +] 2·x ⊙ dxx. With `acc` = Some(dx) it adds into
 /// dx (whose storage must not be shared); else it returns a new tensor shaped like x.
 pub fn square_backward(x: &Tensor, dxx: &Tensor, acc: Option<Tensor>) -> Result<Tensor> {
-    let op = "quad_square_bwd_f32";
+    let op = kernel::QUAD_SQUARE_BWD_F32.name;
     let rt = gpu_f32(op, "x", x)?;
     check_all(op, x.device(), &[("dxx", dxx)])?;
     let n = x.numel();
@@ -214,7 +188,7 @@ pub fn square_backward(x: &Tensor, dxx: &Tensor, acc: Option<Tensor>) -> Result<
 /// The outer products of t1: u (N, K, L) → o (N, K², L), row i·K + j = u_i ⊙ u_j. For a
 /// conv layer u is im2col(x); for a linear layer it is x itself (L = 1).
 pub fn outer(u: &Tensor, n: usize, k: usize, l: usize) -> Result<Tensor> {
-    let op = "quad_outer_f32";
+    let op = kernel::QUAD_OUTER_F32.name;
     let rt = gpu_f32(op, "u", u)?;
     expect_numel(op, "u", u, n * k * l, "N, K, L")?;
     let mut o = output(&[n, k * k, l], u.device(), Category::Workspace)?;
@@ -246,7 +220,7 @@ pub fn outer_backward(
     l: usize,
     shape: &[usize],
 ) -> Result<Tensor> {
-    let op = "quad_outer_bwd_f32";
+    let op = kernel::QUAD_OUTER_BWD_F32.name;
     let rt = gpu_f32(op, "u", u)?;
     check_all(op, u.device(), &[("d(u ⊗ u)", dout)])?;
     expect_numel(op, "u", u, n * k * l, "N, K, L")?;
@@ -389,7 +363,7 @@ pub fn narrow(
     shape: &[usize],
     category: Category,
 ) -> Result<Tensor> {
-    let op = "quad_narrow_f32";
+    let op = kernel::QUAD_NARROW_F32.name;
     let rt = gpu_f32(op, "src", src)?;
     expect_numel(op, "src", src, n * ms * l, "N, M, L")?;
     crate::ensure_shape!(c0 + md <= ms, op, "channels {c0}..{} of {ms}", c0 + md);
@@ -421,7 +395,7 @@ pub fn narrow(
 /// Batch statistics of z (N, M, L) per channel over N·L values: (mean, biased var, rstd),
 /// each (M), from `bn_stats_f32` (two passes, f64 accumulation).
 pub fn bn_stats(z: &Tensor, n: usize, m: usize, l: usize, eps: f64) -> Result<[Tensor; 3]> {
-    let op = "bn_stats_f32";
+    let op = kernel::BN_STATS_F32.name;
     let rt = gpu_f32(op, "z", z)?;
     expect_numel(op, "z", z, n * m * l, "N, M, L")?;
     crate::ensure_shape!(n * l > 0, op, "N·L = 0: no values to take statistics over");
@@ -492,9 +466,9 @@ pub fn bn_forward(
     keep_ab: bool,
 ) -> Result<(Tensor, Option<Tensor>)> {
     let op = if keep_ab {
-        "quadralib_bn_fwd_ab_f32"
+        kernel::QUADRALIB_BN_FWD_AB_F32.name
     } else {
-        "quadralib_bn_fwd_f32"
+        kernel::QUADRALIB_BN_FWD_F32.name
     };
     let rt = gpu_f32(op, "z", z)?;
     expect_numel(op, "z", z, d.numel(3), "N, 3C, L")?;
@@ -581,15 +555,15 @@ pub fn bn_backward(
         Some(ab) => {
             let abp = KArg::Ptr(ab.dev_ptr()?);
             (
-                "quadralib_bn_bwd_reduce_ab_f32",
-                "quadralib_bn_bwd_ab_f32",
+                kernel::QUADRALIB_BN_BWD_REDUCE_AB_F32.name,
+                kernel::QUADRALIB_BN_BWD_AB_F32.name,
                 vec![zp, abp, gp, mp, rp, dgp, dbp],
                 vec![zp, abp, gp, mp, rp, gam, dgp, dbp, gzp],
             )
         }
         None => (
-            "quadralib_bn_bwd_reduce_f32",
-            "quadralib_bn_bwd_f32",
+            kernel::QUADRALIB_BN_BWD_REDUCE_F32.name,
+            kernel::QUADRALIB_BN_BWD_F32.name,
             vec![zp, gp, mp, rp, gam, bet, dgp, dbp],
             vec![zp, gp, mp, rp, gam, bet, dgp, dbp, gzp],
         ),
@@ -617,4 +591,42 @@ pub fn bn_backward(
     // the launch above (same stream, so ordered).
     unsafe { launch(rt, ew, LaunchConfig::elementwise(d.numel(1)), &eargs)? };
     Ok((gz, dgamma, dbeta))
+}
+
+/// Elements `range` of `t` (flat) as a new tensor of `shape` on `t`'s device, charged to
+/// `category`: one device-to-device copy of `range.len()` elements (any dtype), queued on
+/// the device's stream like a launch (no host round trip).
+pub fn copy_range(
+    t: &Tensor,
+    range: Range<usize>,
+    shape: &[usize],
+    category: Category,
+) -> Result<Tensor> {
+    let op = "quad_copy_range";
+    let rt = crate::device::gpu::runtime(t.device())?;
+    crate::ensure_shape!(
+        range.start <= range.end && range.end <= t.numel(),
+        op,
+        "elements {range:?} of a tensor of {}",
+        t.numel()
+    );
+    let want: usize = shape.iter().product();
+    crate::ensure_shape!(
+        want == range.len(),
+        op,
+        "output shape {shape:?} for {} elements",
+        range.len()
+    );
+    let mut out = Tensor::uninit_gpu(shape, t.dtype(), t.device(), category)?;
+    if want == 0 {
+        return Ok(out);
+    }
+    let es = t.dtype().size();
+    let src = t.dev_ptr()? + (range.start * es) as u64;
+    let dst = out.dev_ptr_mut()?;
+    // SAFETY: src lies inside t's allocation (range.end ≤ numel, checked) for want·es
+    // bytes; dst is the fresh allocation of exactly want·es bytes, so the two are disjoint
+    // and both live on t's runtime.
+    unsafe { rt.dtod(src, dst, want * es)? };
+    Ok(out)
 }

@@ -1,43 +1,16 @@
 //! End-to-end tests of the `quadra-train` tool subcommands: memory, analyze, cost, convert
 //! and importance, on tiny inputs (each runs in well under a second in release).
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
 use quadra::checkpoint::Checkpoint;
 use quadra::nn::spec::ModelSpec;
-use serde_json::Value;
 
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("quadra-cli-tools-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_quadra-train"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok_json(args: &[&str]) -> Value {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let out = String::from_utf8(o.stdout).unwrap();
-    serde_json::from_str(out.lines().last().expect("no output")).unwrap()
-}
+use crate::support::{ok_json_last, run, tempdir};
 
 #[test]
 fn memory_writes_charts_report_and_plans() {
-    let d = tempdir("memory");
+    let d = tempdir("cli-tools-memory");
     let out = d.join("mem");
-    let v = ok_json(&[
+    let v = ok_json_last(&[
         "memory",
         "--model",
         "qcnn",
@@ -86,8 +59,8 @@ fn memory_writes_charts_report_and_plans() {
 
 #[test]
 fn analyze_writes_histograms() {
-    let d = tempdir("analyze");
-    let v = ok_json(&[
+    let d = tempdir("cli-tools-analyze");
+    let v = ok_json_last(&[
         "analyze",
         "--model",
         "qcnn",
@@ -105,7 +78,7 @@ fn analyze_writes_histograms() {
 
 #[test]
 fn cost_of_qresnet14() {
-    let v = ok_json(&["cost", "--model", "qresnet14", "--json"]);
+    let v = ok_json_last(&["cost", "--model", "qresnet14", "--json"]);
     assert_eq!(v["total_params"], 520282);
     let o = run(&["cost", "--model", "nosuchnet"]);
     assert!(!o.status.success());
@@ -117,9 +90,9 @@ fn cost_of_qresnet14() {
 
 #[test]
 fn convert_spec_and_bad_selection() {
-    let d = tempdir("convert");
+    let d = tempdir("cli-tools-convert");
     let x = d.join("x.json");
-    let v = ok_json(&[
+    let v = ok_json_last(&[
         "convert",
         "--model",
         "cnn",
@@ -133,7 +106,7 @@ fn convert_spec_and_bad_selection() {
     let spec = ModelSpec::from_json(&std::fs::read_to_string(&x).unwrap()).unwrap();
     assert_eq!(spec.name, "cnn");
     // the written spec is a valid --spec input, with the converted cost
-    let c = ok_json(&["cost", "--spec", x.to_str().unwrap(), "--json"]);
+    let c = ok_json_last(&["cost", "--spec", x.to_str().unwrap(), "--json"]);
     assert_eq!(c["total_params"], v["params_after"]);
     // and `train` builds and trains it (the spec file given as --model)
     let run_dir = d.join("run");
@@ -197,7 +170,7 @@ fn convert_spec_and_bad_selection() {
 
 #[test]
 fn convert_checkpoint_then_importance() {
-    let d = tempdir("importance");
+    let d = tempdir("cli-tools-importance");
     let run_dir = d.join("run");
     let o = run(&[
         "train",
@@ -215,7 +188,7 @@ fn convert_checkpoint_then_importance() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let q = d.join("q.safetensors");
-    let v = ok_json(&[
+    let v = ok_json_last(&[
         "convert",
         "--checkpoint",
         run_dir.join("last.safetensors").to_str().unwrap(),
@@ -234,7 +207,7 @@ fn convert_checkpoint_then_importance() {
         v["params_after"].as_u64().unwrap()
     );
 
-    let r = ok_json(&[
+    let r = ok_json_last(&[
         "importance",
         "--checkpoint",
         q.to_str().unwrap(),
@@ -252,7 +225,7 @@ fn convert_checkpoint_then_importance() {
 /// the reduced spec; and the errors on the way.
 #[test]
 fn convert_calibrate_check_eval_init_reduce() {
-    let d = tempdir("flow");
+    let d = tempdir("cli-tools-flow");
     let p = |n: &str| d.join(n).to_str().unwrap().to_string();
     let o = run(&[
         "train",
@@ -270,7 +243,7 @@ fn convert_calibrate_check_eval_init_reduce() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let ck = p("run/last.safetensors");
-    let v = ok_json(&[
+    let v = ok_json_last(&[
         "convert",
         "--checkpoint",
         &ck,
@@ -300,8 +273,8 @@ fn convert_calibrate_check_eval_init_reduce() {
     let o = run(&["eval", "--checkpoint", &p("q.safetensors")]);
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("--dataset"), "{e}");
-    let orig = ok_json(&["eval", "--checkpoint", &ck, "--json"]);
-    let conv = ok_json(&[
+    let orig = ok_json_last(&["eval", "--checkpoint", &ck, "--json"]);
+    let conv = ok_json_last(&[
         "eval",
         "--checkpoint",
         &p("q.safetensors"),
@@ -366,7 +339,7 @@ fn convert_calibrate_check_eval_init_reduce() {
     ]);
     assert!(imp.status.success());
     std::fs::write(d.join("imp.json"), &imp.stdout).unwrap();
-    let r = ok_json(&[
+    let r = ok_json_last(&[
         "reduce",
         "--checkpoint",
         &ftck,
@@ -387,11 +360,11 @@ fn convert_calibrate_check_eval_init_reduce() {
     assert!(after <= before / 2, "{r}");
     let spec =
         ModelSpec::from_json(&std::fs::read_to_string(d.join("reduced.json")).unwrap()).unwrap();
-    let cost = ok_json(&["cost", "--spec", &p("reduced.json"), "--json"]);
+    let cost = ok_json_last(&["cost", "--spec", &p("reduced.json"), "--json"]);
     assert_eq!(cost["total_macs"].as_u64().unwrap(), after);
     let (_, red) = Checkpoint::load_model(d.join("reduced.safetensors")).unwrap();
     assert_eq!(red.spec, spec);
-    let r2 = ok_json(&[
+    let r2 = ok_json_last(&[
         "reduce",
         "--checkpoint",
         &ftck,

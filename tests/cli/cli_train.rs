@@ -2,68 +2,15 @@
 //! predict round trip, info, a tiny training run that writes checkpoints and resumes, and
 //! bad inputs (non-zero exit, a message naming the file/tensor, no output file).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
 use quadra::checkpoint::{read_tensors, write_tensors, Checkpoint};
 use quadra::model::Model;
 use quadra::{DType, Tensor};
-use serde_json::Value;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_quadra-train"))
-}
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("quadra-cli-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().unwrap()
-}
-
-fn ok_json(args: &[&str]) -> Vec<Value> {
-    let o = run(args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{args:?} failed: {err}");
-    String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: `{l}`: {e}")))
-        .collect()
-}
-
-/// Runs `args`, expects failure with a message containing every one of `needles`.
-fn fails(args: &[&str], needles: &[&str]) -> String {
-    let o = run(args);
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(
-        !o.status.success(),
-        "{args:?} should fail; stdout: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    for n in needles {
-        assert!(err.contains(n), "{args:?}: message lacks `{n}`: {err}");
-    }
-    err
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use crate::support::{fails, fixture, ok_json, run, s, tempdir};
 
 #[test]
 fn import_predict_info_export() {
-    let dir = tempdir("ipi");
+    let dir = tempdir("cli-ipi");
     let ck = dir.join("qresnet14.safetensors");
     let w = fixture("torch_qresnet14_weights.safetensors");
     let v = ok_json(&[
@@ -127,7 +74,7 @@ fn import_predict_info_export() {
 
 #[test]
 fn train_one_epoch_then_resume() {
-    let dir = tempdir("train");
+    let dir = tempdir("cli-train");
     let out = dir.join("run");
     let common = [
         "--model",
@@ -263,7 +210,7 @@ fn train_one_epoch_then_resume() {
 
 #[test]
 fn bad_inputs_fail_clearly_and_write_nothing() {
-    let dir = tempdir("bad");
+    let dir = tempdir("cli-bad");
     let spec = quadra::models::get("mlp", None, 10).unwrap();
     let model = Model::build(&spec, Default::default()).unwrap();
     let ck = dir.join("mlp.safetensors");

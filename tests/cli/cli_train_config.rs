@@ -3,59 +3,11 @@
 //! without writing or overwriting anything.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
 use quadra::checkpoint::Checkpoint;
-use serde_json::Value;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_quadra-train"))
-}
-
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("quadra-cfg-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().unwrap()
-}
-
-fn ok_json(args: &[&str]) -> Vec<Value> {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: `{l}`: {e}")))
-        .collect()
-}
-
-fn fails(args: &[&str], needles: &[&str]) -> String {
-    let o = run(args);
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(
-        !o.status.success(),
-        "{args:?} should fail; stdout: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    for n in needles {
-        assert!(err.contains(n), "{args:?}: message lacks `{n}`: {err}");
-    }
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use crate::support::{fails, ok_json, run, s, tempdir};
 
 /// Every file under `dir` with its bytes.
 fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -83,7 +35,7 @@ const SMALL: &[&str] = &[
 
 #[test]
 fn config_file_sets_and_flags_override() {
-    let dir = tempdir("ok");
+    let dir = tempdir("cfg-ok");
     let cfg = dir.join("run.toml");
     std::fs::write(
         &cfg,
@@ -233,7 +185,7 @@ backprop = "recompute"
 
 #[test]
 fn bad_options_fail_clearly_and_write_nothing() {
-    let dir = tempdir("bad");
+    let dir = tempdir("cfg-bad");
     let out = dir.join("never");
     let o = s(&out).to_string();
     let base = |extra: &[&str]| -> Vec<String> {

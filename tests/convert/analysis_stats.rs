@@ -1,16 +1,11 @@
 //! Statistics of known tensors (hand values), the per-layer analysis of a small model,
-//! feature maps and their charts. Serialised: the tracker is process-global.
-
-use std::sync::Mutex;
+//! feature maps and their charts. The model-running tests hold `support::serial()` (as
+//! they held a lock of their own when this file was a binary by itself).
 
 use quadra::analysis::{self, plot, slice_stats, tensor_stats, StatKind};
 use quadra::Tensor;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn lock() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::support::{assert_png_svg, serial, tempdir};
 
 #[test]
 fn stats_of_known_tensors() {
@@ -46,7 +41,7 @@ fn stats_of_known_tensors() {
 
 #[test]
 fn analysis_covers_every_layer_and_parameter() {
-    let _g = lock();
+    let _g = serial();
     let spec = quadra::models::get("qcnn", None, 10).unwrap();
     let r = analysis::analyze_spec(&spec, 4, 0, 32, 1).unwrap();
     let acts: Vec<_> = r
@@ -80,7 +75,7 @@ fn analysis_covers_every_layer_and_parameter() {
 
 #[test]
 fn feature_maps_and_charts() {
-    let _g = lock();
+    let _g = serial();
     let cnn = quadra::models::get("cnn", None, 10).unwrap();
     let qcnn = quadra::models::get("qcnn", None, 10).unwrap();
     let maps = analysis::feature_map_comparison(&[&cnn, &qcnn], "relu1", 2, 8, 3).unwrap();
@@ -104,20 +99,11 @@ fn feature_maps_and_charts() {
         "{err}"
     );
 
-    let dir = std::env::temp_dir().join(format!("quadra-analysis-{}", std::process::id()));
+    let dir = tempdir("analysis");
     let files = plot::write_feature_maps("maps", &maps, &dir.join("maps")).unwrap();
-    check_png_svg(&files);
+    assert_png_svg(&files);
     let r = analysis::analyze_spec(&qcnn, 2, 0, 16, 1).unwrap();
     let acts: Vec<_> = r.of_kind(StatKind::Activation).collect();
-    check_png_svg(&plot::write_histogram_grid("acts", &acts, 4, &dir.join("grid")).unwrap());
+    assert_png_svg(&plot::write_histogram_grid("acts", &acts, 4, &dir.join("grid")).unwrap());
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn check_png_svg(files: &[std::path::PathBuf]) {
-    assert_eq!(files.len(), 2);
-    let png = std::fs::read(&files[0]).unwrap();
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-    assert!(png.len() > 2000);
-    let svg = std::fs::read_to_string(&files[1]).unwrap();
-    assert!(svg.contains("<svg") && svg.trim_end().ends_with("</svg>") && svg.contains("<text"));
 }

@@ -1,35 +1,14 @@
 //! IDX and CIFAR files: round trips through files written in a temp dir, and every kind of
 //! bad file giving an `Error::File` that names the file and the problem.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use quadra::data::cifar::{self, Cifar100Labels, CifarKind};
 use quadra::data::idx;
 use quadra::data::Dataset;
 use quadra::Error;
 
-/// A fresh folder under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("quadra-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, bytes).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::support::{serial, TempDir};
 
 fn pixels(n: usize, seed: u8) -> Vec<u8> {
     (0..n)
@@ -227,6 +206,8 @@ fn write_mnist_dir(dir: &Path, n_train: u32, n_test: u32, gz: bool) {
 
 #[test]
 fn mnist_format_folders() {
+    // sets QUADRA_DATA_DIR below: the tests of this binary that read it hold the lock too
+    let _g = serial();
     let dir = TempDir::new("mnist-dir");
     // gzip files in <root>/fashion-mnist, as Debian lays them out
     let sub = dir.0.join("fashion-mnist");
@@ -273,7 +254,7 @@ fn mnist_format_folders() {
     }
 
     // QUADRA_DATA_DIR is looked at (before the system folder) when no folder is passed.
-    // The only test in this binary that touches the environment.
+    // The only test in this binary that changes the environment.
     std::env::set_var(quadra::data::DATA_DIR_ENV, &dir.0);
     let tt = Dataset::fashion_mnist(None);
     let m2 = Dataset::by_name("mnist", None);

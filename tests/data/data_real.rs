@@ -1,4 +1,4 @@
-//! Real Fashion-MNIST, opt-in: run with `QUADRA_REAL_DATA=1 cargo test --test data_real`.
+//! Real Fashion-MNIST, opt-in: run with `QUADRA_REAL_DATA=1 cargo test --test data data_real`.
 //!
 //! Needs the Debian package (`apt-get install dataset-fashion-mnist`, files in
 //! /usr/share/datasets/fashion-mnist) or the four IDX files under `$QUADRA_DATA_DIR`.
@@ -8,8 +8,12 @@
 use quadra::data::augment::{FASHION_MNIST_MEAN, FASHION_MNIST_STD};
 use quadra::data::{Augment, Dataset, Loader, LoaderConfig};
 
+use crate::support::serial;
+
 #[test]
 fn fashion_mnist_loads() {
+    // reads QUADRA_DATA_DIR, which data_files::mnist_format_folders sets for a moment
+    let _g = serial();
     if std::env::var("QUADRA_REAL_DATA").as_deref() != Ok("1") {
         eprintln!(
             "SKIPPED fashion_mnist_loads: set QUADRA_REAL_DATA=1 to load the real Fashion-MNIST \

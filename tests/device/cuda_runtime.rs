@@ -9,36 +9,24 @@
 //!   always, and ALSO on `cuda:0` when `QUADRA_TEST_CUDA=1`. With that variable set and no
 //!   usable GPU the tests FAIL — a run that asked for the GPU never passes without one.
 //!   Without it, one line on stderr says the GPU was not tested.
+//! - The tests share the devices' pools and trackers and the TF32 switch with every other
+//!   test of the process: each holds `support::serial()`, as every test of tests/device does.
 
 use std::io::Write as _;
-use std::sync::{Mutex, MutexGuard, Once};
+use std::sync::Once;
 
 use quadra::device::cuda;
 use quadra::device::emu::LaunchConfig;
 use quadra::device::gpu::{self, block_size, Gemm, GpuBuf, KArg, Runtime};
 use quadra::{Category, DType, Device, Error, Tensor};
 
-/// Whether this run must test the real GPU.
-fn gpu_requested() -> bool {
-    std::env::var("QUADRA_TEST_CUDA").is_ok_and(|v| v.trim() == "1")
-}
+use crate::support::{self, gpu_requested, serial};
 
-/// Tests of this file share the devices' pools and the TF32 switch: one at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The devices the runtime checks run on: the emulator, and cuda:0 when asked for (which
-/// must then work).
+/// The devices the runtime checks run on: `support::devices()` (the emulator, and cuda:0
+/// when asked for, which must then work); without the GPU, one note on stderr says so.
 fn devices() -> Vec<Device> {
-    let mut v = vec![Device::Emu];
-    if gpu_requested() {
-        if let Err(e) = gpu::runtime(Device::Cuda(0)) {
-            panic!("QUADRA_TEST_CUDA=1 but cuda:0 cannot be used: {e}");
-        }
-        v.push(Device::Cuda(0));
-    } else {
+    let v = support::devices();
+    if !gpu_requested() {
         static NOTE: Once = Once::new();
         NOTE.call_once(|| {
             // straight to stderr: the test harness captures println!/eprintln!

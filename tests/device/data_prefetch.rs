@@ -1,12 +1,16 @@
 //! The loader's prefetch is bounded: with the consumer idle, each worker holds at most
-//! `prefetch` finished batches plus the one it is blocked sending. Alone in its binary so
-//! that the Data byte counter sees no other test's tensors.
+//! `prefetch` finished batches plus the one it is blocked sending. In tests/device, whose
+//! tests hold `support::serial()`, so that the Data byte counter sees no other test's
+//! tensors.
 
 use quadra::data::{Augment, Dataset, Loader, LoaderConfig};
 use quadra::Category;
 
+use crate::support::serial;
+
 #[test]
 fn prefetch_is_bounded_and_released() {
+    let _g = serial();
     let n = 800;
     let xs: Vec<f32> = (0..n * 9).map(|v| v as f32).collect();
     let ds = Dataset::from_f32("t", "mem", [1, 3, 3], 2, xs, vec![1; n]).unwrap();

@@ -2,9 +2,7 @@
 //! the emulated device's tracker, what is saved for backward equals the CPU engine's byte
 //! for byte, the device check (pool vs the device's own report) adds up, and a batch that
 //! cannot fit the device is refused with an error that names the sizes. The tracker and the
-//! emulated capacity are process-global: the tests of this file run one at a time.
-
-use std::sync::Mutex;
+//! emulated capacity are process-global: every test holds `support::serial()` (tests/device).
 
 use quadra::device::alloc::emu_tracker;
 use quadra::device::gpu;
@@ -13,25 +11,7 @@ use quadra::nn::BackpropMode;
 use quadra::profile::{self, ProfileOptions};
 use quadra::{DType, Device, Error};
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-const SPEC: &str = r#"{
-  "name": "tiny-q3", "input": [1, 8, 8], "num_classes": 3,
-  "layers": [
-    {"type": "quad_conv2d", "name": "q1", "neuron": "quadralib-bn", "in_channels": 1, "out_channels": 4,
-     "kernel_size": 3, "padding": 1},
-    {"type": "batch_norm2d", "name": "bn1", "num_features": 4},
-    {"type": "relu", "name": "relu1"},
-    {"type": "quad_conv2d", "name": "q2", "neuron": "quadralib", "in_channels": 4, "out_channels": 8,
-     "kernel_size": 3, "padding": 1},
-    {"type": "relu", "name": "relu2"},
-    {"type": "max_pool2d", "name": "pool", "kernel_size": 2},
-    {"type": "quad_conv2d", "name": "q3", "neuron": "t4", "in_channels": 8, "out_channels": 8,
-     "kernel_size": 3, "padding": 1},
-    {"type": "flatten", "name": "flatten"},
-    {"type": "linear", "name": "fc", "in_features": 128, "out_features": 3}
-  ]
-}"#;
+use crate::support::{serial, TINY_Q3};
 
 fn opts(device: Device) -> ProfileOptions {
     ProfileOptions {
@@ -47,9 +27,9 @@ fn opts(device: Device) -> ProfileOptions {
 
 #[test]
 fn emulator_profile_equals_its_counters_and_the_cpu_accounting() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = serial();
     for mode in [BackpropMode::Stored, BackpropMode::Recompute] {
-        let mut s = ModelSpec::from_json(SPEC).unwrap();
+        let mut s = ModelSpec::from_json(TINY_Q3).unwrap();
         s.backprop = mode;
         let p = profile::profile_training(&s, &mode.to_string(), &opts(Device::Emu)).unwrap();
         assert_eq!(p.device, "emu");
@@ -107,8 +87,8 @@ fn emulator_profile_equals_its_counters_and_the_cpu_accounting() {
 
 #[test]
 fn a_batch_that_cannot_fit_the_device_is_refused() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let s = ModelSpec::from_json(SPEC).unwrap();
+    let _g = serial();
+    let s = ModelSpec::from_json(TINY_Q3).unwrap();
     let before = gpu::emu_capacity();
     gpu::set_emu_capacity(4 << 20); // a 4 MiB device
     let o = ProfileOptions {

@@ -5,24 +5,15 @@
 //! saved-for-backward bytes, which must equal the CPU engine's.
 //!
 //! The trackers are process-global and the tests of one binary run in parallel threads, so
-//! every test here holds `LOCK` (the accounting test reads the counters).
+//! every test here holds `support::serial()`, as every test of tests/device does (the
+//! accounting tests read the counters).
 
-mod common;
-
-use std::sync::Mutex;
-
-use common::{assert_close, check_layer, geom, grads, randn};
+use crate::support::{assert_close, check_layer, geom, grads, randn, serial, F32_TOL};
 use quadra::device::alloc::{cpu_tracker, emu_tracker};
 use quadra::nn::quadratic::{NeuronType, QuadConv2d, QuadLinear};
 use quadra::nn::{module_to_device, BackpropMode, Module};
 use quadra::ops::conv::ConvGeom;
 use quadra::{Category, DType, Device, Tensor};
-
-static LOCK: Mutex<()> = Mutex::new(());
-
-fn lock() -> std::sync::MutexGuard<'static, ()> {
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 const MODES: [BackpropMode; 2] = [BackpropMode::Stored, BackpropMode::Recompute];
 
@@ -77,7 +68,7 @@ fn conv_cases(neuron: NeuronType) -> Vec<(ConvGeom, bool, [usize; 4])> {
 
 #[test]
 fn conv_matches_cpu_for_every_neuron_and_mode() {
-    let _g = lock();
+    let _g = serial();
     for neuron in NeuronType::ALL {
         for mode in MODES {
             for (i, (g, bias, x)) in conv_cases(neuron).into_iter().enumerate() {
@@ -88,9 +79,15 @@ fn conv_matches_cpu_for_every_neuron_and_mode() {
                 let atol = if neuron == NeuronType::QuadraLibBn && bias {
                     5e-5
                 } else {
-                    1e-5
+                    F32_TOL
                 };
-                check_layer(&conv(neuron, g, bias, mode), &x, 300 + i as u64, 1e-5, atol);
+                check_layer(
+                    &conv(neuron, g, bias, mode),
+                    &x,
+                    300 + i as u64,
+                    F32_TOL,
+                    atol,
+                );
             }
         }
     }
@@ -98,7 +95,7 @@ fn conv_matches_cpu_for_every_neuron_and_mode() {
 
 #[test]
 fn linear_matches_cpu_for_every_neuron_and_mode() {
-    let _g = lock();
+    let _g = serial();
     // (in, out, N, bias)
     let cases = [(5, 3, 3, true), (7, 4, 1, false), (1, 2, 3, true)];
     for neuron in NeuronType::ALL {
@@ -109,8 +106,8 @@ fn linear_matches_cpu_for_every_neuron_and_mode() {
                     &linear(neuron, fi, fo, bias, mode),
                     &[n, fi],
                     400 + i as u64,
-                    1e-5,
-                    1e-5,
+                    F32_TOL,
+                    F32_TOL,
                 );
             }
         }
@@ -132,7 +129,7 @@ fn run_emu(m: &mut dyn Module, x: &Tensor, seed: u64) -> (Tensor, Tensor, Vec<(S
 
 #[test]
 fn stored_and_recompute_agree_on_emu() {
-    let _g = lock();
+    let _g = serial();
     let g = geom(3, 2, (3, 3), (2, 1), (1, 1), (1, 1), 1);
     for neuron in NeuronType::ALL {
         for dense in [false, true] {
@@ -175,7 +172,7 @@ fn running(m: &mut dyn Module) -> Vec<(String, Tensor)> {
 
 #[test]
 fn quadralib_bn_eval_after_training_forwards() {
-    let _g = lock();
+    let _g = serial();
     let g = geom(3, 4, (3, 3), (1, 2), (1, 1), (1, 1), 1);
     for mode in MODES {
         for dense in [false, true] {
@@ -209,8 +206,8 @@ fn quadralib_bn_eval_after_training_forwards() {
                 assert_close(
                     &ye.to_device(Device::Cpu).unwrap(),
                     &y,
-                    1e-5,
-                    1e-5,
+                    F32_TOL,
+                    F32_TOL,
                     "bn fwd",
                 );
                 if step < 2 {
@@ -236,15 +233,15 @@ fn quadralib_bn_eval_after_training_forwards() {
             assert_close(
                 &yie.to_device(Device::Cpu).unwrap(),
                 &yi,
-                1e-5,
-                1e-5,
+                F32_TOL,
+                F32_TOL,
                 "bn eval",
             );
             // the accumulated gradients of both steps agree too (γ, β included)
             let (gc, ge) = (grads(cpu.as_mut()), grads(emu.as_mut()));
             assert!(gc.iter().any(|(n, _)| n.ends_with("bn.weight")));
             for ((n, a), (_, b)) in gc.iter().zip(&ge) {
-                assert_close(b, a, 1e-5, 1e-5, &format!("{mode} two-step grad {n}"));
+                assert_close(b, a, F32_TOL, F32_TOL, &format!("{mode} two-step grad {n}"));
             }
             // the state dict of the device model reads back the moved statistics
             let mut sd = Vec::new();
@@ -281,7 +278,7 @@ fn saved_bytes(m: &mut dyn Module, x: &Tensor, device: Device) -> u64 {
 
 #[test]
 fn saved_bytes_match_the_cpu_engine() {
-    let _g = lock();
+    let _g = serial();
     let g = geom(3, 4, (3, 3), (2, 2), (1, 1), (1, 1), 1);
     for neuron in NeuronType::ALL {
         for dense in [false, true] {
@@ -319,7 +316,7 @@ fn saved_bytes_match_the_cpu_engine() {
 
 #[test]
 fn f64_and_cpu_inputs_are_refused_on_emu() {
-    let _g = lock();
+    let _g = serial();
     let g = geom(2, 3, (3, 3), (1, 1), (1, 1), (1, 1), 1);
     let mut m = conv(NeuronType::QuadraLib, g, true, BackpropMode::Stored)();
     module_to_device(m.as_mut(), Device::Emu).unwrap();

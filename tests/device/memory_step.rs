@@ -1,9 +1,7 @@
 //! The tracking allocator's saved-for-backward bytes for one training step of a small
 //! quadratic CNN equal a hand count, in both back-propagation modes, and every byte is
-//! released by the end of the step. The tracker is process-global: the tests of this file
-//! run one at a time.
-
-use std::sync::Mutex;
+//! released by the end of the step. The tracker is process-global: every test holds
+//! `support::serial()` (tests/device).
 
 use quadra::device::alloc::cpu_tracker;
 use quadra::model::Model;
@@ -12,7 +10,7 @@ use quadra::nn::BackpropMode;
 use quadra::optim::Sgd;
 use quadra::{Category, DType, Tensor};
 
-static SERIAL: Mutex<()> = Mutex::new(());
+use crate::support::serial;
 
 const SPEC: &str = r#"{
   "name": "tiny-qcnn", "input": [1, 8, 8], "num_classes": 3,
@@ -75,7 +73,7 @@ fn step_saved_bytes(mode: BackpropMode) -> (u64, u64, u64) {
 
 #[test]
 fn saved_bytes_of_a_training_step_match_the_hand_count() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = serial();
     let (stored, after_s, leak_s) = step_saved_bytes(BackpropMode::Stored);
     let (recompute, after_r, leak_r) = step_saved_bytes(BackpropMode::Recompute);
     assert_eq!(stored, hand_count(BackpropMode::Stored), "stored mode");
@@ -93,7 +91,7 @@ fn saved_bytes_of_a_training_step_match_the_hand_count() {
 
 #[test]
 fn per_layer_attribution_names_the_layers() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = serial();
     let spec = ModelSpec::from_json(SPEC).unwrap();
     let mut model = Model::build(&spec, BuildOptions::default()).unwrap();
     let x = Tensor::randn(&[4, 1, 8, 8], DType::F32, 1.0, 5).unwrap();

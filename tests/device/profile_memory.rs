@@ -1,9 +1,8 @@
 //! The memory profiler against the tracking allocator's own counters, the mode comparison,
 //! the budget planner (plans verified by measurement), charts and the HTML report. The
-//! tracker is process-global: the tests of this file run one at a time.
+//! tracker is process-global: every test holds `support::serial()` (tests/device).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use quadra::device::alloc::cpu_tracker;
 use quadra::model::Model;
@@ -12,33 +11,10 @@ use quadra::nn::BackpropMode;
 use quadra::profile::{self, chart, html, planner, ProfileOptions};
 use quadra::{Category, DType};
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn lock() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Three quadratic layers of different neurons and sizes, so that plans have choices.
-const SPEC: &str = r#"{
-  "name": "tiny-q3", "input": [1, 8, 8], "num_classes": 3,
-  "layers": [
-    {"type": "quad_conv2d", "name": "q1", "neuron": "quadralib-bn", "in_channels": 1, "out_channels": 4,
-     "kernel_size": 3, "padding": 1},
-    {"type": "batch_norm2d", "name": "bn1", "num_features": 4},
-    {"type": "relu", "name": "relu1"},
-    {"type": "quad_conv2d", "name": "q2", "neuron": "quadralib", "in_channels": 4, "out_channels": 8,
-     "kernel_size": 3, "padding": 1},
-    {"type": "relu", "name": "relu2"},
-    {"type": "max_pool2d", "name": "pool", "kernel_size": 2},
-    {"type": "quad_conv2d", "name": "q3", "neuron": "t4", "in_channels": 8, "out_channels": 8,
-     "kernel_size": 3, "padding": 1},
-    {"type": "flatten", "name": "flatten"},
-    {"type": "linear", "name": "fc", "in_features": 128, "out_features": 3}
-  ]
-}"#;
+use crate::support::{assert_png_svg, serial, tempdir, TINY_Q3};
 
 fn spec() -> ModelSpec {
-    ModelSpec::from_json(SPEC).unwrap()
+    ModelSpec::from_json(TINY_Q3).unwrap()
 }
 
 fn opts() -> ProfileOptions {
@@ -74,7 +50,7 @@ fn saved_by_one_forward(spec: &ModelSpec, o: &ProfileOptions) -> u64 {
 
 #[test]
 fn profile_equals_the_tracker_counters() {
-    let _g = lock();
+    let _g = serial();
     for mode in [BackpropMode::Stored, BackpropMode::Recompute] {
         let mut s = spec();
         s.backprop = mode;
@@ -144,7 +120,7 @@ fn profile_equals_the_tracker_counters() {
 
 #[test]
 fn per_layer_rows_add_up_on_a_residual_network() {
-    let _g = lock();
+    let _g = serial();
     // residual blocks share their path with their main Sequential: counted once
     let s = quadra::models::get("qresnet10", None, 10).unwrap();
     let mut o = opts();
@@ -166,7 +142,7 @@ fn per_layer_rows_add_up_on_a_residual_network() {
 
 #[test]
 fn comparison_and_planner_fit_their_budgets() {
-    let _g = lock();
+    let _g = serial();
     let s = spec();
     let o = opts();
     let cmp = profile::compare_modes_with(&s, &o).unwrap();
@@ -209,6 +185,7 @@ fn comparison_and_planner_fit_their_budgets() {
 
 #[test]
 fn planner_solves_the_knapsack_exactly() {
+    let _g = serial();
     use planner::{choose, Candidate};
     let c = |b, f| Candidate {
         layer: String::new(),
@@ -226,6 +203,7 @@ fn planner_solves_the_knapsack_exactly() {
 
 #[test]
 fn user_plans_name_quadratic_layers() {
+    let _g = serial();
     let s = spec();
     let mut plan = BTreeMap::new();
     plan.insert("q1".to_string(), BackpropMode::Recompute);
@@ -245,35 +223,14 @@ fn user_plans_name_quadratic_layers() {
     );
 }
 
-fn tmp_dir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("quadra-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-pub fn assert_png_svg(files: &[std::path::PathBuf]) {
-    assert_eq!(files.len(), 2);
-    let png = std::fs::read(&files[0]).unwrap();
-    assert!(
-        png.len() > 2000,
-        "{}: {} bytes",
-        files[0].display(),
-        png.len()
-    );
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-    let svg = std::fs::read_to_string(&files[1]).unwrap();
-    assert!(svg.contains("<svg") && svg.trim_end().ends_with("</svg>"));
-    assert!(svg.contains("<text"), "SVG has labels");
-}
-
 #[test]
 fn charts_and_report_are_written() {
-    let _g = lock();
+    let _g = serial();
     let s = spec();
     let mut o = opts();
     o.warmup = 0;
     let cmp = profile::compare_modes_with(&s, &o).unwrap();
-    let dir = tmp_dir("charts");
+    let dir = tempdir("charts");
     assert_png_svg(&chart::write_timeline_chart(&cmp, &dir.join("timeline")).unwrap());
     assert_png_svg(&chart::write_layer_chart(&cmp, &dir.join("layers"), false).unwrap());
     // nothing temporary is left behind
@@ -306,7 +263,7 @@ fn charts_and_report_are_written() {
 
 #[test]
 fn batch_fit_prediction_and_refusal() {
-    let _l = lock();
+    let _g = serial();
     let s = spec();
     // the prediction from batch 16 and 32 matches the measured peak at batch 48 and 64
     // (the peak is affine in the batch once every thread has images)

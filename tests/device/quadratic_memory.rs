@@ -3,9 +3,7 @@
 //! than stored, and backward gives every byte back.
 //!
 //! The tracker is process-global and the tests of one binary run in parallel threads, so
-//! every test here holds `LOCK`.
-
-use std::sync::Mutex;
+//! every test here holds `support::serial()`, as every test of tests/device does.
 
 use quadra::device::alloc::cpu_tracker;
 use quadra::nn::quadratic::{NeuronType, QuadConv2d, QuadLinear};
@@ -13,7 +11,7 @@ use quadra::nn::{BackpropMode, Module};
 use quadra::ops::conv::ConvGeom;
 use quadra::{Category, DType, Tensor};
 
-static LOCK: Mutex<()> = Mutex::new(());
+use crate::support::serial;
 
 fn saved_now() -> u64 {
     cpu_tracker().current(Category::SavedForBackward)
@@ -45,7 +43,7 @@ fn hand_count(
 
 #[test]
 fn conv_saved_bytes_match_the_hand_count() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = serial();
     let (n, c_in, h, w, c) = (3, 4, 9, 7, 5);
     let g = ConvGeom::square(c_in, c, 3, 2, 1);
     let (ho, wo) = ((h + 2 - 3) / 2 + 1, (w + 2 - 3) / 2 + 1);
@@ -92,7 +90,7 @@ fn conv_saved_bytes_match_the_hand_count() {
 
 #[test]
 fn linear_saved_bytes_match_the_hand_count() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = serial();
     let (n, fi, fo) = (6, 7, 3);
     for neuron in NeuronType::ALL {
         for mode in [BackpropMode::Stored, BackpropMode::Recompute] {
@@ -115,7 +113,7 @@ fn linear_saved_bytes_match_the_hand_count() {
 
 #[test]
 fn infer_and_clear_saved_keep_nothing() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = serial();
     let g = ConvGeom::square(3, 4, 3, 1, 1);
     for neuron in NeuronType::ALL {
         let mut m = QuadConv2d::new(

@@ -2,7 +2,7 @@
 //! validation of damaged or mismatched files with errors naming the file and tensor.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use quadra::checkpoint::{
     read_tensors, tensors_to_bytes, write_atomic, Checkpoint, OptimState, FORMAT,
@@ -12,12 +12,7 @@ use quadra::nn::spec::BuildOptions;
 use quadra::{models, DType, Tensor};
 use serde_json::json;
 
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("quadra-ck-fmt-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use crate::support::tempdir;
 
 fn model(seed: u64) -> Model {
     let spec = models::get("qcnn", None, 10).unwrap();
@@ -62,7 +57,7 @@ fn files_in(dir: &Path) -> Vec<String> {
 
 #[test]
 fn round_trip_keeps_everything() {
-    let dir = tempdir("rt");
+    let dir = tempdir("ck-fmt-rt");
     let p = dir.join("ck.safetensors");
     let ck = sample_checkpoint();
     ck.save(&p).unwrap();
@@ -166,7 +161,7 @@ fn crafted(
 
 #[test]
 fn damaged_and_mismatched_files_are_clear_errors() {
-    let dir = tempdir("bad");
+    let dir = tempdir("ck-fmt-bad");
     let good = sample_checkpoint().to_bytes().unwrap();
 
     let e = load_err(&good[..good.len() - 100], &dir, "truncated.safetensors");
@@ -306,7 +301,7 @@ fn damaged_and_mismatched_files_are_clear_errors() {
 
 #[test]
 fn failed_writes_leave_the_target_untouched() {
-    let dir = tempdir("atomic");
+    let dir = tempdir("ck-fmt-atomic");
     let p = dir.join("ck.safetensors");
     std::fs::write(&p, b"old content").unwrap();
     // a checkpoint that cannot be serialised (a tensor not of the checkpoint's dtype)

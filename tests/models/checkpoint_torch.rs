@@ -8,17 +8,12 @@
 //! qvgg7's export is 49 MB, too large to commit; only qresnet14's fixtures are here.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use quadra::checkpoint::{self, export_torch, import_torch, read_tensors, write_tensors};
 use quadra::model::Model;
 use quadra::{models, DType, Tensor};
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
+use crate::support::{fixture, tempdir};
 
 fn io() -> (Tensor, Tensor) {
     let (io, _) = read_tensors(fixture("torch_qresnet14_io.safetensors")).unwrap();
@@ -90,7 +85,7 @@ fn export_round_trips_bit_for_bit_and_through_a_checkpoint() {
         DType::F32,
     )
     .unwrap();
-    let dir = tempdir("export");
+    let dir = tempdir("ck-torch-export");
     let out = dir.join("exported.safetensors");
     export_torch(&model, &out).unwrap();
     let a: HashMap<String, Tensor> = weights().into_iter().collect();
@@ -115,15 +110,8 @@ fn export_round_trips_bit_for_bit_and_through_a_checkpoint() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("quadra-ck-torch-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn import_err(entries: &[(String, Tensor)], tag: &str) -> String {
-    let dir = tempdir(tag);
+    let dir = tempdir(&format!("ck-torch-{tag}"));
     let p = dir.join("w.safetensors");
     write_tensors(&p, entries, None).unwrap();
     let spec = models::get("qresnet14", None, 10).unwrap();
@@ -180,7 +168,7 @@ fn import_errors_name_the_entries() {
     );
     // num_batches_tracked (an integer tensor in real PyTorch dicts) is ignored; a
     // DataParallel `module.` prefix is stripped
-    let dir = tempdir("nbt");
+    let dir = tempdir("ck-torch-nbt");
     let p = dir.join("w.safetensors");
     let mut bytes_entries: Vec<(String, Tensor)> = w
         .iter()

@@ -9,12 +9,11 @@ use quadra::models;
 use quadra::nn::spec::{BuildOptions, ModelSpec};
 use quadra::nn::{BackpropMode, Module};
 
+use crate::support;
+
 fn fixture(name: &str) -> BTreeMap<String, Vec<usize>> {
-    let path = format!(
-        "{}/tests/fixtures/{name}_state_dict.txt",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap();
+    let text =
+        std::fs::read_to_string(support::fixture(&format!("{name}_state_dict.txt"))).unwrap();
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .map(|l| {

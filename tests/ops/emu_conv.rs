@@ -1,9 +1,7 @@
 //! Conv2d and Linear on `Device::Emu` (im2col/col2im/bias kernels of cuda/conv.cu, GEMMs
 //! through the runtime) against the CPU engine: forward, backward, parameter gradients.
 
-mod common;
-
-use common::{check_layer, geom};
+use crate::support::{check_layer, geom, F32_TOL};
 use quadra::device::alloc::Category;
 use quadra::nn::conv::Conv2d;
 use quadra::nn::linear::Linear;
@@ -48,7 +46,7 @@ fn conv2d_matches_cpu_over_geometries() {
         ),
     ];
     for (i, &(g, b, x)) in cases.iter().enumerate() {
-        check_layer(&conv(g, b), &x, 100 + i as u64, 1e-5, 1e-5);
+        check_layer(&conv(g, b), &x, 100 + i as u64, F32_TOL, F32_TOL);
     }
 }
 
@@ -61,7 +59,7 @@ fn linear_matches_cpu() {
         let build = move || {
             Box::new(Linear::new("fc", fi, fo, bias, DType::F32, 11).unwrap()) as Box<dyn Module>
         };
-        check_layer(&build, &[n, fi], 200 + i as u64, 1e-5, 1e-5);
+        check_layer(&build, &[n, fi], 200 + i as u64, F32_TOL, F32_TOL);
     }
 }
 
@@ -72,18 +70,18 @@ fn gradients_accumulate_over_two_backwards() {
     let mut emu = build();
     quadra::nn::module_to_device(emu.as_mut(), Device::Emu).unwrap();
     for seed in [1, 2] {
-        let x = common::randn(&[2, 2, 5, 5], seed);
+        let x = crate::support::randn(&[2, 2, 5, 5], seed);
         let y = cpu.forward(&x).unwrap();
-        let g = common::randn(y.shape(), seed + 10);
+        let g = crate::support::randn(y.shape(), seed + 10);
         cpu.backward(&g).unwrap();
         emu.forward(&x.to_device(Device::Emu).unwrap()).unwrap();
         emu.backward(&g.to_device(Device::Emu).unwrap()).unwrap();
     }
-    for ((n, a), (_, b)) in common::grads(cpu.as_mut())
+    for ((n, a), (_, b)) in crate::support::grads(cpu.as_mut())
         .iter()
-        .zip(&common::grads(emu.as_mut()))
+        .zip(&crate::support::grads(emu.as_mut()))
     {
-        common::assert_close(b, a, 1e-5, 1e-5, n);
+        crate::support::assert_close(b, a, F32_TOL, F32_TOL, n);
     }
 }
 
@@ -93,7 +91,7 @@ fn wrong_device_and_dtype_are_errors() {
     let mut emu = build();
     quadra::nn::module_to_device(emu.as_mut(), Device::Emu).unwrap();
     // A CPU input to a layer whose weights live on the emulator.
-    let x = common::randn(&[1, 2, 4, 4], 3);
+    let x = crate::support::randn(&[1, 2, 4, 4], 3);
     let err = emu.forward(&x).unwrap_err().to_string();
     assert!(err.contains("cpu") || err.contains("lives on"), "{err}");
     // f64 on the CUDA backend is refused by name.

@@ -11,9 +11,7 @@
 //! At these shapes (M ≤ 189 values per channel) everything passed at 1e-5; `BN_TOL` is the
 //! one knob to loosen (to 1e-4) if larger batches are added.
 
-mod common;
-
-use common::{assert_close, check_layer, randn};
+use crate::support::{all_devices, assert_close, check_layer, randn, F32_TOL};
 use quadra::nn::act::{Dropout, Flatten, ReLU};
 use quadra::nn::container::{Residual, Sequential};
 use quadra::nn::conv::Conv2d;
@@ -116,8 +114,8 @@ fn batchnorm_running_stats_and_eval_after_training() {
             assert_close(
                 &ye.to_device(Device::Cpu).unwrap(),
                 &y,
-                1e-5,
-                1e-5,
+                F32_TOL,
+                F32_TOL,
                 "forward",
             );
             let g = randn(y.shape(), 600 + step);
@@ -156,16 +154,22 @@ fn batchnorm_running_stats_and_eval_after_training() {
             "state dict taken before training",
         );
         // gradients accumulated over the three backwards
-        for ((n, a), (_, b)) in common::grads(cpu.as_mut())
+        for ((n, a), (_, b)) in crate::support::grads(cpu.as_mut())
             .iter()
-            .zip(&common::grads(emu.as_mut()))
+            .zip(&crate::support::grads(emu.as_mut()))
         {
             assert_close(b, a, BN_TOL, BN_TOL, n);
         }
         let x = randn(&shape, 700);
         let y = cpu.infer(&x).unwrap();
         let ye = emu.infer(&x.to_device(Device::Emu).unwrap()).unwrap();
-        assert_close(&ye.to_device(Device::Cpu).unwrap(), &y, 1e-5, 1e-5, "infer");
+        assert_close(
+            &ye.to_device(Device::Cpu).unwrap(),
+            &y,
+            F32_TOL,
+            F32_TOL,
+            "infer",
+        );
     }
 }
 
@@ -195,94 +199,106 @@ fn relu_and_flatten_match_cpu() {
 }
 
 /// The device mask is a different draw from the CPU's (see `Dropout`), so dropout is
-/// checked by its properties: values are 0 or x/(1 − p), the kept fraction is 1 − p,
-/// backward applies the same mask, draws differ per call and repeat per seed.
+/// checked by its properties, on every device the CPU engine included: values are 0 or
+/// x/(1 − p), the kept fraction is 1 − p, backward applies the same mask, draws differ per
+/// call and repeat per seed.
 #[test]
-fn dropout_on_emu_is_a_reproducible_bernoulli_mask() {
-    let (p, n) = (0.3, 12_000usize);
-    let scale = 1.0 / (1.0 - p);
-    let shape = [3, 4000];
-    let make = |seed| {
-        let mut d: Box<dyn Module> = Box::new(Dropout::new("drop", p, seed).unwrap());
-        module_to_device(d.as_mut(), Device::Emu).unwrap();
-        d
-    };
-    let x = Tensor::rand_uniform(&shape, DType::F32, 1.0, 2.0, 1)
-        .unwrap()
-        .to_device(Device::Emu)
-        .unwrap();
-    let xs = x.to_f64_vec();
-    let mut d = make(42);
-    let y = d.forward(&x).unwrap();
-    assert_eq!(y.device(), Device::Emu);
-    let ys = y.to_f64_vec();
-    let kept: Vec<bool> = ys.iter().map(|&v| v != 0.0).collect();
-    for i in 0..n {
-        if kept[i] {
-            let want = (xs[i] as f32 * scale as f32) as f64;
-            assert_eq!(ys[i], want, "element {i}: kept value is not x/(1 − p)");
-        }
-    }
-    let frac = kept.iter().filter(|&&k| k).count() as f64 / n as f64;
-    // 5 standard deviations of a binomial proportion: √(p(1 − p)/n) ≈ 0.0042
-    assert!((frac - (1.0 - p)).abs() < 0.021, "kept fraction {frac}");
-    // each third of the tensor (each row) on its own, and pairs of neighbours: no
-    // position-dependent bias, no correlation between adjacent elements
-    for r in 0..3 {
-        let f = kept[r * 4000..(r + 1) * 4000]
-            .iter()
-            .filter(|&&k| k)
-            .count() as f64
-            / 4000.0;
-        assert!((f - 0.7).abs() < 0.036, "row {r}: kept fraction {f}");
-    }
-    let both = kept.windows(2).filter(|w| w[0] && w[1]).count() as f64 / (n - 1) as f64;
-    assert!((both - 0.49).abs() < 0.025, "adjacent pairs kept {both}");
-
-    // backward uses the same mask: dx = g·scale where kept, 0 elsewhere
-    let g = randn(&shape, 2);
-    let gs = g.to_f64_vec();
-    let dx = d.backward(&g.to_device(Device::Emu).unwrap()).unwrap();
-    assert_eq!(dx.device(), Device::Emu);
-    for (i, &v) in dx.to_f64_vec().iter().enumerate() {
-        let want = if kept[i] {
-            (gs[i] as f32 * scale as f32) as f64
-        } else {
-            0.0
+fn dropout_is_a_reproducible_bernoulli_mask_on_every_device() {
+    for dev in all_devices() {
+        let (p, n) = (0.3, 12_000usize);
+        let scale = 1.0 / (1.0 - p);
+        let shape = [3, 4000];
+        let make = |seed| {
+            let mut d: Box<dyn Module> = Box::new(Dropout::new("drop", p, seed).unwrap());
+            module_to_device(d.as_mut(), dev).unwrap();
+            d
         };
-        assert_eq!(v, want, "dx element {i}");
+        let x = Tensor::rand_uniform(&shape, DType::F32, 1.0, 2.0, 1)
+            .unwrap()
+            .to_device(dev)
+            .unwrap();
+        let xs = x.to_f64_vec();
+        let mut d = make(42);
+        let y = d.forward(&x).unwrap();
+        assert_eq!(y.device(), dev);
+        let ys = y.to_f64_vec();
+        let kept: Vec<bool> = ys.iter().map(|&v| v != 0.0).collect();
+        for i in 0..n {
+            if kept[i] {
+                let want = (xs[i] as f32 * scale as f32) as f64;
+                assert_eq!(
+                    ys[i], want,
+                    "{dev} element {i}: kept value is not x/(1 − p)"
+                );
+            }
+        }
+        let frac = kept.iter().filter(|&&k| k).count() as f64 / n as f64;
+        // 5 standard deviations of a binomial proportion: √(p(1 − p)/n) ≈ 0.0042
+        assert!(
+            (frac - (1.0 - p)).abs() < 0.021,
+            "{dev}: kept fraction {frac}"
+        );
+        // each third of the tensor (each row) on its own, and pairs of neighbours: no
+        // position-dependent bias, no correlation between adjacent elements
+        for r in 0..3 {
+            let f = kept[r * 4000..(r + 1) * 4000]
+                .iter()
+                .filter(|&&k| k)
+                .count() as f64
+                / 4000.0;
+            assert!((f - 0.7).abs() < 0.036, "{dev} row {r}: kept fraction {f}");
+        }
+        let both = kept.windows(2).filter(|w| w[0] && w[1]).count() as f64 / (n - 1) as f64;
+        assert!(
+            (both - 0.49).abs() < 0.025,
+            "{dev}: adjacent pairs kept {both}"
+        );
+
+        // backward uses the same mask: dx = g·scale where kept, 0 elsewhere
+        let g = randn(&shape, 2);
+        let gs = g.to_f64_vec();
+        let dx = d.backward(&g.to_device(dev).unwrap()).unwrap();
+        assert_eq!(dx.device(), dev);
+        for (i, &v) in dx.to_f64_vec().iter().enumerate() {
+            let want = if kept[i] {
+                (gs[i] as f32 * scale as f32) as f64
+            } else {
+                0.0
+            };
+            assert_eq!(v, want, "{dev} dx element {i}");
+        }
+
+        // the next call draws another mask; a fresh layer with the same seed repeats the draws
+        let y2 = d.forward(&x).unwrap().to_f64_vec();
+        let same = y2
+            .iter()
+            .zip(&ys)
+            .filter(|(a, b)| (**a != 0.0) == (**b != 0.0))
+            .count();
+        assert!(
+            same < n * 7 / 10,
+            "{dev}: second call repeated the mask ({same} of {n} agree)"
+        );
+        let mut again = make(42);
+        assert_eq!(
+            again.forward(&x).unwrap().to_f64_vec(),
+            ys,
+            "{dev}: same seed, call 0"
+        );
+        assert_eq!(
+            again.forward(&x).unwrap().to_f64_vec(),
+            y2,
+            "{dev}: same seed, call 1"
+        );
+        let other = make(43).forward(&x).unwrap().to_f64_vec();
+        assert_ne!(other, ys, "another seed gives another mask");
+
+        // eval mode is the identity, and so is p = 0
+        assert_eq!(d.infer(&x).unwrap().to_f64_vec(), xs);
+        let mut d0: Box<dyn Module> = Box::new(Dropout::new("drop", 0.0, 1).unwrap());
+        assert_eq!(d0.forward(&x).unwrap().to_f64_vec(), xs);
+        assert_eq!(d0.backward(&x).unwrap().to_f64_vec(), xs);
     }
-
-    // the next call draws another mask; a fresh layer with the same seed repeats the draws
-    let y2 = d.forward(&x).unwrap().to_f64_vec();
-    let same = y2
-        .iter()
-        .zip(&ys)
-        .filter(|(a, b)| (**a != 0.0) == (**b != 0.0))
-        .count();
-    assert!(
-        same < n * 7 / 10,
-        "second call repeated the mask ({same} of {n} agree)"
-    );
-    let mut again = make(42);
-    assert_eq!(
-        again.forward(&x).unwrap().to_f64_vec(),
-        ys,
-        "same seed, call 0"
-    );
-    assert_eq!(
-        again.forward(&x).unwrap().to_f64_vec(),
-        y2,
-        "same seed, call 1"
-    );
-    let other = make(43).forward(&x).unwrap().to_f64_vec();
-    assert_ne!(other, ys, "another seed gives another mask");
-
-    // eval mode is the identity, and so is p = 0
-    assert_eq!(d.infer(&x).unwrap().to_f64_vec(), xs);
-    let mut d0: Box<dyn Module> = Box::new(Dropout::new("drop", 0.0, 1).unwrap());
-    assert_eq!(d0.forward(&x).unwrap().to_f64_vec(), xs);
-    assert_eq!(d0.backward(&x).unwrap().to_f64_vec(), xs);
 }
 
 /// (kernel, stride, padding, input shape): odd maps, N = 1 and 3, C = 3, windows that
@@ -468,7 +484,7 @@ fn sequential_network_matches_cpu() {
             ],
         )) as Box<dyn Module>
     };
-    check_layer(&build, &[2, 3, 5, 7], 1301, 1e-5, 1e-5);
+    check_layer(&build, &[2, 3, 5, 7], 1301, F32_TOL, F32_TOL);
 }
 
 #[test]

@@ -6,26 +6,7 @@ use quadra::nn::gradcheck::GradCheck;
 use quadra::ops::conv::ConvGeom;
 use quadra::{DType, Tensor};
 
-fn geom(
-    c_in: usize,
-    c_out: usize,
-    k: (usize, usize),
-    s: (usize, usize),
-    p: (usize, usize),
-    d: (usize, usize),
-    g: usize,
-) -> ConvGeom {
-    ConvGeom {
-        c_in,
-        c_out,
-        kh: k.0,
-        kw: k.1,
-        stride: s,
-        padding: p,
-        dilation: d,
-        groups: g,
-    }
-}
+use crate::support::geom;
 
 #[test]
 fn conv2d_gradients_match_finite_differences() {

@@ -22,9 +22,7 @@ use quadra::nn::{Module, Param, ParamKind};
 use quadra::ops::conv::ConvGeom;
 use quadra::{Category, DType, Tensor};
 
-fn randn(shape: &[usize], seed: u64) -> Tensor {
-    Tensor::randn(shape, DType::F64, 1.0, seed).unwrap()
-}
+use crate::support::randn_f64;
 
 /// A tensor whose values are a shuffled 0.1·(0..n) − offset: all distinct and at least 0.1
 /// apart, so max pooling has no ties and a 1e-6 step never changes an argmax.
@@ -48,7 +46,7 @@ fn randomize_affine(bn: &mut BatchNorm, seed: u64) {
         Tensor::rand_uniform(&[c], DType::F64, 0.5, 1.5, seed).unwrap(),
         ParamKind::NormScale,
     );
-    bn.bias = Param::new(randn(&[c], seed + 1), ParamKind::NormShift);
+    bn.bias = Param::new(randn_f64(&[c], seed + 1), ParamKind::NormShift);
 }
 
 fn err_of<T>(r: quadra::Result<T>) -> String {
@@ -67,7 +65,7 @@ fn linear_gradients_match_finite_differences() {
         .enumerate()
     {
         let mut m = Linear::new("fc", fin, fout, bias, DType::F64, 20 + i as u64).unwrap();
-        let rep = check(&mut m, &randn(&[n, fin], 30 + i as u64), "linear");
+        let rep = check(&mut m, &randn_f64(&[n, fin], 30 + i as u64), "linear");
         let want = if bias { 3 } else { 2 };
         assert_eq!(rep.tensors.len(), want, "{:?}", rep.tensors);
         assert!(rep.tensors.contains(&"fc.weight".to_string()));
@@ -82,7 +80,7 @@ fn batchnorm2d_gradients_match_finite_differences() {
     {
         let mut bn = BatchNorm::new_2d("bn", shape[1], 1e-5, 0.1, DType::F64).unwrap();
         randomize_affine(&mut bn, 40 + i as u64);
-        let rep = check(&mut bn, &randn(shape, 50 + i as u64), "bn2d");
+        let rep = check(&mut bn, &randn_f64(shape, 50 + i as u64), "bn2d");
         assert_eq!(rep.tensors, ["input", "bn.weight", "bn.bias"]);
     }
 }
@@ -94,7 +92,7 @@ fn batchnorm1d_gradients_match_finite_differences() {
     for (i, shape) in shapes.iter().enumerate() {
         let mut bn = BatchNorm::new_1d("bn1d", 3, 1e-5, 0.1, DType::F64).unwrap();
         randomize_affine(&mut bn, 60 + i as u64);
-        check(&mut bn, &randn(shape, 70 + i as u64), "bn1d");
+        check(&mut bn, &randn_f64(shape, 70 + i as u64), "bn1d");
     }
 }
 
@@ -145,7 +143,7 @@ fn avgpool2d_gradients_match_finite_differences() {
         let mut m = AvgPool2d::new("avg", k, s, p).unwrap();
         check(
             &mut m,
-            &randn(&shape, 80 + i as u64),
+            &randn_f64(&shape, 80 + i as u64),
             &format!("avgpool case {i}"),
         );
     }
@@ -154,12 +152,12 @@ fn avgpool2d_gradients_match_finite_differences() {
 #[test]
 fn global_avg_pool_and_flatten_gradients_match_finite_differences() {
     let mut g = GlobalAvgPool::new("gap");
-    let x = randn(&[3, 4, 3, 5], 90);
+    let x = randn_f64(&[3, 4, 3, 5], 90);
     assert_eq!(g.infer(&x).unwrap().shape(), [3, 4]);
     check(&mut g, &x, "global avg pool");
 
     let mut f = Flatten::new("flat");
-    let x = randn(&[2, 3, 3, 5], 91);
+    let x = randn_f64(&[2, 3, 3, 5], 91);
     let y = f.forward(&x).unwrap();
     assert_eq!(y.shape(), [2, 45]);
     assert!(y.same_storage(&x), "Flatten shares the input's storage");
@@ -171,7 +169,7 @@ fn global_avg_pool_and_flatten_gradients_match_finite_differences() {
 fn dropout_gradient_is_mask_times_scale() {
     let p = 0.3;
     let mut d = Dropout::new("drop", p, 1234).unwrap();
-    let x = randn(&[4, 5, 7, 3], 100);
+    let x = randn_f64(&[4, 5, 7, 3], 100);
     let y = d.forward(&x).unwrap();
     let mask = d.mask().expect("mask kept").to_vec();
     let scale = 1.0 / (1.0 - p);
@@ -180,7 +178,7 @@ fn dropout_gradient_is_mask_times_scale() {
     for i in 0..xv.len() {
         assert_eq!(yv[i], xv[i] * f64::from(mask[i]) * scale, "y[{i}]");
     }
-    let g = randn(x.shape(), 101);
+    let g = randn_f64(x.shape(), 101);
     let dx = d.backward(&g).unwrap();
     assert_eq!(dx.shape(), x.shape());
     for (i, (&gv, &dv)) in g.to_f64_vec().iter().zip(&dx.to_f64_vec()).enumerate() {
@@ -303,7 +301,7 @@ fn conv_bn_relu_residual_stack_gradients_match_finite_differences() {
             Box::new(Linear::new("fc", 5, 3, true, dt, 11).unwrap()),
         ],
     );
-    let x = randn(&[2, 2, 9, 7], 12);
+    let x = randn_f64(&[2, 2, 9, 7], 12);
     assert_eq!(net.infer(&x).unwrap().shape(), [2, 3]);
     let rep = check(&mut net, &x, "stack");
     // input + conv1, bn1 (2), layer1 (2 convs, 2 bns × 2), layer2 (2 convs, 2 bns × 2), fc (2)

@@ -11,28 +11,9 @@ use quadra::nn::{BackpropMode, Module, ParamKind};
 use quadra::ops::conv::ConvGeom;
 use quadra::{Category, DType, Tensor};
 
-const MODES: [BackpropMode; 2] = [BackpropMode::Stored, BackpropMode::Recompute];
+use crate::support::geom;
 
-fn geom(
-    c_in: usize,
-    c_out: usize,
-    k: (usize, usize),
-    s: (usize, usize),
-    p: (usize, usize),
-    d: (usize, usize),
-    g: usize,
-) -> ConvGeom {
-    ConvGeom {
-        c_in,
-        c_out,
-        kh: k.0,
-        kw: k.1,
-        stride: s,
-        padding: p,
-        dilation: d,
-        groups: g,
-    }
-}
+const MODES: [BackpropMode; 2] = [BackpropMode::Stored, BackpropMode::Recompute];
 
 /// (geometry, input (n, h, w), bias): stride, padding, dilation, groups, odd sizes.
 fn conv_cases(neuron: NeuronType) -> Vec<(ConvGeom, (usize, usize, usize), bool)> {

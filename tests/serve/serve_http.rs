@@ -15,6 +15,8 @@ use quadra::serve::{Server, ServerConfig};
 use quadra::{models, DType, Tensor};
 use serde_json::Value;
 
+use crate::support::tempdir;
+
 fn request(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, Value) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
@@ -193,8 +195,7 @@ fn example_binary_serves_a_checkpoint() {
         );
         return;
     }
-    let dir = std::env::temp_dir().join(format!("quadra-serve-http-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempdir("serve-http");
     let ck = dir.join("mlp.safetensors");
     let m = model();
     m.save(&ck).unwrap();

@@ -6,6 +6,8 @@ use quadra::model::Model;
 use quadra::nn::spec::BuildOptions;
 use quadra::{models, DType, Tensor};
 
+use crate::support::tempdir;
+
 #[test]
 fn concurrent_predicts_equal_sequential() {
     let spec = models::get("qcnn", None, 10).unwrap();
@@ -17,8 +19,7 @@ fn concurrent_predicts_equal_sequential() {
         },
     )
     .unwrap();
-    let dir = std::env::temp_dir().join(format!("quadra-serve-predict-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempdir("serve-predict");
     let p = dir.join("qcnn.safetensors");
     model.save(&p).unwrap();
     let model = Arc::new(Model::load(&p).unwrap());

@@ -1,15 +1,51 @@
-//! Shared by the emulator parity tests (`mod common;`): run one layer on the CPU engine and
-//! on `Device::Emu` (the CUDA backend's code path, kernels executed by the emulator) from
-//! the same weights and compare forward output, input gradient and parameter gradients.
+//! Shared by every test binary: each `tests/<crate>/main.rs` includes it with
+//! `#[path = "../support/mod.rs"] mod support;`, so each binary compiles its own copy (and
+//! its own `serial()` lock: one per process, which is what the process-global state needs).
 //!
-//! With `QUADRA_TEST_CUDA=1` every check also runs on `cuda:0` (the same code path on a real
-//! GPU); with that variable set and no usable GPU the tests FAIL, so a run that asked for
-//! the GPU never passes without one.
+//! - `serial()`: the lock of the tests that read or change process-global state (the
+//!   trackers' byte counters, the emulated device's pool and capacity, the TF32 switch,
+//!   environment variables).
+//! - Devices: `devices()` (the CUDA backend's code path: Emu, and cuda:0 with
+//!   `QUADRA_TEST_CUDA=1`), `all_devices()` (the CPU too).
+//! - Parity of one layer on the CPU engine and on a device (`check_layer`), tensors
+//!   (`randn`, `randn_f64`, `assert_close`, `grads`), conv geometries (`geom`).
+//! - Files: `fixture`, `tempdir`/`TempDir`, `assert_png_svg`; the `quadra-train` binary
+//!   (`bin`, `run`, `ok_stdout`, `ok_json`, `ok_json_last`, `fails`); the tiny model spec
+//!   `TINY_Q3` of the memory tests.
+//!
+//! With `QUADRA_TEST_CUDA=1` every device check also runs on `cuda:0` (the same code path
+//! on a real GPU); with that variable set and no usable GPU the tests FAIL, so a run that
+//! asked for the GPU never passes without one.
 #![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use quadra::nn::{module_to_device, Module};
 use quadra::ops::conv::ConvGeom;
 use quadra::{DType, Device, Tensor};
+use serde_json::Value;
+
+// ---- process-global state ------------------------------------------------------------------
+
+/// The tests of one binary run in parallel threads of one process. A test that reads or
+/// changes process-global state holds this guard for its whole body; in `tests/device`,
+/// where the trackers' byte counters are read, every test does (any allocation on another
+/// thread would move the counters).
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    // a test that failed while holding the lock leaves nothing behind that the next needs
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---- tensors -------------------------------------------------------------------------------
+
+/// The f32 tolerance of a layer on a device against the CPU engine, relative and absolute
+/// (`assert_close(got, want, F32_TOL, F32_TOL, ..)`): the kernels sum in other orders than
+/// the CPU engine (and some in f64), so results differ by rounding, not by more.
+pub const F32_TOL: f64 = 1e-5;
 
 /// Relative-to-scale f32 tolerance: |a − b| ≤ atol + rtol·|b| elementwise.
 pub fn assert_close(got: &Tensor, want: &Tensor, rtol: f64, atol: f64, what: &str) {
@@ -34,9 +70,14 @@ pub fn assert_close(got: &Tensor, want: &Tensor, rtol: f64, atol: f64, what: &st
     );
 }
 
-/// Samples N(0, 1)·scale, reproducible.
+/// Samples N(0, 1) in f32, reproducible.
 pub fn randn(shape: &[usize], seed: u64) -> Tensor {
     Tensor::randn(shape, DType::F32, 1.0, seed).unwrap()
+}
+
+/// Samples N(0, 1) in f64 (the finite-difference gradient checks), reproducible.
+pub fn randn_f64(shape: &[usize], seed: u64) -> Tensor {
+    Tensor::randn(shape, DType::F64, 1.0, seed).unwrap()
 }
 
 /// The parameter gradients of `m`, by name.
@@ -49,6 +90,8 @@ pub fn grads(m: &mut dyn Module) -> Vec<(String, Tensor)> {
     });
     out
 }
+
+// ---- devices -------------------------------------------------------------------------------
 
 /// Whether this run must also test the real GPU (`QUADRA_TEST_CUDA=1`).
 pub fn gpu_requested() -> bool {
@@ -67,6 +110,15 @@ pub fn devices() -> Vec<Device> {
     }
     v
 }
+
+/// Every device a device-generic test body runs on: the CPU engine, then `devices()`.
+pub fn all_devices() -> Vec<Device> {
+    let mut v = vec![Device::Cpu];
+    v.extend(devices());
+    v
+}
+
+// ---- one layer on the CPU engine and on a device ------------------------------------------
 
 /// `check_layer_on` for every device of `devices()`; returns the CPU output.
 pub fn check_layer(
@@ -141,6 +193,8 @@ pub fn check_layer_on(
     y
 }
 
+// ---- conv geometries ------------------------------------------------------------------------
+
 /// A conv geometry with one (h, w) pair per kernel/stride/padding/dilation.
 #[allow(clippy::too_many_arguments)]
 pub fn geom(
@@ -163,3 +217,142 @@ pub fn geom(
         groups,
     }
 }
+
+// ---- files -----------------------------------------------------------------------------------
+
+/// A file of tests/fixtures.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// A fresh, empty folder `quadra-TAG-PID-N` under the system temp dir. N counts the calls:
+/// the tests of one binary share the process id, so two of them never get the same folder.
+pub fn tempdir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("quadra-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A `tempdir`, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        TempDir(tempdir(tag))
+    }
+    /// Writes `bytes` to the file `name` in the folder; returns its path.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A path as &str (paths of the temp dir are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `files` = [PNG, SVG] of one chart: a real PNG (more than 2000 bytes: not blank) and a
+/// complete SVG with text labels.
+pub fn assert_png_svg(files: &[PathBuf]) {
+    assert_eq!(files.len(), 2);
+    let png = std::fs::read(&files[0]).unwrap();
+    assert!(
+        png.len() > 2000,
+        "{}: {} bytes",
+        files[0].display(),
+        png.len()
+    );
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let svg = std::fs::read_to_string(&files[1]).unwrap();
+    assert!(svg.contains("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains("<text"), "SVG has labels");
+}
+
+// ---- the quadra-train binary -----------------------------------------------------------------
+
+/// `quadra-train`, as cargo built it for this test run.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_quadra-train"))
+}
+
+/// Runs `quadra-train ARGS` to the end.
+pub fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+/// Runs `quadra-train ARGS`, which must succeed; its stdout.
+pub fn ok_stdout(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// `ok_stdout`, every line a JSON value.
+pub fn ok_json(args: &[&str]) -> Vec<Value> {
+    ok_stdout(args)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: `{l}`: {e}")))
+        .collect()
+}
+
+/// `ok_stdout`, whose last line is a JSON value (the lines before it are text).
+pub fn ok_json_last(args: &[&str]) -> Value {
+    let out = ok_stdout(args);
+    serde_json::from_str(out.lines().last().expect("no output")).unwrap()
+}
+
+/// Runs `quadra-train ARGS`, which must fail with a message on stderr containing every one
+/// of `needles`, and not by a panic; that message.
+pub fn fails(args: &[&str], needles: &[&str]) -> String {
+    let o = run(args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        !o.status.success(),
+        "{args:?} should fail; stdout: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: message lacks `{n}`: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+// ---- tiny models -----------------------------------------------------------------------------
+
+/// Three quadratic layers of different neurons and sizes (so that memory plans have
+/// choices) on 1×8×8 inputs, 3 classes: the model of the memory profiler's tests.
+pub const TINY_Q3: &str = r#"{
+  "name": "tiny-q3", "input": [1, 8, 8], "num_classes": 3,
+  "layers": [
+    {"type": "quad_conv2d", "name": "q1", "neuron": "quadralib-bn", "in_channels": 1, "out_channels": 4,
+     "kernel_size": 3, "padding": 1},
+    {"type": "batch_norm2d", "name": "bn1", "num_features": 4},
+    {"type": "relu", "name": "relu1"},
+    {"type": "quad_conv2d", "name": "q2", "neuron": "quadralib", "in_channels": 4, "out_channels": 8,
+     "kernel_size": 3, "padding": 1},
+    {"type": "relu", "name": "relu2"},
+    {"type": "max_pool2d", "name": "pool", "kernel_size": 2},
+    {"type": "quad_conv2d", "name": "q3", "neuron": "t4", "in_channels": 8, "out_channels": 8,
+     "kernel_size": 3, "padding": 1},
+    {"type": "flatten", "name": "flatten"},
+    {"type": "linear", "name": "fc", "in_features": 128, "out_features": 3}
+  ]
+}"#;

@@ -3,11 +3,9 @@
 //! SGD / Adam(W) updates and gradient clipping (cuda/optim.cu), and whole training steps of
 //! a small CNN through `Model::train_step`, from the same weights and batches.
 
-mod common;
-
 use std::any::Any;
 
-use common::{assert_close, randn};
+use crate::support::{assert_close, ok_stdout, randn, run, tempdir};
 use quadra::device::alloc::Category;
 use quadra::model::Model;
 use quadra::nn::loss::{accuracy_count, SoftmaxCrossEntropy};
@@ -432,7 +430,7 @@ fn qresnet10_small() -> ModelSpec {
 /// weights, batches, optimizer); prints both loss curves and checks them, the accuracy
 /// counts, the final weights and eval-mode predictions.
 fn check_training(spec: &ModelSpec, what: &str, make: &dyn Fn() -> Box<dyn Optimizer>) {
-    for dev in common::devices() {
+    for dev in crate::support::devices() {
         check_training_on(dev, spec, &format!("{what} on {dev}"), make);
     }
 }
@@ -577,23 +575,6 @@ fn device_mismatches_are_errors() {
 // (d) the command line
 // ---------------------------------------------------------------------------------------
 
-fn bin(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_quadra-train"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = bin(args);
-    assert!(
-        o.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
 fn step_losses(dir: &std::path::Path) -> Vec<f64> {
     std::fs::read_to_string(dir.join("steps.jsonl"))
         .unwrap()
@@ -611,9 +592,7 @@ fn step_losses(dir: &std::path::Path) -> Vec<f64> {
 /// land), against the same run on the CPU; then `eval` of its checkpoint on both devices.
 #[test]
 fn cli_trains_and_evaluates_on_emu() {
-    let dir = std::env::temp_dir().join(format!("quadra-emu-cli-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempdir("emu-cli");
     let mut spec = tiny_cnn();
     spec.input = vec![1, 8, 8];
     spec.num_classes = 10;
@@ -634,7 +613,7 @@ fn cli_trains_and_evaluates_on_emu() {
     let mut curves = Vec::new();
     for device in ["cpu", "emu"] {
         let out = dir.join(device);
-        let text = ok(&[
+        let text = ok_stdout(&[
             "train",
             "--model",
             sp,
@@ -672,7 +651,7 @@ fn cli_trains_and_evaluates_on_emu() {
     let ck = dir.join("emu").join("last.safetensors");
     let ck = ck.to_str().unwrap();
     let eval = |device: &str| -> serde_json::Value {
-        let text = ok(&["eval", "--checkpoint", ck, "--device", device, "--json"]);
+        let text = ok_stdout(&["eval", "--checkpoint", ck, "--device", device, "--json"]);
         serde_json::from_str(text.trim()).unwrap()
     };
     let (vc, ve) = (eval("cpu"), eval("emu"));
@@ -684,7 +663,7 @@ fn cli_trains_and_evaluates_on_emu() {
     );
     assert_eq!(vc["accuracy"], ve["accuracy"]);
     if quadra::device::gpu::runtime(Device::Cuda(0)).is_err() {
-        let o = bin(&["eval", "--checkpoint", ck, "--device", "cuda"]);
+        let o = run(&["eval", "--checkpoint", ck, "--device", "cuda"]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success());
         assert!(

@@ -2,23 +2,14 @@
 //! and resumed from its last checkpoint logs the same per-step and per-epoch losses, bit for
 //! bit, and ends with the same weights as the uninterrupted run (CPU).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use quadra::checkpoint::Checkpoint;
 use serde_json::Value;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_quadra-train"))
-}
-
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("quadra-resume-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use crate::support::{bin, tempdir};
 
 fn lines(p: &Path) -> Vec<Value> {
     std::fs::read_to_string(p)
@@ -85,7 +76,7 @@ fn weights(p: &Path) -> Vec<(String, Vec<u64>)> {
 }
 
 fn kill_and_resume(tag: &str, extra: &[&str]) {
-    let dir = tempdir(tag);
+    let dir = tempdir(&format!("resume-{tag}"));
     let (full, killed) = (dir.join("full"), dir.join("killed"));
     let mut common = vec![
         "train",

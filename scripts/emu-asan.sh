@@ -30,17 +30,22 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:check_initialization_order=1
 
 echo "== emu-asan 1/2: emulator test suites under ASan ($LIBASAN)"
 start=$(date +%s)
-# every tests/emu_*.rs: the kernel tests and the layer/training parity tests, whose tensors
-# live in emulated device memory allocated with exact sizes under ASan (no pool rounding)
-tests=()
-for f in tests/emu_*.rs; do tests+=(--test "$(basename "$f" .rs)"); done
-cargo test "${tests[@]}"
+# every tests/<crate>/emu_*.rs module: the kernel tests and the layer/training parity
+# tests, whose tensors live in emulated device memory allocated with exact sizes under ASan
+# (no pool rounding). Each module is a filter `emu_x::` on the test binary <crate>.
+crates=() filters=()
+for f in tests/*/emu_*.rs; do
+  c="$(basename "$(dirname "$f")")"
+  [[ " ${crates[*]} " == *" --test $c "* ]] || crates+=(--test "$c")
+  filters+=("$(basename "$f" .rs)::")
+done
+cargo test "${crates[@]}" -- "${filters[@]}"
 echo "== emu-asan 1/2: clean ($(($(date +%s) - start)) s including the build)"
 
 echo "== emu-asan 2/2: planted out-of-bounds read in emu_test_oob_read_f32 (must be caught)"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-if QUADRA_EMU_ASAN_PLANTED=1 cargo test --test emu_kernels planted_out_of_bounds_read -- --exact \
+if QUADRA_EMU_ASAN_PLANTED=1 cargo test --test ops emu_kernels::planted_out_of_bounds_read -- --exact \
   --test-threads=1 >"$log" 2>&1; then
   cat "$log"
   echo "emu-asan: FAILED: the planted out-of-bounds read was not reported" >&2

@@ -4,9 +4,13 @@
 #
 #   scripts/gpu-tests.sh build [DIR]   # here: build + bundle into DIR (default out/gpu-bundle)
 #                                      # and DIR.tar.xz (~13 MB) to carry
-#   tar -xJf out/gpu-bundle.tar.xz -C out && out/gpu-bundle/run.sh
+#   tar -xJf out/gpu-bundle.tar.xz -C out && out/gpu-bundle/run.sh [BINARY [TEST-FILTER...]]
 #                                      # there, from the repository root: run every binary
 #                                      # twice (QUADRA_TEST_CUDA=1, then as `cargo test` does)
+#
+# Test binaries: lib-quadra, bin-*, and one per test crate tests/<crate>/main.rs (ops,
+# device, models, train, data, cli, serve, convert), each holding one module per topic
+# (e.g. ops's emu_layers): `run.sh ops emu_layers::` runs only that module.
 #
 # The bundle holds the test binaries and quadra-train/quadra-bench (debug info stripped),
 # a manifest and run.sh. The binaries carry the absolute paths of the build
@@ -19,7 +23,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 usage() {
-  sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
@@ -81,12 +85,15 @@ cat >"$OUT/run.sh" <<'RUN'
 # Runs every bundled test binary twice: with QUADRA_TEST_CUDA=1 (the GPU checks run on
 # cuda:0 and FAIL when it is unusable) and without (as `cargo test` runs them: emulator and
 # CPU). Run it from a copy of the repository (for tests/fixtures), e.g. the repository root:
-#   out/gpu-bundle/run.sh [FILTER]     FILTER: only binaries whose name contains it
+#   out/gpu-bundle/run.sh [FILTER [TEST-FILTER...]]
+#     FILTER: only binaries whose name contains it (ops, device, train, ...);
+#     TEST-FILTER: passed to each binary (test names containing it, e.g. emu_layers::)
 # QUADRA_REPO overrides the repository root; MODES="gpu emu" picks the passes.
 set -uo pipefail
 B="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="${QUADRA_REPO:-$(cd "$B/../.." && pwd)}"
 FILTER="${1:-}"
+TEST_ARGS=("${@:2}")
 MODES="${MODES:-gpu emu}"
 BUILD_ROOT="$(sed -n 's/^build_root=//p' "$B/manifest.txt")"
 cat "$B/manifest.txt"
@@ -143,9 +150,9 @@ for mode in $MODES; do
     log="$LOGS/$mode-$name.log"
     start=$SECONDS
     if [[ "$mode" == gpu ]]; then
-      QUADRA_TEST_CUDA=1 "$t" >"$log" 2>&1
+      QUADRA_TEST_CUDA=1 "$t" ${TEST_ARGS[@]+"${TEST_ARGS[@]}"} >"$log" 2>&1
     else
-      env -u QUADRA_TEST_CUDA "$t" >"$log" 2>&1
+      env -u QUADRA_TEST_CUDA "$t" ${TEST_ARGS[@]+"${TEST_ARGS[@]}"} >"$log" 2>&1
     fi
     rc=$?
     res="$(grep -E '^test result:' "$log" | tail -n 1 | sed 's/^test result: //; s/; finished.*//')"

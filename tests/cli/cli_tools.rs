@@ -1,0 +1,438 @@
+//! End-to-end tests of the `quadra-train` tool subcommands: memory, analyze, cost, convert
+//! and importance, on tiny inputs (each runs in well under a second in release).
+
+use quadra::checkpoint::Checkpoint;
+use quadra::nn::spec::ModelSpec;
+
+use crate::support::{ok_json_last, run, tempdir};
+
+#[test]
+fn memory_writes_charts_report_and_plans() {
+    let d = tempdir("cli-tools-memory");
+    let out = d.join("mem");
+    let v = ok_json_last(&[
+        "memory",
+        "--model",
+        "qcnn",
+        "--batch",
+        "4",
+        "--steps",
+        "1",
+        "--threads",
+        "1",
+        "--budget-mib",
+        "2.5",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    let peaks = &v["peak_bytes"];
+    assert!(peaks["stored"].as_u64().unwrap() > peaks["recompute"].as_u64().unwrap());
+    assert!(peaks["planned"].as_u64().is_some());
+    assert_eq!(v["plans"].as_array().unwrap().len(), 1);
+    for f in [
+        "timeline.png",
+        "timeline.svg",
+        "layers.svg",
+        "report.html",
+        "report.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    // a budget below the recompute peak is an error naming the budget
+    let o = run(&[
+        "memory",
+        "--model",
+        "qcnn",
+        "--batch",
+        "4",
+        "--steps",
+        "1",
+        "--memory-budget",
+        "1000",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("budget 1000 bytes"));
+}
+
+#[test]
+fn analyze_writes_histograms() {
+    let d = tempdir("cli-tools-analyze");
+    let v = ok_json_last(&[
+        "analyze",
+        "--model",
+        "qcnn",
+        "--batch",
+        "4",
+        "--out",
+        d.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(v["model"], "qcnn");
+    assert!(v["entries"].as_u64().unwrap() > 0);
+    assert!(d.join("activations.svg").is_file());
+    assert!(d.join("analysis.json").is_file());
+}
+
+#[test]
+fn cost_of_qresnet14() {
+    let v = ok_json_last(&["cost", "--model", "qresnet14", "--json"]);
+    assert_eq!(v["total_params"], 520282);
+    let o = run(&["cost", "--model", "nosuchnet"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nosuchnet"));
+    let o = run(&["cost", "--spec", "/nonexistent/s.json"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/s.json"));
+}
+
+#[test]
+fn convert_spec_and_bad_selection() {
+    let d = tempdir("cli-tools-convert");
+    let x = d.join("x.json");
+    let v = ok_json_last(&[
+        "convert",
+        "--model",
+        "cnn",
+        "--neuron",
+        "quadralib-bn",
+        "-o",
+        x.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(v["layers"].as_array().unwrap().len(), 3);
+    let spec = ModelSpec::from_json(&std::fs::read_to_string(&x).unwrap()).unwrap();
+    assert_eq!(spec.name, "cnn");
+    // the written spec is a valid --spec input, with the converted cost
+    let c = ok_json_last(&["cost", "--spec", x.to_str().unwrap(), "--json"]);
+    assert_eq!(c["total_params"], v["params_after"]);
+    // and `train` builds and trains it (the spec file given as --model)
+    let run_dir = d.join("run");
+    let o = run(&[
+        "train",
+        "--model",
+        x.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--train-samples",
+        "64",
+        "--test-samples",
+        "32",
+        "--out",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        o.status.success(),
+        "train --model x.json: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let ck = Checkpoint::load(run_dir.join("last.safetensors")).unwrap();
+    assert_eq!(ck.spec, spec);
+    // a spec whose class count does not match the dataset is refused, naming the file
+    let mut wrong = spec.clone();
+    wrong.layers.pop();
+    let w = d.join("wrong.json");
+    std::fs::write(&w, wrong.to_json()).unwrap();
+    let o = run(&[
+        "train",
+        "--model",
+        w.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--out",
+        d.join("r2").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("wrong.json"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    let y = d.join("y.json");
+    let o = run(&[
+        "convert",
+        "--model",
+        "cnn",
+        "--neuron",
+        "quadralib-bn",
+        "--select",
+        "nosuch",
+        "-o",
+        y.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nosuch"));
+    assert!(!y.exists());
+}
+
+#[test]
+fn convert_checkpoint_then_importance() {
+    let d = tempdir("cli-tools-importance");
+    let run_dir = d.join("run");
+    let o = run(&[
+        "train",
+        "--model",
+        "cnn",
+        "--epochs",
+        "1",
+        "--train-samples",
+        "64",
+        "--test-samples",
+        "32",
+        "--out",
+        run_dir.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let q = d.join("q.safetensors");
+    let v = ok_json_last(&[
+        "convert",
+        "--checkpoint",
+        run_dir.join("last.safetensors").to_str().unwrap(),
+        "--neuron",
+        "quadralib-bn",
+        "--select",
+        "conv*",
+        "-o",
+        q.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(v["layers"], serde_json::json!(["conv1", "conv2"]));
+    let (_, mut model) = Checkpoint::load_model(&q).unwrap();
+    assert_eq!(
+        model.num_params() as u64,
+        v["params_after"].as_u64().unwrap()
+    );
+
+    let r = ok_json_last(&[
+        "importance",
+        "--checkpoint",
+        q.to_str().unwrap(),
+        "--samples",
+        "32",
+        "--json",
+    ]);
+    assert_eq!(r["samples"], 32);
+    assert_eq!(r["layers"].as_array().unwrap().len(), 2);
+}
+
+/// The auto-builder flow through the tool: train a first-order cnn, convert its checkpoint
+/// with BatchNorm calibration and a check against the original, evaluate the converted
+/// checkpoint, fine-tune it (`train --init`), rank, reduce to a budget (`reduce`) and train
+/// the reduced spec; and the errors on the way.
+#[test]
+fn convert_calibrate_check_eval_init_reduce() {
+    let d = tempdir("cli-tools-flow");
+    let p = |n: &str| d.join(n).to_str().unwrap().to_string();
+    let o = run(&[
+        "train",
+        "--model",
+        "cnn",
+        "--epochs",
+        "1",
+        "--train-samples",
+        "128",
+        "--test-samples",
+        "64",
+        "--out",
+        &p("run"),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ck = p("run/last.safetensors");
+    let v = ok_json_last(&[
+        "convert",
+        "--checkpoint",
+        &ck,
+        "--neuron",
+        "quadralib-bn",
+        "--select",
+        "conv*",
+        "--calibrate",
+        "64",
+        "--check",
+        "64",
+        "-o",
+        &p("q.safetensors"),
+        "--json",
+    ]);
+    assert_eq!(v["calibration"]["samples"], 64);
+    assert_eq!(v["calibration"]["bns"].as_array().unwrap().len(), 4);
+    assert_eq!(v["check"]["samples"], 64);
+    let diff = v["check"]["max_abs_diff"].as_f64().unwrap();
+    assert!(diff < 1e-4, "{diff}");
+    assert_eq!(
+        v["check"]["accuracy_original"],
+        v["check"]["accuracy_converted"]
+    );
+
+    // eval: the converted checkpoint has no training config → --dataset
+    let o = run(&["eval", "--checkpoint", &p("q.safetensors")]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("--dataset"), "{e}");
+    let orig = ok_json_last(&["eval", "--checkpoint", &ck, "--json"]);
+    let conv = ok_json_last(&[
+        "eval",
+        "--checkpoint",
+        &p("q.safetensors"),
+        "--dataset",
+        "synthetic",
+        "--json",
+    ]);
+    assert_eq!(conv["samples"], 1000, "the default synthetic test set");
+    assert!(orig["samples"] == 64);
+
+    // fine-tuning from the converted weights; --init and --model exclude each other
+    let o = run(&[
+        "train",
+        "--init",
+        &p("q.safetensors"),
+        "--model",
+        "cnn",
+        "--out",
+        &p("x"),
+    ]);
+    assert!(!o.status.success());
+    let o = run(&[
+        "train",
+        "--init",
+        &p("q.safetensors"),
+        "--epochs",
+        "1",
+        "--train-samples",
+        "64",
+        "--test-samples",
+        "32",
+        "--out",
+        &p("ft"),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (_, mut ft) = Checkpoint::load_model(d.join("ft/last.safetensors")).unwrap();
+    let (_, mut q) = Checkpoint::load_model(d.join("q.safetensors")).unwrap();
+    assert_eq!(ft.spec, q.spec);
+    assert_eq!(ft.num_params(), q.num_params());
+    // the run resumes (its model is the checkpoint's, not a zoo model)
+    let o = run(&[
+        "train",
+        "--resume",
+        &p("ft/last.safetensors"),
+        "--epochs",
+        "2",
+        "--out",
+        &p("ft"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // reduce: ranked here, or from `importance --json`
+    let ftck = p("ft/last.safetensors");
+    let imp = run(&[
+        "importance",
+        "--checkpoint",
+        &ftck,
+        "--samples",
+        "32",
+        "--json",
+    ]);
+    assert!(imp.status.success());
+    std::fs::write(d.join("imp.json"), &imp.stdout).unwrap();
+    let r = ok_json_last(&[
+        "reduce",
+        "--checkpoint",
+        &ftck,
+        "--importance",
+        &p("imp.json"),
+        "--budget-macs",
+        "50%",
+        "-o",
+        &p("reduced.json"),
+        "--save-checkpoint",
+        &p("reduced.safetensors"),
+        "--json",
+    ]);
+    let (before, after) = (
+        r["macs_before"].as_u64().unwrap(),
+        r["macs_after"].as_u64().unwrap(),
+    );
+    assert!(after <= before / 2, "{r}");
+    let spec =
+        ModelSpec::from_json(&std::fs::read_to_string(d.join("reduced.json")).unwrap()).unwrap();
+    let cost = ok_json_last(&["cost", "--spec", &p("reduced.json"), "--json"]);
+    assert_eq!(cost["total_macs"].as_u64().unwrap(), after);
+    let (_, red) = Checkpoint::load_model(d.join("reduced.safetensors")).unwrap();
+    assert_eq!(red.spec, spec);
+    let r2 = ok_json_last(&[
+        "reduce",
+        "--checkpoint",
+        &ftck,
+        "--samples",
+        "32",
+        "--budget-params",
+        "25000",
+        "-o",
+        &p("reduced2.json"),
+        "--json",
+    ]);
+    assert!(r2["params_after"].as_u64().unwrap() <= 25000);
+    let o = run(&[
+        "train",
+        "--model",
+        &p("reduced.json"),
+        "--epochs",
+        "1",
+        "--train-samples",
+        "64",
+        "--test-samples",
+        "32",
+        "--out",
+        &p("rt"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // errors
+    let (imp_path, out) = (p("imp.json"), p("e.json"));
+    for (args, want) in [
+        (vec!["--budget-params", "100"], "cannot be reduced"),
+        (vec!["--budget-params", "abc"], "expected a count"),
+        (vec!["--budget-macs", "0%"], "percentage must be in"),
+    ] {
+        let mut a = vec!["reduce", "--checkpoint", &ftck, "--importance", &imp_path];
+        a.extend(args);
+        a.extend(["-o", &out]);
+        let o = run(&a);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && e.contains(want), "{a:?}: {e}");
+    }
+    let o = run(&[
+        "reduce",
+        "--checkpoint",
+        &ck,
+        "--importance",
+        &p("imp.json"),
+        "--budget-params",
+        "100",
+        "-o",
+        &p("e.json"),
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("it ranks model"), "{e}");
+    let o = run(&[
+        "convert",
+        "--model",
+        "cnn",
+        "--neuron",
+        "quadralib-bn",
+        "--calibrate",
+        "8",
+        "-o",
+        &p("s.json"),
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("need --checkpoint"),
+        "{e}"
+    );
+}

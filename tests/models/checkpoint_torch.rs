@@ -1,0 +1,191 @@
+//! PyTorch interop, against golden files written by PyTorch:
+//!
+//!     python ../shared/bench/torch_ref.py export --model qresnet14 --seed 0 --out DIR
+//!
+//! (torch 2.x, CPU) copied to tests/fixtures/torch_qresnet14_{weights,io}.safetensors:
+//! `weights` is the seeded reference module's state dict (floating-point entries, so no
+//! `num_batches_tracked`), `io` a fixed input batch (8, 3, 32, 32) and its eval-mode logits.
+//! qvgg7's export is 49 MB, too large to commit; only qresnet14's fixtures are here.
+
+use std::collections::HashMap;
+
+use quadra::checkpoint::{self, export_torch, import_torch, read_tensors, write_tensors};
+use quadra::model::Model;
+use quadra::{models, DType, Tensor};
+
+use crate::support::{fixture, tempdir};
+
+fn io() -> (Tensor, Tensor) {
+    let (io, _) = read_tensors(fixture("torch_qresnet14_io.safetensors")).unwrap();
+    let m: HashMap<String, Tensor> = io.into_iter().collect();
+    (m["input"].clone(), m["logits"].clone())
+}
+
+fn weights() -> Vec<(String, Tensor)> {
+    read_tensors(fixture("torch_qresnet14_weights.safetensors"))
+        .unwrap()
+        .0
+}
+
+/// Largest |a − b| relative to max(1, |b|∞).
+fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    let scale = b.to_f64_vec().iter().fold(1f64, |m, v| m.max(v.abs()));
+    a.max_abs_diff(b).unwrap() / scale
+}
+
+// f32 tolerance, relative to max(1, |logits|∞): measured against PyTorch 2.4e-7 absolute
+// (1.8e-7 relative) in f32 and 1.9e-7 in f64 (PyTorch's own f32 rounding); 1e-5 leaves
+// room for other GEMM blockings and thread counts.
+const TOL: f64 = 1e-5;
+
+#[test]
+fn qresnet14_logits_match_pytorch() {
+    let spec = models::get("qresnet14", None, 10).unwrap();
+    let model = import_torch(
+        fixture("torch_qresnet14_weights.safetensors"),
+        &spec,
+        DType::F32,
+    )
+    .unwrap();
+    let (x, want) = io();
+    let got = model.predict(&x).unwrap();
+    let e = rel_err(&got, &want);
+    eprintln!(
+        "qresnet14 f32 vs PyTorch: max abs diff {:.3e}, relative {e:.3e}",
+        got.max_abs_diff(&want).unwrap()
+    );
+    assert!(
+        e < TOL,
+        "logits differ from PyTorch's by {e:.3e} (relative), tolerance {TOL}"
+    );
+    assert_eq!(
+        quadra::serve::argmax(&got).unwrap(),
+        quadra::serve::argmax(&want).unwrap()
+    );
+
+    // in f64 the difference is PyTorch's own f32 rounding
+    let model64 = import_torch(
+        fixture("torch_qresnet14_weights.safetensors"),
+        &spec,
+        DType::F64,
+    )
+    .unwrap();
+    let got64 = model64.predict(&x.to_dtype(DType::F64).unwrap()).unwrap();
+    let e64 = rel_err(&got64, &want);
+    eprintln!("qresnet14 f64 vs PyTorch f32: relative {e64:.3e}");
+    assert!(e64 < TOL);
+}
+
+#[test]
+fn export_round_trips_bit_for_bit_and_through_a_checkpoint() {
+    let spec = models::get("qresnet14", None, 10).unwrap();
+    let model = import_torch(
+        fixture("torch_qresnet14_weights.safetensors"),
+        &spec,
+        DType::F32,
+    )
+    .unwrap();
+    let dir = tempdir("ck-torch-export");
+    let out = dir.join("exported.safetensors");
+    export_torch(&model, &out).unwrap();
+    let a: HashMap<String, Tensor> = weights().into_iter().collect();
+    let (b, _) = read_tensors(&out).unwrap();
+    assert_eq!(a.len(), b.len());
+    for (k, t) in &b {
+        assert_eq!(
+            a[k].to_vec::<f32>().unwrap(),
+            t.to_vec::<f32>().unwrap(),
+            "{k}"
+        );
+    }
+    // checkpoint → Model::load → same logits, bit for bit
+    let ck = dir.join("ck.safetensors");
+    model.save(&ck).unwrap();
+    let back = Model::load(&ck).unwrap();
+    let (x, _) = io();
+    assert_eq!(
+        model.predict(&x).unwrap().to_vec::<f32>().unwrap(),
+        back.predict(&x).unwrap().to_vec::<f32>().unwrap()
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn import_err(entries: &[(String, Tensor)], tag: &str) -> String {
+    let dir = tempdir(&format!("ck-torch-{tag}"));
+    let p = dir.join("w.safetensors");
+    write_tensors(&p, entries, None).unwrap();
+    let spec = models::get("qresnet14", None, 10).unwrap();
+    let e = import_torch(&p, &spec, DType::F32)
+        .err()
+        .expect("import should fail")
+        .to_string();
+    std::fs::remove_dir_all(dir).unwrap();
+    assert!(e.contains("w.safetensors"), "{e}");
+    e
+}
+
+#[test]
+fn import_errors_name_the_entries() {
+    let w = weights();
+    // missing
+    let e = import_err(
+        &w.iter()
+            .filter(|(k, _)| k != "layer2.0.conv1.bn2.running_var")
+            .cloned()
+            .collect::<Vec<_>>(),
+        "missing",
+    );
+    assert!(
+        e.contains("missing") && e.contains("layer2.0.conv1.bn2.running_var"),
+        "{e}"
+    );
+    // extra
+    let mut x = w.clone();
+    x.push((
+        "layer9.fc.weight".into(),
+        Tensor::zeros(&[2, 2], DType::F32).unwrap(),
+    ));
+    let e = import_err(&x, "extra");
+    assert!(
+        e.contains("unexpected") && e.contains("layer9.fc.weight"),
+        "{e}"
+    );
+    // misshapen
+    let x: Vec<_> = w
+        .iter()
+        .map(|(k, t)| {
+            if k == "linear.weight" {
+                (k.clone(), Tensor::zeros(&[10, 32], DType::F32).unwrap())
+            } else {
+                (k.clone(), t.clone())
+            }
+        })
+        .collect();
+    let e = import_err(&x, "shape");
+    assert!(
+        e.contains("linear.weight") && e.contains("[10, 32]") && e.contains("[10, 64]"),
+        "{e}"
+    );
+    // num_batches_tracked (an integer tensor in real PyTorch dicts) is ignored; a
+    // DataParallel `module.` prefix is stripped
+    let dir = tempdir("ck-torch-nbt");
+    let p = dir.join("w.safetensors");
+    let mut bytes_entries: Vec<(String, Tensor)> = w
+        .iter()
+        .map(|(k, t)| (format!("module.{k}"), t.clone()))
+        .collect();
+    bytes_entries.push((
+        "module.bn1.num_batches_tracked".into(),
+        Tensor::zeros(&[], DType::F64).unwrap(),
+    ));
+    write_tensors(&p, &bytes_entries, None).unwrap();
+    let spec = models::get("qresnet14", None, 10).unwrap();
+    import_torch(&p, &spec, DType::F32).unwrap();
+    // a plain state dict is not a checkpoint
+    let e = checkpoint::Checkpoint::load(&p).err().unwrap().to_string();
+    assert!(
+        e.contains("not a quadra checkpoint") && e.contains("w.safetensors"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

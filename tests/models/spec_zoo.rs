@@ -1,0 +1,228 @@
+//! Model specs and the zoo: PyTorch state-dict names and shapes match the reference
+//! modules of ../shared/bench/torch_ref.py (the fixtures were written by that script's
+//! classes: `{k: v.shape for k, v in model.state_dict().items() if v.is_floating_point()}`),
+//! and bad specs are clear errors.
+
+use std::collections::BTreeMap;
+
+use quadra::models;
+use quadra::nn::spec::{BuildOptions, ModelSpec};
+use quadra::nn::{BackpropMode, Module};
+
+use crate::support;
+
+fn fixture(name: &str) -> BTreeMap<String, Vec<usize>> {
+    let text =
+        std::fs::read_to_string(support::fixture(&format!("{name}_state_dict.txt"))).unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let mut it = l.split_whitespace();
+            let k = it.next().unwrap().to_string();
+            (k, it.map(|d| d.parse().unwrap()).collect())
+        })
+        .collect()
+}
+
+#[test]
+fn zoo_state_dicts_match_the_pytorch_reference() {
+    // parameter counts printed by torch_ref.py's modules: sum(p.numel() for p in m.parameters())
+    for (name, torch_params) in [
+        ("qresnet14", 520_282usize),
+        ("qvgg7", 12_304_330),
+        ("resnet32", 466_906),
+        ("vgg13", 9_416_010),
+    ] {
+        let spec = models::get(name, None, 10).unwrap();
+        let mut net = spec.build(BuildOptions::default()).unwrap();
+        let mut sd = Vec::new();
+        net.state_dict(&mut sd);
+        let ours: BTreeMap<String, Vec<usize>> = sd
+            .iter()
+            .map(|(k, t)| (k.clone(), t.shape().to_vec()))
+            .collect();
+        let want = fixture(name);
+        let missing: Vec<_> = want.keys().filter(|k| !ours.contains_key(*k)).collect();
+        let extra: Vec<_> = ours.keys().filter(|k| !want.contains_key(*k)).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{name}: missing {missing:?}, extra {extra:?}"
+        );
+        assert_eq!(ours, want, "{name}: shapes differ");
+        let mut n = 0;
+        net.visit_params(&mut |_, p| n += p.value.numel());
+        assert_eq!(n, torch_params, "{name}: parameter count");
+    }
+}
+
+#[test]
+fn spec_json_round_trip_and_build() {
+    for (name, _) in models::MODELS {
+        let spec = models::get(name, None, 10).unwrap();
+        let back = ModelSpec::from_json(&spec.to_json()).unwrap();
+        assert_eq!(spec, back, "{name}");
+        spec.check().unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+fn qcnn_json() -> serde_json::Value {
+    serde_json::from_str(&models::get("qcnn", None, 10).unwrap().to_json()).unwrap()
+}
+
+fn err_of(v: serde_json::Value) -> String {
+    match ModelSpec::from_json(&v.to_string())
+        .and_then(|s| s.build(BuildOptions::default()).map(|_| ()))
+    {
+        Ok(()) => panic!("expected an error for {v}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_specs_are_clear_errors() {
+    let mut v = qcnn_json();
+    v["layers"][0]["neuron"] = "t9".into();
+    let e = err_of(v);
+    assert!(e.contains("t9") && e.contains("quadralib-bn"), "{e}");
+
+    let mut v = qcnn_json();
+    v["layers"][0]["kernel_sise"] = 3.into();
+    let e = err_of(v);
+    assert!(e.contains("kernel_sise"), "{e}");
+
+    let mut v = qcnn_json();
+    v["layers"][4]["in_channels"] = 15.into();
+    let e = err_of(v);
+    assert!(e.contains("conv2") && e.contains("15"), "{e}");
+
+    let mut v = qcnn_json();
+    v["num_classes"] = 7.into();
+    let e = err_of(v);
+    assert!(e.contains("num_classes"), "{e}");
+
+    let mut v = qcnn_json();
+    v["layers"][0]["groups"] = 3.into();
+    let e = err_of(v);
+    assert!(e.contains("groups"), "{e}");
+
+    let mut v = qcnn_json();
+    v["layers"][0]["kernel_size"] = 0.into();
+    let e = err_of(v);
+    assert!(e.contains("kernel size"), "{e}");
+
+    let mut v = qcnn_json();
+    v["layers"][0]["kernel_size"] = 31.into();
+    let e = err_of(v);
+    assert!(e.contains("larger than the padded input"), "{e}");
+
+    let mut v = qcnn_json();
+    v["input"] = serde_json::json!([1, 0, 28]);
+    let e = err_of(v);
+    assert!(e.contains("input shape"), "{e}");
+
+    let mut v = qcnn_json();
+    v["backprop_overrides"] = serde_json::json!({"conv9": "recompute"});
+    let e = err_of(v);
+    assert!(e.contains("conv9") && e.contains("conv1"), "{e}");
+
+    let mut v = qcnn_json();
+    v["backprop"] = "lazy".into();
+    let e = err_of(v);
+    assert!(e.contains("lazy"), "{e}");
+
+    assert!(models::get("resnet7", None, 10)
+        .unwrap_err()
+        .to_string()
+        .contains("qresnet14"));
+}
+
+#[test]
+fn per_layer_backprop_overrides_are_applied() {
+    use quadra::nn::quadratic::QuadConv2d;
+    let mut spec = models::get("qcnn", None, 10).unwrap();
+    spec.backprop = BackpropMode::Recompute;
+    spec.backprop_overrides
+        .insert("conv2".into(), BackpropMode::Stored);
+    let net = spec.build(BuildOptions::default()).unwrap();
+    let mut modes = Vec::new();
+    for l in net.children() {
+        if let Some(q) = l.as_any().downcast_ref::<QuadConv2d>() {
+            modes.push((q.path().to_string(), q.mode()));
+        }
+    }
+    assert_eq!(
+        modes,
+        vec![
+            ("conv1".to_string(), BackpropMode::Recompute),
+            ("conv2".to_string(), BackpropMode::Stored)
+        ]
+    );
+}
+
+#[test]
+fn optimizer_rejects_absurd_hyper_parameters() {
+    use quadra::optim::Sgd;
+    assert!(Sgd::new(-0.1, 0.9, 0.0, false).is_err());
+    assert!(Sgd::new(f64::INFINITY, 0.9, 0.0, false).is_err());
+    assert!(Sgd::new(0.1, 1.5, 0.0, false).is_err());
+    assert!(Sgd::new(0.1, 0.9, 2.0, false).is_err());
+    assert!(Sgd::new(0.1, 0.0, 0.0, true)
+        .unwrap_err()
+        .to_string()
+        .contains("Nesterov"));
+}
+
+#[test]
+fn absurd_sizes_are_refused_not_aborted() {
+    let mut v = qcnn_json();
+    v["layers"][0]["out_channels"] = serde_json::json!(4_000_000_000u64);
+    let e = err_of(v);
+    assert!(e.contains("conv1"), "{e}");
+    let mut v = qcnn_json();
+    let n = v["layers"].as_array().unwrap().len();
+    v["layers"][n - 1]["out_features"] = serde_json::json!(1u64 << 40);
+    let e = err_of(v);
+    assert!(e.contains("fc"), "{e}");
+    let e = quadra::Tensor::zeros(&[1 << 20, 1 << 20], quadra::DType::F32)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("2^36"), "{e}");
+}
+
+#[test]
+fn mobilenet_matches_the_pytorch_cifar_mobilenet() {
+    // sum(p.numel() for p in MobileNet().parameters()) of the common PyTorch CIFAR MobileNet
+    // (conv1/bn1, layers.{i}.conv1 depthwise + bn1, conv2 pointwise + bn2, linear): 3217226
+    let spec = models::get("mobilenet", None, 10).unwrap();
+    let mut net = spec.build(BuildOptions::default()).unwrap();
+    let mut n = 0;
+    net.visit_params(&mut |_, p| n += p.value.numel());
+    assert_eq!(n, 3_217_226);
+    let mut sd = Vec::new();
+    net.state_dict(&mut sd);
+    let names: Vec<&str> = sd.iter().map(|(k, _)| k.as_str()).collect();
+    for k in [
+        "conv1.weight",
+        "layers.0.conv1.weight",
+        "layers.0.bn2.running_var",
+        "layers.12.conv2.weight",
+        "linear.bias",
+    ] {
+        assert!(names.contains(&k), "{k} missing");
+    }
+    // qcnn's first-order twin has a similar parameter count
+    let count = |m: &str| {
+        let mut net = models::get(m, None, 10)
+            .unwrap()
+            .build(BuildOptions::default())
+            .unwrap();
+        let mut n = 0usize;
+        net.visit_params(&mut |_, p| n += p.value.numel());
+        n
+    };
+    let (q, w) = (count("qcnn"), count("cnn-wide"));
+    assert!(
+        (w as f64 / q as f64 - 1.0).abs() < 0.1,
+        "qcnn {q} vs cnn-wide {w}"
+    );
+}

@@ -9,7 +9,7 @@
 //!    makes both a missing nvcc and a compile error fail the build.
 //! 2. Always, with the host C++ compiler (`cc`) against the emulator in `cuda/emu/` into the
 //!    static library `quadra_emu` (kernels + runtime + registry), which
-//!    `src/device/emu.rs` drives. `QUADRA_EMU_SANITIZE=address` builds it with
+//!    `src/device/emu/` drives. `QUADRA_EMU_SANITIZE=address` builds it with
 //!    AddressSanitizer (see scripts/emu-asan.sh).
 
 use std::env;

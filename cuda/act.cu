@@ -5,7 +5,7 @@
 using quadra::grid_start;
 using quadra::grid_stride;
 
-// y = max(x, 0); NaN propagates (as PyTorch's relu and src/ops/act.rs).
+// y = max(x, 0); NaN propagates (as PyTorch's relu and src/ops/act/cpu.rs).
 // x, y: (n); y may alias x (in place).
 QUADRA_KERNEL void relu_forward_f32(const float* x, float* y, long long n) {
     for (long long i = grid_start(); i < n; i += grid_stride()) {

@@ -1,7 +1,7 @@
 // loss.cu — softmax cross-entropy with label smoothing (PyTorch's
 // nn.CrossEntropyLoss(label_smoothing=eps), reduction "mean"): the per-row losses and the
 // gradient of the mean loss with respect to the logits, in one pass. The CPU twin is
-// src/ops/loss.rs (same formulas, same f64 arithmetic).
+// src/ops/loss/cpu.rs (same formulas, same f64 arithmetic).
 //
 // logits: (N, K) row-major; targets: (N) int class indices, already checked to be in
 // [0, K) by the caller. Per row i with lse = max + log Σ_k exp(z_k − max) (no exp overflows):

@@ -9,7 +9,7 @@
 // The elementwise kernels are 1-D grid-stride loops (any grid, any 1-D block); the
 // reduction is one block per channel (grid-stride over channels), block a multiple of 32,
 // ≤ 1024, f64 accumulation in a fixed order (deterministic). The f32 arithmetic of
-// normalize and backward_input follows src/ops/norm.rs term by term.
+// normalize and backward_input follows src/ops/norm/cpu.rs term by term.
 #include "common.cuh"
 #include "block_reduce.cuh"
 

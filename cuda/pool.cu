@@ -1,5 +1,5 @@
 // pool.cu — 2-d pooling with PyTorch's semantics (floor mode, no dilation), as
-// src/ops/pool.rs: max pooling (padding acts as −inf), average pooling
+// src/ops/pool/cpu.rs: max pooling (padding acts as −inf), average pooling
 // (count_include_pad = True: every window divides by kh·kw) and global average pooling.
 //
 // x: (P, H, W) planes (P = N·C) → y: (P, Ho, Wo), Ho = (H + 2·ph − kh)/sh + 1.

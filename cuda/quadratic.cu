@@ -191,7 +191,7 @@ QUADRA_EXPORT(quadralib_bn_bwd_f32)
 // What the layers (src/nn/quadratic/gpu.rs) add to the epilogues above: the lifted inputs
 // of t1 / t2 / fan, the t1 and fan epilogues, quadralib with only a‖b kept, quadralib-bn
 // with A‖B kept (stored mode), running statistics, and a channel slice. The definitions
-// are the CPU engine's (src/ops/quadratic.rs); biases are added by the first-order maps
+// are the CPU engine's (src/ops/quadratic/cpu.rs); biases are added by the first-order maps
 // (bias_add_f32) before an epilogue runs, as on the CPU.
 // ---------------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ connected components of that graph, with the edges inside each.
 
     python3 scripts/module_cycles.py [SRC] [DEPTH] [-v] [--exclude PREFIX]...
 
--v lists every edge; --exclude drops the files under PREFIX (e.g. device/kernels).
+-v lists every edge; --exclude drops the files under PREFIX (e.g. ops).
 Comments are ignored; a path inside a `#[cfg(test)]` module counts like any other.
 """
 import os, re, sys

@@ -1,4 +1,4 @@
-// selftest.cu — kernels that exercise the emulator itself (tests/emu_kernels.rs drives them
+// selftest.cu — kernels that exercise the emulator itself (tests/ops/emu_kernels.rs drives them
 // through quadra::device::emu::selftest). Built into the emulator library only, not into
 // the fatbin: two of them are wrong on purpose (a divergent barrier, an out-of-bounds read).
 #include "../common.cuh"

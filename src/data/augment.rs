@@ -20,7 +20,7 @@ pub const CIFAR10_STD: [f32; 3] = [0.2023, 0.1994, 0.2010];
 pub const CIFAR100_MEAN: [f32; 3] = [0.5071, 0.4867, 0.4408];
 pub const CIFAR100_STD: [f32; 3] = [0.2675, 0.2565, 0.2761];
 /// Fashion-MNIST mean and std of the training pixels (the reference has no Fashion-MNIST
-/// pipeline; these are the training set's statistics, checked by `tests/data_real.rs`).
+/// pipeline; these are the training set's statistics, checked by `tests/data/data_real.rs`).
 pub const FASHION_MNIST_MEAN: [f32; 1] = [0.2860];
 pub const FASHION_MNIST_STD: [f32; 1] = [0.3530];
 /// MNIST mean and std of the training pixels (the usual PyTorch example constants).

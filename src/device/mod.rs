@@ -18,7 +18,6 @@ mod buf;
 pub mod cuda;
 pub mod emu;
 mod fatbin;
-pub mod gpu;
 mod pool;
 mod runtime;
 

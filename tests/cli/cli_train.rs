@@ -187,7 +187,7 @@ fn train_one_epoch_then_resume() {
     args.extend(["--model", "cnn"]);
     fails(&args, &["epoch-0001.safetensors", "mlp", "cnn"]);
     // a CUDA device that cannot be used is a clear error before anything is written
-    if quadra::device::gpu::runtime(quadra::Device::Cuda(0)).is_err() {
+    if quadra::device::runtime(quadra::Device::Cuda(0)).is_err() {
         fails(
             &["train", "--device", "cuda", "--out", s(&dir.join("cuda"))],
             &["--device", "cuda:0 is not available"],

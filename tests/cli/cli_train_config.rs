@@ -217,13 +217,13 @@ fn bad_options_fail_clearly_and_write_nothing() {
     check(&["--epochs", "0"], &["--epochs"]);
     check(&["--lr=-1"], &["--lr"]);
     // (a CUDA device that can be used would train: only the unusable ones are checked)
-    if quadra::device::gpu::runtime(quadra::Device::Cuda(0)).is_err() {
+    if quadra::device::runtime(quadra::Device::Cuda(0)).is_err() {
         check(
             &["--device", "cuda"],
             &["--device", "cuda:0 is not available"],
         );
     }
-    if quadra::device::gpu::runtime(quadra::Device::Cuda(1)).is_err() {
+    if quadra::device::runtime(quadra::Device::Cuda(1)).is_err() {
         check(
             &["--device", "cuda:1"],
             &["--device", "cuda:1 is not available"],

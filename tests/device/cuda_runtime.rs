@@ -17,7 +17,7 @@ use std::sync::Once;
 
 use quadra::device::cuda;
 use quadra::device::emu::LaunchConfig;
-use quadra::device::gpu::{self, block_size, Gemm, GpuBuf, KArg, Runtime};
+use quadra::device::{self, block_size, Gemm, GpuBuf, KArg, Runtime};
 use quadra::{Category, DType, Device, Error, Tensor};
 
 use crate::support::{self, gpu_requested, serial};
@@ -41,7 +41,7 @@ fn devices() -> Vec<Device> {
 }
 
 fn rt(d: Device) -> &'static dyn Runtime {
-    gpu::runtime(d).unwrap_or_else(|e| panic!("{d}: {e}"))
+    device::runtime(d).unwrap_or_else(|e| panic!("{d}: {e}"))
 }
 
 fn libcuda_present() -> bool {
@@ -56,7 +56,7 @@ fn libcuda_present() -> bool {
 #[test]
 fn unusable_cuda_is_reported_not_panicked() {
     let _g = serial();
-    match gpu::runtime(Device::Cuda(0)) {
+    match device::runtime(Device::Cuda(0)) {
         Ok(r) => {
             // a usable GPU: auto picks it
             assert_eq!(Device::auto(), Device::Cuda(0));
@@ -79,7 +79,9 @@ fn unusable_cuda_is_reported_not_panicked() {
             assert_eq!(Device::auto(), Device::Cpu);
             assert_eq!("auto".parse::<Device>().unwrap(), Device::Cpu);
             // asking again gives the same answer
-            let again = gpu::runtime(Device::Cuda(0)).err().map(|e| e.to_string());
+            let again = device::runtime(Device::Cuda(0))
+                .err()
+                .map(|e| e.to_string());
             assert_eq!(again.as_deref(), Some(msg.as_str()));
             assert_eq!(cuda::unavailable_reason(0).as_deref(), Some(msg.as_str()));
             assert!(!cuda::available(0));
@@ -104,7 +106,7 @@ fn unusable_cuda_is_reported_not_panicked() {
 #[test]
 fn a_missing_ordinal_is_unavailable() {
     let _g = serial();
-    let e = gpu::runtime(Device::Cuda(4096))
+    let e = device::runtime(Device::Cuda(4096))
         .err()
         .expect("no machine has 4097 GPUs");
     let msg = e.to_string();

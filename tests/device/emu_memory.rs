@@ -5,7 +5,7 @@
 //! emulated capacity are process-global: every test holds `support::serial()` (tests/device).
 
 use quadra::device::alloc::emu_tracker;
-use quadra::device::gpu;
+use quadra::device::emu;
 use quadra::nn::spec::ModelSpec;
 use quadra::nn::BackpropMode;
 use quadra::profile::{self, ProfileOptions};
@@ -89,8 +89,8 @@ fn emulator_profile_equals_its_counters_and_the_cpu_accounting() {
 fn a_batch_that_cannot_fit_the_device_is_refused() {
     let _g = serial();
     let s = ModelSpec::from_json(TINY_Q3).unwrap();
-    let before = gpu::emu_capacity();
-    gpu::set_emu_capacity(4 << 20); // a 4 MiB device
+    let before = emu::emu_capacity();
+    emu::set_emu_capacity(4 << 20); // a 4 MiB device
     let o = ProfileOptions {
         batch: 4096,
         ..opts(Device::Emu)
@@ -98,7 +98,7 @@ fn a_batch_that_cannot_fit_the_device_is_refused() {
     let fit = profile::check_fits(&s, &o);
     // and if one tries anyway, the allocation that does not fit fails with the layer named
     let run = profile::profile_training(&s, "stored", &o);
-    gpu::set_emu_capacity(before);
+    emu::set_emu_capacity(before);
     let err = fit.unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::OutOfMemory { .. }), "{msg}");

@@ -103,7 +103,7 @@ pub fn gpu_requested() -> bool {
 pub fn devices() -> Vec<Device> {
     let mut v = vec![Device::Emu];
     if gpu_requested() {
-        if let Err(e) = quadra::device::gpu::runtime(Device::Cuda(0)) {
+        if let Err(e) = quadra::device::runtime(Device::Cuda(0)) {
             panic!("QUADRA_TEST_CUDA=1 but cuda:0 cannot be used: {e}");
         }
         v.push(Device::Cuda(0));

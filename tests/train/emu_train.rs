@@ -662,7 +662,7 @@ fn cli_trains_and_evaluates_on_emu() {
         "eval: {le} on emu, {lc} on cpu"
     );
     assert_eq!(vc["accuracy"], ve["accuracy"]);
-    if quadra::device::gpu::runtime(Device::Cuda(0)).is_err() {
+    if quadra::device::runtime(Device::Cuda(0)).is_err() {
         let o = run(&["eval", "--checkpoint", ck, "--device", "cuda"]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success());

@@ -31,7 +31,7 @@
 //!
 //! Verified so far only on machines WITHOUT a GPU (every CUDA device reports unavailable,
 //! with the reason, and nothing panics). The GPU path is exercised by
-//! `tests/cuda_runtime.rs` with `QUADRA_TEST_CUDA=1` (see `scripts/gpu-tests.sh`); see the
+//! `tests/device/cuda_runtime.rs` with `QUADRA_TEST_CUDA=1` (see `scripts/gpu-tests.sh`); see the
 //! README's "Running on a GPU" for what has and has not been run on real hardware.
 
 use std::collections::{BTreeMap, HashMap};

@@ -13,7 +13,7 @@
 //! - [`ffi`](self) (private): the C interface, the only calls into the emulator library;
 //! - this file: [`EmuRuntime`], the [`Runtime`] of `Device::Emu`;
 //! - [`testing`]: slice-level drivers of single kernels and the emulator's self-tests, for
-//!   tests/emu_kernels.rs (not used by the crate).
+//!   tests/ops/emu_kernels.rs (not used by the crate).
 
 mod ffi;
 #[doc(hidden)]

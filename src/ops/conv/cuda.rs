@@ -4,7 +4,7 @@
 //! A weight may stack `nb` branches (the quadratic layers' first-order maps): conv weight
 //! (nb·C_out, C_in/G, kh, kw), linear weight (nb·O, I); the output then holds nb·C_out
 //! channels, branch b's channel o at b·C_out + o — the layout of the CPU engine
-//! (src/ops/conv.rs), so both engines share the epilogues' indexing.
+//! (src/ops/conv/cpu.rs), so both engines share the epilogues' indexing.
 
 use super::{ConvGeom, ConvGrads};
 use crate::device::alloc::Category;

@@ -4,7 +4,7 @@
 //! The class targets are uploaded for the launch as a device array of `int` (a `GpuBuf`
 //! charged to `Category::Data`, freed when the call returns); no tensor dtype is needed for
 //! them. The per-row losses come back to the host as N doubles and are added there in row
-//! order, as the CPU engine (src/ops/loss.rs) adds them.
+//! order, as the CPU engine (src/ops/loss/cpu.rs) adds them.
 
 use crate::device::alloc::Category;
 use crate::device::{GpuBuf, KArg};

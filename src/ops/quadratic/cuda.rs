@@ -13,7 +13,7 @@ use std::ops::Range;
 
 use super::Epilogue;
 use crate::device::alloc::Category;
-use crate::device::gpu::{Gemm, KArg};
+use crate::device::{Gemm, KArg};
 use crate::ops::launch::{
     channel_grid, check_all, expect_numel, gemm, gpu_f32, int, kernel, launch, output,
     LaunchConfig, REDUCE_BLOCK,
@@ -603,7 +603,7 @@ pub fn copy_range(
     category: Category,
 ) -> Result<Tensor> {
     let op = "quad_copy_range";
-    let rt = crate::device::gpu::runtime(t.device())?;
+    let rt = crate::device::runtime(t.device())?;
     crate::ensure_shape!(
         range.start <= range.end && range.end <= t.numel(),
         op,

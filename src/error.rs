@@ -57,6 +57,13 @@ impl Error {
             msg: msg.into(),
         }
     }
+    /// The error for a layer's `backward` called without a matching training forward.
+    pub fn no_forward(path: &str) -> Self {
+        Error::state(format!(
+            "layer `{path}`: backward called without a training forward"
+        ))
+    }
+
     pub fn state(msg: impl Into<String>) -> Self {
         Error::State(msg.into())
     }

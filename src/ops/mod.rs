@@ -9,6 +9,7 @@ pub mod linear;
 pub mod loss;
 pub mod norm;
 pub mod optim;
+pub mod param;
 pub mod pool;
 pub mod quadratic;
 pub mod stats;

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::nn::BackpropMode;
 use crate::optim::{Constant, CosineAnnealing, Every, LrScheduler, Schedule, StepDecay, Warmup};
 
-use super::data::resolve_device;
+use super::device::resolve_device;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

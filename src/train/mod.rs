@@ -33,6 +33,7 @@
 
 mod config;
 mod data;
+mod device;
 mod metrics;
 mod optim;
 mod resume;
@@ -42,9 +43,9 @@ pub use config::{
     AugmentKind, DatasetKind, OptimKind, Origins, ScheduleKind, TrainConfig, TrainOverrides,
 };
 pub use data::{
-    build_data, checkpoint_data, evaluate, evaluate_tensors, loaders, model_spec, model_to_device,
-    resolve_device, samples_of, Data,
+    build_data, checkpoint_data, evaluate, evaluate_tensors, loaders, model_spec, samples_of, Data,
 };
+pub use device::{model_to_device, resolve_device};
 pub use metrics::write_chart;
 pub use optim::build_optimizer;
 pub use resume::{checkpoint_config, latest_checkpoint, Position};

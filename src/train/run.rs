@@ -15,9 +15,8 @@ use crate::optim::{LrScheduler, Optimizer};
 use crate::{DType, Device};
 
 use super::config::{Origins, TrainConfig, TrainOverrides};
-use super::data::{
-    build_data, evaluate, loaders, model_spec, model_to_device, resolve_device, Data,
-};
+use super::data::{build_data, evaluate, loaders, model_spec, Data};
+use super::device::{model_to_device, resolve_device};
 use super::metrics::{append_line, filter_lines, write_chart};
 use super::optim::build_optimizer;
 use super::resume::{bits, checkpoint_config, latest_checkpoint, Position};

@@ -73,7 +73,7 @@ use std::ops::Range;
 
 pub use neuron::{dense_geom, Epilogue, Lift, NeuronType, QuadOp};
 
-use crate::nn::Param;
+use crate::ops::param::Param;
 use crate::tensor::Tensor;
 use crate::{Device, Error, Result};
 
@@ -221,7 +221,7 @@ impl Saved {
 
     /// A kept tensor, or the "no forward" error of the layer at `path`.
     fn kept<'a>(t: &'a Option<Tensor>, path: &str) -> Result<&'a Tensor> {
-        t.as_ref().ok_or_else(|| crate::nn::no_forward(path))
+        t.as_ref().ok_or_else(|| Error::no_forward(path))
     }
 }
 

@@ -130,33 +130,5 @@ impl Module for Linear {
             if self.bias.is_some() { "" } else { ", no bias" }
         )
     }
-    fn infer(&self, x: &Tensor) -> Result<Tensor> {
-        let _s = self.name.scope();
-        self.run(x)
-    }
-    fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
-        let _s = self.name.scope();
-        let y = self.run(x)?;
-        self.saved = Some(x.keep_for_backward());
-        Ok(y)
-    }
-    fn backward(&mut self, g: &Tensor) -> Result<Tensor> {
-        let _s = self.name.scope();
-        self.back(g)
-    }
-    fn visit_params(&mut self, f: &mut dyn FnMut(&str, &mut Param)) {
-        super::visit_weight_bias(&self.name, &mut self.weight, &mut self.bias, f);
-    }
-    fn state_dict(&self, out: &mut Vec<(String, Tensor)>) {
-        super::state_weight_bias(&self.name, &self.weight, &self.bias, out);
-    }
-    fn load_state_dict(&mut self, map: &mut HashMap<String, Tensor>) -> Result<()> {
-        super::load_weight_bias(&self.name, &mut self.weight, &mut self.bias, map)
-    }
-    fn clear_saved(&mut self) {
-        self.saved = None;
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
+    super::weight_bias_layer!();
 }

@@ -16,34 +16,6 @@ pub struct SoftmaxCrossEntropy {
     pub label_smoothing: f64,
 }
 
-/// Check logits (N, K) against N targets < K; returns (N, K).
-fn check(op: &str, logits: &Tensor, targets: &[usize]) -> Result<(usize, usize)> {
-    let (n, k) = logits.dims2(&format!("{op}: logits"))?;
-    if n == 0 || k == 0 {
-        return Err(Error::shape(
-            op,
-            format!("logits {:?} are empty", logits.shape()),
-        ));
-    }
-    if targets.len() != n {
-        return Err(Error::shape(
-            op,
-            format!(
-                "{} targets for a batch of {n} logits rows (shape {:?})",
-                targets.len(),
-                logits.shape()
-            ),
-        ));
-    }
-    if let Some((i, &t)) = targets.iter().enumerate().find(|(_, &t)| t >= k) {
-        return Err(Error::invalid(
-            format!("{op} target"),
-            format!("targets[{i}] = {t} is out of range for {k} classes"),
-        ));
-    }
-    Ok((n, k))
-}
-
 impl SoftmaxCrossEntropy {
     pub fn new(label_smoothing: f64) -> Result<SoftmaxCrossEntropy> {
         if !(0.0..1.0).contains(&label_smoothing) {
@@ -59,7 +31,7 @@ impl SoftmaxCrossEntropy {
     /// their device (`ops::loss` picks the kernel).
     /// logits: (N, classes); targets: N class indices.
     pub fn forward(&self, logits: &Tensor, targets: &[usize]) -> Result<(f64, Tensor)> {
-        check(OP, logits, targets)?;
+        ops::check_targets(OP, logits, targets)?;
         ops::softmax_cross_entropy(logits, targets, self.label_smoothing)
     }
 }
@@ -69,6 +41,6 @@ impl SoftmaxCrossEntropy {
 /// copied to the host (N·classes values) and counted by the CPU routine, so ties and NaNs
 /// are treated identically on every device.
 pub fn accuracy_count(logits: &Tensor, targets: &[usize]) -> Result<usize> {
-    check("accuracy_count", logits, targets)?;
+    ops::check_targets("accuracy_count", logits, targets)?;
     ops::accuracy_count(logits, targets)
 }

@@ -89,6 +89,44 @@ pub fn observe_output(path: &str, y: &Tensor) {
     });
 }
 
+/// The `Module` methods shared by the first-order weight-and-bias layers (`Conv2d`,
+/// `Linear`): fields `name`, `weight`, `bias`, `saved` (the input x, kept for backward) and
+/// methods `run(&self, x)` / `back(&mut self, g)`; PyTorch's `weight` / `bias` names.
+macro_rules! weight_bias_layer {
+    () => {
+        fn infer(&self, x: &Tensor) -> Result<Tensor> {
+            let _s = self.name.scope();
+            self.run(x)
+        }
+        fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
+            let _s = self.name.scope();
+            let y = self.run(x)?;
+            self.saved = Some(x.keep_for_backward());
+            Ok(y)
+        }
+        fn backward(&mut self, g: &Tensor) -> Result<Tensor> {
+            let _s = self.name.scope();
+            self.back(g)
+        }
+        fn visit_params(&mut self, f: &mut dyn FnMut(&str, &mut Param)) {
+            $crate::nn::visit_weight_bias(&self.name, &mut self.weight, &mut self.bias, f);
+        }
+        fn state_dict(&self, out: &mut Vec<(String, Tensor)>) {
+            $crate::nn::state_weight_bias(&self.name, &self.weight, &self.bias, out);
+        }
+        fn load_state_dict(&mut self, map: &mut HashMap<String, Tensor>) -> Result<()> {
+            $crate::nn::load_weight_bias(&self.name, &mut self.weight, &mut self.bias, map)
+        }
+        fn clear_saved(&mut self) {
+            self.saved = None;
+        }
+        fn as_any(&self) -> &dyn Any {
+            self
+        }
+    };
+}
+pub(crate) use weight_bias_layer;
+
 /// A layer's full dotted path (its PyTorch state-dict prefix) and its interned id, which
 /// the tracking allocator charges the layer's allocations to.
 #[derive(Clone, Debug)]

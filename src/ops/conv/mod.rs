@@ -16,7 +16,7 @@ pub use cpu::{
 pub use geom::{check_input, ConvGeom};
 
 use crate::device::alloc::Category;
-use crate::tensor::{Float, Tensor};
+use crate::tensor::Tensor;
 use crate::{with_dtype, Device, Result};
 
 /// Gradients of a convolution.
@@ -40,39 +40,16 @@ pub fn conv2d(
     layer: &str,
     category: Category,
 ) -> Result<Tensor> {
-    match x.device() {
-        Device::Cpu => {
-            with_dtype!(x.dtype(), T => conv2d_cpu::<T>(g, nb, x, w, bias, layer, category))
-        }
-        Device::Cuda(_) | Device::Emu => cuda::conv2d_forward(g, nb, x, w, bias, layer, category),
+    if x.device() != Device::Cpu {
+        return cuda::conv2d_forward(g, nb, x, w, bias, layer, category);
     }
-}
-
-fn conv2d_cpu<T: Float>(
-    g: &ConvGeom,
-    nb: usize,
-    x: &Tensor,
-    w: &Tensor,
-    bias: Option<&Tensor>,
-    layer: &str,
-    category: Category,
-) -> Result<Tensor> {
     let (n, h, wd, ho, wo) = check_input(g, x, layer)?;
     let mut out = crate::ops::zeros_par(&[n, nb * g.c_out, ho, wo], x.dtype(), category)?;
-    let bias = match bias {
-        Some(b) => Some(b.as_slice::<T>()?),
-        None => None,
-    };
-    cpu::conv2d_forward(
-        g,
-        nb,
-        x.as_slice::<T>()?,
-        (n, h, wd),
-        (ho, wo),
-        w.as_slice::<T>()?,
-        bias,
-        out.data_mut::<T>()?,
-    );
+    with_dtype!(x.dtype(), T => {
+        let bias = bias.map(|b| b.as_slice::<T>()).transpose()?;
+        let (xs, ws) = (x.as_slice::<T>()?, w.as_slice::<T>()?);
+        cpu::conv2d_forward(g, nb, xs, (n, h, wd), (ho, wo), ws, bias, out.data_mut::<T>()?);
+    });
     Ok(out)
 }
 
@@ -87,50 +64,26 @@ pub fn conv2d_backward(
     want_dx: bool,
     layer: &str,
 ) -> Result<ConvGrads> {
-    match x.device() {
-        Device::Cpu => {
-            with_dtype!(x.dtype(), T => conv2d_backward_cpu::<T>(g, nb, x, w, dout, want_dx, layer))
-        }
-        Device::Cuda(_) | Device::Emu => cuda::conv2d_backward(g, nb, x, w, dout, want_dx, layer),
+    if x.device() != Device::Cpu {
+        return cuda::conv2d_backward(g, nb, x, w, dout, want_dx, layer);
     }
-}
-
-fn conv2d_backward_cpu<T: Float>(
-    g: &ConvGeom,
-    nb: usize,
-    x: &Tensor,
-    w: &Tensor,
-    dout: &Tensor,
-    want_dx: bool,
-    layer: &str,
-) -> Result<ConvGrads> {
     let (n, h, wd, ho, wo) = check_input(g, x, layer)?;
-    let mut dx = if want_dx {
-        Some(crate::ops::zeros_par(
+    let mut dx = match want_dx {
+        true => Some(crate::ops::zeros_par(
             x.shape(),
             x.dtype(),
             Category::Workspace,
-        )?)
-    } else {
-        None
+        )?),
+        false => None,
     };
-    let dx_slice = match &mut dx {
-        Some(t) => Some(t.data_mut::<T>()?),
-        None => None,
-    };
-    let (dw, db) = cpu::conv2d_backward(
-        g,
-        nb,
-        x.as_slice::<T>()?,
-        (n, h, wd),
-        (ho, wo),
-        w.as_slice::<T>()?,
-        dout.as_slice::<T>()?,
-        dx_slice,
-    );
-    Ok(ConvGrads {
-        dx,
-        dw: Tensor::from_vec_in(dw, w.shape(), Device::Cpu, Category::Workspace)?,
-        db: Tensor::from_vec_in(db, &[nb * g.c_out], Device::Cpu, Category::Workspace)?,
-    })
+    let (dw, db) = with_dtype!(x.dtype(), T => {
+        let dxs = dx.as_mut().map(|t| t.data_mut::<T>()).transpose()?;
+        let (xs, ws, gs) = (x.as_slice::<T>()?, w.as_slice::<T>()?, dout.as_slice::<T>()?);
+        let (dw, db) = cpu::conv2d_backward(g, nb, xs, (n, h, wd), (ho, wo), ws, gs, dxs);
+        (
+            Tensor::from_vec_in(dw, w.shape(), Device::Cpu, Category::Workspace)?,
+            Tensor::from_vec_in(db, &[nb * g.c_out], Device::Cpu, Category::Workspace)?,
+        )
+    });
+    Ok(ConvGrads { dx, dw, db })
 }

@@ -10,7 +10,7 @@ use crate::device::alloc::Category;
 use crate::device::{GpuBuf, KArg};
 use crate::ops::launch::{gpu_f32, int, kernel, launch, output, LaunchConfig, REDUCE_BLOCK};
 use crate::tensor::Tensor;
-use crate::{Error, Result};
+use crate::Result;
 
 /// Threads per row: the class count rounded up to a warp, at most `REDUCE_BLOCK`.
 fn row_block(k: usize) -> u32 {
@@ -31,20 +31,8 @@ pub fn softmax_cross_entropy(
     let op = kern.name;
     let rt = gpu_f32(op, "logits", logits)?;
     let dev = logits.device();
-    let (n, k) = logits.dims2(op)?;
-    crate::ensure_shape!(
-        n > 0 && k > 0 && targets.len() == n,
-        op,
-        "{} targets for logits of shape {:?}",
-        targets.len(),
-        logits.shape()
-    );
-    if let Some((i, &t)) = targets.iter().enumerate().find(|(_, &t)| t >= k) {
-        return Err(Error::invalid(
-            format!("{op} target"),
-            format!("targets[{i}] = {t} is out of range for {k} classes"),
-        ));
-    }
+    // (N, K) non-empty, N targets each < K: the kernel's reads stay in bounds
+    let (n, k) = super::check_targets(op, logits, targets)?;
     let (ni, ki) = (int(op, "N", n)?, int(op, "classes", k)?);
     let bytes: Vec<u8> = targets
         .iter()

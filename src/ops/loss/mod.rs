@@ -11,7 +11,35 @@ pub mod cuda;
 
 use crate::device::alloc::Category;
 use crate::tensor::{Float, Tensor};
-use crate::{with_dtype, Device, Result};
+use crate::{with_dtype, Device, Error, Result};
+
+/// Check logits (N, K) against N targets < K; returns (N, K).
+pub fn check_targets(op: &str, logits: &Tensor, targets: &[usize]) -> Result<(usize, usize)> {
+    let (n, k) = logits.dims2(&format!("{op}: logits"))?;
+    if n == 0 || k == 0 {
+        return Err(Error::shape(
+            op,
+            format!("logits {:?} are empty", logits.shape()),
+        ));
+    }
+    if targets.len() != n {
+        return Err(Error::shape(
+            op,
+            format!(
+                "{} targets for a batch of {n} logits rows (shape {:?})",
+                targets.len(),
+                logits.shape()
+            ),
+        ));
+    }
+    if let Some((i, &t)) = targets.iter().enumerate().find(|(_, &t)| t >= k) {
+        return Err(Error::invalid(
+            format!("{op} target"),
+            format!("targets[{i}] = {t} is out of range for {k} classes"),
+        ));
+    }
+    Ok((n, k))
+}
 
 /// The mean loss over the batch and dL/dlogits (N, K) in the logits' dtype, on their
 /// device (charged to workspace); logits (N, K), targets: N class indices below K.

@@ -6,7 +6,7 @@
 //! in `ops::norm`, whose conventions these kernels follow: biased variance to normalise,
 //! unbiased variance for the running statistics, PyTorch's momentum.
 
-use super::{BnGrads, BnTrain, Dims};
+use super::{BnGrads, BnParams, BnTrain, Dims};
 use crate::device::alloc::Category;
 use crate::device::{KArg, Runtime};
 use crate::ops::launch::{
@@ -38,33 +38,41 @@ fn check(
     Ok((rt, dims))
 }
 
+/// `check` of x and the layer's four per-channel tensors.
+fn check_params(
+    op: &str,
+    x: &Tensor,
+    dims: Dims,
+    p: &BnParams,
+) -> Result<(&'static dyn Runtime, [KArg; 3])> {
+    let channels = [
+        ("weight", p.gamma),
+        ("bias", p.beta),
+        ("running_mean", p.running_mean),
+        ("running_var", p.running_var),
+    ];
+    check(op, x, dims, &channels)
+}
+
 /// Training forward: normalise x with its batch statistics (biased variance) and compute
 /// the new running statistics `(1 − momentum)·running + momentum·batch` (unbiased
 /// variance). N·L must be positive (the layer also refuses N·L = 1).
-#[allow(clippy::too_many_arguments)]
 pub fn batch_norm_train(
     x: &Tensor,
     dims: Dims,
-    gamma: &Tensor,
-    beta: &Tensor,
-    running_mean: &Tensor,
-    running_var: &Tensor,
-    eps: f64,
-    momentum: f64,
+    p: &BnParams,
     category: Category,
 ) -> Result<BnTrain> {
     let op = "batch_norm_train";
-    let (rt, d) = check(
-        op,
-        x,
-        dims,
-        &[
-            ("weight", gamma),
-            ("bias", beta),
-            ("running_mean", running_mean),
-            ("running_var", running_var),
-        ],
-    )?;
+    let (rt, d) = check_params(op, x, dims, p)?;
+    let BnParams {
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+        eps,
+        momentum,
+    } = *p;
     let (n, c, l) = dims;
     crate::ensure_shape!(n * l > 0 && c > 0, op, "empty input {:?}", x.shape());
     let dev = x.device();
@@ -106,31 +114,11 @@ pub fn batch_norm_train(
 }
 
 /// Eval forward: normalise x with the running statistics (nothing changes).
-#[allow(clippy::too_many_arguments)]
-pub fn batch_norm_eval(
-    x: &Tensor,
-    dims: Dims,
-    gamma: &Tensor,
-    beta: &Tensor,
-    running_mean: &Tensor,
-    running_var: &Tensor,
-    eps: f64,
-    category: Category,
-) -> Result<Tensor> {
+pub fn batch_norm_eval(x: &Tensor, dims: Dims, p: &BnParams, category: Category) -> Result<Tensor> {
     let op = "batch_norm_eval";
-    let (rt, d) = check(
-        op,
-        x,
-        dims,
-        &[
-            ("weight", gamma),
-            ("bias", beta),
-            ("running_mean", running_mean),
-            ("running_var", running_var),
-        ],
-    )?;
-    let rstd = rstd(running_var, eps)?;
-    normalize(rt, x, &d, running_mean, &rstd, gamma, beta, category)
+    let (rt, d) = check_params(op, x, dims, p)?;
+    let rstd = rstd(p.running_var, p.eps)?;
+    normalize(rt, x, &d, p.running_mean, &rstd, p.gamma, p.beta, category)
 }
 
 /// y = γ·(x − mean)·rstd + β; every argument checked by the caller (`check`).

@@ -23,6 +23,7 @@ pub type Dims = (usize, usize, usize);
 
 /// A batch norm's parameters and running statistics (each (C), on the input's device, of
 /// its dtype), eps and momentum.
+#[derive(Clone, Copy)]
 pub struct BnParams<'a> {
     pub gamma: &'a Tensor,
     pub beta: &'a Tensor,
@@ -68,17 +69,7 @@ pub fn batch_norm_train(
 ) -> Result<BnTrain> {
     match x.device() {
         Device::Cpu => with_dtype!(x.dtype(), T => train_cpu::<T>(x, dims, p, category)),
-        Device::Cuda(_) | Device::Emu => cuda::batch_norm_train(
-            x,
-            dims,
-            p.gamma,
-            p.beta,
-            p.running_mean,
-            p.running_var,
-            p.eps,
-            p.momentum,
-            category,
-        ),
+        Device::Cuda(_) | Device::Emu => cuda::batch_norm_train(x, dims, p, category),
     }
 }
 
@@ -131,16 +122,7 @@ pub fn batch_norm_eval(x: &Tensor, dims: Dims, p: &BnParams, category: Category)
             );
             Ok(y)
         }),
-        Device::Cuda(_) | Device::Emu => cuda::batch_norm_eval(
-            x,
-            dims,
-            p.gamma,
-            p.beta,
-            p.running_mean,
-            p.running_var,
-            p.eps,
-            category,
-        ),
+        Device::Cuda(_) | Device::Emu => cuda::batch_norm_eval(x, dims, p, category),
     }
 }
 

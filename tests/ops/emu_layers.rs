@@ -11,7 +11,9 @@
 //! At these shapes (M ≤ 189 values per channel) everything passed at 1e-5; `BN_TOL` is the
 //! one knob to loosen (to 1e-4) if larger batches are added.
 
-use crate::support::{all_devices, assert_close, check_layer, randn, F32_TOL};
+use crate::support::{
+    all_devices, assert_close, check_layer, check_layer_on, devices, randn, F32_TOL,
+};
 use quadra::nn::act::{Dropout, Flatten, ReLU};
 use quadra::nn::container::{Residual, Sequential};
 use quadra::nn::conv::Conv2d;
@@ -24,6 +26,20 @@ use quadra::{DType, Device, Tensor};
 
 /// Tolerance of batch-norm outputs and gradients (see the module comment).
 const BN_TOL: f64 = 1e-5;
+
+/// `BN_TOL` for a batch norm that follows convolutions, on `device`. On the emulator the
+/// GEMMs are the CPU engine's own `matmul` (the same summation order), so `BN_TOL` holds;
+/// on cuda:0 they are cuBLAS's (or the CUDA stand-in's k-order `fmaf`), a different order,
+/// and the batch norm's backward amplifies that f32 rounding difference as the module
+/// comment describes: seen 0.0303652 vs 0.0303796 (4.8e-4 relative) for one bias gradient
+/// of `sequential_network_matches_cpu` on the stand-in. cuda:0 is held to a relative 1e-3
+/// there (absolute `BN_TOL`). Returns (rtol, atol).
+fn bn_tol_after_gemm(device: Device) -> (f64, f64) {
+    match device {
+        Device::Cuda(_) => (1e-3, BN_TOL),
+        Device::Cpu | Device::Emu => (BN_TOL, BN_TOL),
+    }
+}
 
 /// A batch norm with non-trivial γ, β and running statistics (so that a swapped or
 /// ignored operand shows), identical for the same arguments.
@@ -472,7 +488,10 @@ fn sequential_network_matches_cpu() {
             ],
         )) as Box<dyn Module>
     };
-    check_layer(&build, &[3, 3, 7, 9], 1300, BN_TOL, BN_TOL);
+    for d in devices() {
+        let (rtol, atol) = bn_tol_after_gemm(d);
+        check_layer_on(d, &build, &[3, 3, 7, 9], 1300, rtol, atol);
+    }
     // a flattening classifier head as well
     let build = || {
         Box::new(Sequential::new(

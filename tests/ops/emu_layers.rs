@@ -32,11 +32,13 @@ const BN_TOL: f64 = 1e-5;
 /// on cuda:0 they are cuBLAS's (or the CUDA stand-in's k-order `fmaf`), a different order,
 /// and the batch norm's backward amplifies that f32 rounding difference as the module
 /// comment describes: seen 0.0303652 vs 0.0303796 (4.8e-4 relative) for one bias gradient
-/// of `sequential_network_matches_cpu` on the stand-in. cuda:0 is held to a relative 1e-3
-/// there (absolute `BN_TOL`). Returns (rtol, atol).
+/// of `sequential_network_matches_cpu` on the stand-in, and for `fc.bias`, whose gradient
+/// through the following batch norm is mathematically zero (Σ_n of a BN input gradient),
+/// rounding noise of −5.3e-5 vs 5.1e-5. cuda:0 is held to rtol 1e-3, atol 3e-4 there.
+/// Returns (rtol, atol).
 fn bn_tol_after_gemm(device: Device) -> (f64, f64) {
     match device {
-        Device::Cuda(_) => (1e-3, BN_TOL),
+        Device::Cuda(_) => (1e-3, 3e-4),
         Device::Cpu | Device::Emu => (BN_TOL, BN_TOL),
     }
 }

@@ -82,12 +82,7 @@ impl Conv2d {
             true,
             &self.name.path,
         )?;
-        self.weight.accumulate_grad_tensor(gr.dw)?;
-        if let Some(b) = &mut self.bias {
-            b.accumulate_grad_tensor(gr.db)?;
-        }
-        gr.dx
-            .ok_or_else(|| crate::Error::state("conv2d_backward: no dx"))
+        super::add_weight_bias_grads(&self.name.path, &mut self.weight, self.bias.as_mut(), gr)
     }
 }
 

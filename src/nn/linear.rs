@@ -79,16 +79,7 @@ impl Linear {
                 format!("input batch is empty (shape {:?})", x.shape()),
             ));
         }
-        if x.dtype() != self.weight.value.dtype() {
-            return Err(Error::dtype(
-                path,
-                format!(
-                    "input is {}, the layer's parameters are {}",
-                    x.dtype(),
-                    self.weight.value.dtype()
-                ),
-            ));
-        }
+        super::check_dtype(path, x, &self.weight.value)?;
         Ok(n)
     }
 
@@ -110,11 +101,7 @@ impl Linear {
         let n = self.check_input(&x)?;
         super::check_grad(&self.name.path, g, &[n, self.out_features], x.dtype())?;
         let gr = ops::linear_backward(&x, &self.weight.value, g, true)?;
-        self.weight.accumulate_grad_tensor(gr.dw)?;
-        if let Some(b) = &mut self.bias {
-            b.accumulate_grad_tensor(gr.db)?;
-        }
-        gr.dx.ok_or_else(|| Error::state("linear_backward: no dx"))
+        super::add_weight_bias_grads(&self.name.path, &mut self.weight, self.bias.as_mut(), gr)
     }
 }
 

@@ -316,6 +316,36 @@ pub fn check_grad(path: &str, g: &Tensor, shape: &[usize], dtype: crate::DType) 
     Ok(())
 }
 
+/// Error unless x has the dtype of the layer's parameter `p` (the message names the layer).
+pub fn check_dtype(path: &str, x: &Tensor, p: &Tensor) -> Result<()> {
+    if x.dtype() != p.dtype() {
+        return Err(Error::dtype(
+            path,
+            format!(
+                "input is {}, the layer's parameters are {}",
+                x.dtype(),
+                p.dtype()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Adds a first-order layer's weight and bias gradients and returns its input gradient.
+pub fn add_weight_bias_grads(
+    path: &str,
+    weight: &mut Param,
+    bias: Option<&mut Param>,
+    gr: crate::ops::conv::ConvGrads,
+) -> Result<Tensor> {
+    weight.accumulate_grad_tensor(gr.dw)?;
+    if let Some(b) = bias {
+        b.accumulate_grad_tensor(gr.db)?;
+    }
+    gr.dx
+        .ok_or_else(|| Error::state(format!("{path}: backward computed no input gradient")))
+}
+
 /// The error for `backward` called without a matching `forward`.
 pub fn no_forward(path: &str) -> Error {
     Error::no_forward(path)

@@ -162,16 +162,7 @@ impl BatchNorm {
                 format!("input {s:?} is empty (batch or spatial size 0)"),
             ));
         }
-        if x.dtype() != self.weight.value.dtype() {
-            return Err(Error::dtype(
-                path,
-                format!(
-                    "input is {}, the layer's parameters are {}",
-                    x.dtype(),
-                    self.weight.value.dtype()
-                ),
-            ));
-        }
+        super::check_dtype(path, x, &self.weight.value)?;
         Ok((n, c, l))
     }
 

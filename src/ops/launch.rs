@@ -234,6 +234,44 @@ pub(crate) fn unary(kernel: impl AsKernel, x: &Tensor, category: Category) -> Re
     Ok(y)
 }
 
+/// f(a, b) elementwise, a new tensor charged to `category`, for a kernel with the
+/// signature `(const float* a, const float* b, float* y, long long n)`; a and b must have
+/// one shape (`what` names them in errors).
+pub(crate) fn binary(
+    kernel: impl AsKernel,
+    (a, a_what): (&Tensor, &str),
+    (b, b_what): (&Tensor, &str),
+    category: Category,
+) -> Result<Tensor> {
+    let kernel = kernel.kernel()?;
+    let op = kernel.name;
+    let rt = gpu_f32(op, a_what, a)?;
+    check_all(op, a.device(), &[(b_what, b)])?;
+    crate::ensure_shape!(
+        a.shape() == b.shape(),
+        op,
+        "{a_what} {:?} and {b_what} {:?} differ",
+        a.shape(),
+        b.shape()
+    );
+    let mut y = output(a.shape(), a.device(), category)?;
+    let n = a.numel();
+    if n == 0 {
+        return Ok(y);
+    }
+    let args = [
+        KArg::Ptr(a.dev_ptr()?),
+        KArg::Ptr(b.dev_ptr()?),
+        KArg::Ptr(y.dev_ptr_mut()?),
+        KArg::I64(n as i64),
+    ];
+    // SAFETY: (const float* a, const float* b, float* y, long long n) by this function's
+    // contract; a and b hold n f32 (shapes checked equal, f32, same device), y is fresh
+    // with n.
+    unsafe { launch(rt, kernel, LaunchConfig::elementwise(n), &args)? };
+    Ok(y)
+}
+
 /// Runs a GEMM after checking its extents against the tensors behind A, B and C.
 ///
 /// `a`, `b`, `c` are the tensors whose storage `g.a`, `g.b`, `g.c` point into; C must be a

@@ -3,7 +3,7 @@
 
 use crate::device::alloc::Category;
 use crate::device::KArg;
-use crate::ops::launch::{check_all, gpu_f32, kernel, launch, output, LaunchConfig};
+use crate::ops::launch::{gpu_f32, kernel, launch, output, LaunchConfig};
 use crate::tensor::Tensor;
 use crate::Result;
 
@@ -31,33 +31,12 @@ pub fn relu_inplace(y: &mut Tensor) -> Result<()> {
 
 /// dx = g where y > 0, else 0; a new tensor charged to `category`.
 pub fn relu_backward(g: &Tensor, y: &Tensor, category: Category) -> Result<Tensor> {
-    let kern = &kernel::RELU_BACKWARD_F32;
-
-    let op = kern.name;
-    let rt = gpu_f32(op, "output gradient", g)?;
-    check_all(op, g.device(), &[("saved output", y)])?;
-    crate::ensure_shape!(
-        g.shape() == y.shape(),
-        op,
-        "gradient {:?} and saved output {:?} differ",
-        g.shape(),
-        y.shape()
-    );
-    let mut dx = output(g.shape(), g.device(), category)?;
-    let n = g.numel();
-    if n == 0 {
-        return Ok(dx);
-    }
-    let args = [
-        KArg::Ptr(g.dev_ptr()?),
-        KArg::Ptr(y.dev_ptr()?),
-        KArg::Ptr(dx.dev_ptr_mut()?),
-        KArg::I64(n as i64),
-    ];
-    // SAFETY: (const float* g, const float* y, float* dx, long long n); g and y hold n f32
-    // (shapes checked equal, f32, same device), dx is fresh with n.
-    unsafe { launch(rt, kern, LaunchConfig::elementwise(n), &args)? };
-    Ok(dx)
+    crate::ops::launch::binary(
+        &kernel::RELU_BACKWARD_F32,
+        (g, "gradient"),
+        (y, "saved output"),
+        category,
+    )
 }
 
 /// The kernel's keep threshold for drop probability p: round(p·2³²), so an element is kept

@@ -7,40 +7,9 @@ use crate::ops::launch::{check_all, gpu_f32, kernel, launch, output, LaunchConfi
 use crate::tensor::Tensor;
 use crate::Result;
 
-fn same_shape(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
-    crate::ensure_shape!(
-        a.shape() == b.shape(),
-        op,
-        "shapes differ: {:?} vs {:?}",
-        a.shape(),
-        b.shape()
-    );
-    Ok(())
-}
-
 /// a + b, a new tensor charged to `category`.
 pub fn add(a: &Tensor, b: &Tensor, category: Category) -> Result<Tensor> {
-    let kern = &kernel::ADD_F32;
-
-    let op = kern.name;
-    let rt = gpu_f32(op, "a", a)?;
-    check_all(op, a.device(), &[("b", b)])?;
-    same_shape(op, a, b)?;
-    let mut y = output(a.shape(), a.device(), category)?;
-    let n = a.numel();
-    if n == 0 {
-        return Ok(y);
-    }
-    let args = [
-        KArg::Ptr(a.dev_ptr()?),
-        KArg::Ptr(b.dev_ptr()?),
-        KArg::Ptr(y.dev_ptr_mut()?),
-        KArg::I64(n as i64),
-    ];
-    // SAFETY: (const float* a, const float* b, float* y, long long n); a, b and y all hold
-    // n f32 elements (shapes checked equal, dtypes f32, same device).
-    unsafe { launch(rt, kern, LaunchConfig::elementwise(n), &args)? };
-    Ok(y)
+    crate::ops::launch::binary(&kernel::ADD_F32, (a, "a"), (b, "b"), category)
 }
 
 /// y += alpha · x, in place (y's storage must not be shared).

@@ -10,61 +10,93 @@ use crate::ops::pool::{self as ops, PoolGeom, PoolIndices};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
-/// `nn.MaxPool2d(kernel, stride, padding)`: padding acts as −inf, floor mode, no dilation.
-pub struct MaxPool2d {
+/// The window pooling layers: `MaxPool2d` and `AvgPool2d` are `Pool2d` of their kind.
+pub struct Pool2d<K: PoolKind> {
     name: LayerName,
     pub geom: PoolGeom,
-    /// Input shape (N, C, H, W) and argmax indices (N, C, Ho, Wo) of the last training
-    /// forward; each index is h·W + w within its plane (as PyTorch's `indices`). The input
-    /// itself is not kept.
-    saved: Option<([usize; 4], PoolIndices)>,
+    /// The input shape (N, C, H, W) of the last training forward, and for max pooling the
+    /// argmax indices (N, C, Ho, Wo), each h·W + w within its plane (as PyTorch's
+    /// `indices`). The input itself is not kept.
+    saved: Option<([usize; 4], Option<PoolIndices>)>,
+    kind: std::marker::PhantomData<K>,
 }
 
-impl MaxPool2d {
+/// What distinguishes the pooling kinds.
+pub trait PoolKind: Send + Sync + 'static {
+    /// `MaxPool2d`, `AvgPool2d`.
+    const NAME: &'static str;
+    /// Max pooling (keeps argmax indices for backward) rather than average pooling.
+    const MAX: bool;
+}
+
+/// `nn.MaxPool2d(kernel, stride, padding)`: padding acts as −inf, floor mode, no dilation.
+pub struct Max;
+/// `nn.AvgPool2d(kernel, stride, padding)` with count_include_pad = True (PyTorch's
+/// default): each window's sum is divided by kernel², padding counting as zeros.
+pub struct Avg;
+
+/// `nn.MaxPool2d(kernel, stride, padding)`: padding acts as −inf, floor mode, no dilation.
+pub type MaxPool2d = Pool2d<Max>;
+/// `nn.AvgPool2d(kernel, stride, padding)`, count_include_pad = True.
+pub type AvgPool2d = Pool2d<Avg>;
+
+impl PoolKind for Max {
+    const NAME: &'static str = "MaxPool2d";
+    const MAX: bool = true;
+}
+
+impl PoolKind for Avg {
+    const NAME: &'static str = "AvgPool2d";
+    const MAX: bool = false;
+}
+
+impl<K: PoolKind> Pool2d<K> {
+    /// y, and the indices max pooling keeps (charged to `idx_category`).
+    fn run(&self, x: &Tensor, idx_category: Category) -> Result<(Tensor, Option<PoolIndices>)> {
+        let (g, path) = (&self.geom, self.name.path.as_str());
+        if K::MAX {
+            let (y, idx) = ops::maxpool2d(g, x, path, Category::Workspace, idx_category)?;
+            return Ok((y, Some(idx)));
+        }
+        Ok((ops::avgpool2d(g, x, path, Category::Workspace)?, None))
+    }
+
     /// A square window; padding must be at most kernel/2 (as in PyTorch).
-    pub fn new(path: &str, kernel: usize, stride: usize, padding: usize) -> Result<MaxPool2d> {
+    pub fn new(path: &str, kernel: usize, stride: usize, padding: usize) -> Result<Self> {
         let geom = PoolGeom::square(kernel, stride, padding);
         geom.validate(path)?;
-        Ok(MaxPool2d {
+        Ok(Pool2d {
             name: LayerName::new(path),
             geom,
             saved: None,
+            kind: std::marker::PhantomData,
         })
     }
 }
 
-impl Module for MaxPool2d {
+impl<K: PoolKind> Module for Pool2d<K> {
     fn path(&self) -> &str {
         &self.name.path
     }
     fn describe(&self) -> String {
         let g = &self.geom;
         format!(
-            "MaxPool2d(k{}x{}, s{:?}, p{:?})",
-            g.kh, g.kw, g.stride, g.padding
+            "{}(k{}x{}, s{:?}, p{:?})",
+            K::NAME,
+            g.kh,
+            g.kw,
+            g.stride,
+            g.padding
         )
     }
     fn infer(&self, x: &Tensor) -> Result<Tensor> {
         let _s = self.name.scope();
-        // the indices are scratch here
-        let (y, _) = ops::maxpool2d(
-            &self.geom,
-            x,
-            &self.name.path,
-            Category::Workspace,
-            Category::Workspace,
-        )?;
-        Ok(y)
+        // max pooling's indices are scratch here
+        Ok(self.run(x, Category::Workspace)?.0)
     }
     fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
         let _s = self.name.scope();
-        let (y, idx) = ops::maxpool2d(
-            &self.geom,
-            x,
-            &self.name.path,
-            Category::Workspace,
-            Category::SavedForBackward,
-        )?;
+        let (y, idx) = self.run(x, Category::SavedForBackward)?;
         let (n, c, h, w) = x.dims4(&self.name.path)?;
         self.saved = Some(([n, c, h, w], idx));
         Ok(y)
@@ -77,69 +109,11 @@ impl Module for MaxPool2d {
             .ok_or_else(|| no_forward(&self.name.path))?;
         let (ho, wo) = self.geom.out_hw(h, w, &self.name.path)?;
         check_grad(&self.name.path, g, &[n, c, ho, wo], g.dtype())?;
-        ops::maxpool2d_backward(&self.geom, g, &idx, [n, c, h, w], &self.name.path)
-    }
-    fn clear_saved(&mut self) {
-        self.saved = None;
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
-/// `nn.AvgPool2d(kernel, stride, padding)` with count_include_pad = True (PyTorch's
-/// default): each window's sum is divided by kernel², padding counting as zeros.
-pub struct AvgPool2d {
-    name: LayerName,
-    pub geom: PoolGeom,
-    /// The input shape (N, C, H, W) of the last training forward; no data is kept.
-    saved: Option<[usize; 4]>,
-}
-
-impl AvgPool2d {
-    /// A square window; padding must be at most kernel/2 (as in PyTorch).
-    pub fn new(path: &str, kernel: usize, stride: usize, padding: usize) -> Result<AvgPool2d> {
-        let geom = PoolGeom::square(kernel, stride, padding);
-        geom.validate(path)?;
-        Ok(AvgPool2d {
-            name: LayerName::new(path),
-            geom,
-            saved: None,
-        })
-    }
-}
-
-impl Module for AvgPool2d {
-    fn path(&self) -> &str {
-        &self.name.path
-    }
-    fn describe(&self) -> String {
-        let g = &self.geom;
-        format!(
-            "AvgPool2d(k{}x{}, s{:?}, p{:?})",
-            g.kh, g.kw, g.stride, g.padding
-        )
-    }
-    fn infer(&self, x: &Tensor) -> Result<Tensor> {
-        let _s = self.name.scope();
-        ops::avgpool2d(&self.geom, x, &self.name.path, Category::Workspace)
-    }
-    fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
-        let _s = self.name.scope();
-        let y = ops::avgpool2d(&self.geom, x, &self.name.path, Category::Workspace)?;
-        let (n, c, h, w) = x.dims4(&self.name.path)?;
-        self.saved = Some([n, c, h, w]);
-        Ok(y)
-    }
-    fn backward(&mut self, g: &Tensor) -> Result<Tensor> {
-        let _s = self.name.scope();
-        let [n, c, h, w] = self
-            .saved
-            .take()
-            .ok_or_else(|| no_forward(&self.name.path))?;
-        let (ho, wo) = self.geom.out_hw(h, w, &self.name.path)?;
-        check_grad(&self.name.path, g, &[n, c, ho, wo], g.dtype())?;
-        ops::avgpool2d_backward(&self.geom, g, [n, c, h, w], &self.name.path)
+        let (geom, path) = (&self.geom, self.name.path.as_str());
+        match idx {
+            Some(idx) => ops::maxpool2d_backward(geom, g, &idx, [n, c, h, w], path),
+            None => ops::avgpool2d_backward(geom, g, [n, c, h, w], path),
+        }
     }
     fn clear_saved(&mut self) {
         self.saved = None;

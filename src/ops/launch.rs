@@ -127,27 +127,17 @@ pub struct Kernel {
     pub params: &'static [ArgKind],
 }
 
-/// The generated table: one `Kernel` constant per exported kernel, and `ALL`.
+/// The generated table: one `Kernel` constant per exported kernel, and `ALL`. A few
+/// kernels are launched only by the emulator's kernel tests (`device::emu::testing`, by
+/// name: `channel_sum_sumsq_f32`, `quadralib_bwd_f32`) and `ALL` only by the table's own
+/// test, so unused constants are allowed here.
+#[allow(dead_code)]
 pub mod kernel {
     use super::{ArgKind, Kernel};
     include!(concat!(env!("OUT_DIR"), "/kernel_sigs.rs"));
 }
 
 impl Kernel {
-    /// The kernel called `name` (for kernels chosen at run time, e.g. by neuron type).
-    pub fn by_name(name: &str) -> Result<&'static Kernel> {
-        kernel::ALL
-            .iter()
-            .copied()
-            .find(|k| k.name == name)
-            .ok_or_else(|| {
-                Error::invalid(
-                    "kernel",
-                    format!("`{name}` is not a kernel of cuda/*.cu (QUADRA_EXPORT)"),
-                )
-            })
-    }
-
     /// Checks `args` against the signature: their number and each one's kind.
     pub fn check_args(&self, args: &[KArg]) -> Result<()> {
         if args.len() != self.params.len() {
@@ -177,25 +167,6 @@ impl Kernel {
     }
 }
 
-/// A kernel given by its generated constant (`&kernel::RELU_FORWARD_F32`: checked at
-/// compile time) or by name (looked up in the generated table at run time, for kernels
-/// chosen by a runtime value).
-pub(crate) trait AsKernel {
-    fn kernel(&self) -> Result<&'static Kernel>;
-}
-
-impl AsKernel for &'static Kernel {
-    fn kernel(&self) -> Result<&'static Kernel> {
-        Ok(self)
-    }
-}
-
-impl AsKernel for &str {
-    fn kernel(&self) -> Result<&'static Kernel> {
-        Kernel::by_name(self)
-    }
-}
-
 /// Launches `kernel` on `rt` after checking `args` against its signature.
 ///
 /// # Safety
@@ -203,11 +174,10 @@ impl AsKernel for &str {
 /// makes under `cfg` (the argument count and kinds are checked here).
 pub(crate) unsafe fn launch(
     rt: &dyn Runtime,
-    kernel: impl AsKernel,
+    kernel: &Kernel,
     cfg: LaunchConfig,
     args: &[KArg],
 ) -> Result<()> {
-    let kernel = kernel.kernel()?;
     kernel.check_args(args)?;
     // SAFETY: forwarded from this function's contract; the arguments match the signature.
     unsafe { rt.launch(kernel.name, cfg, args) }
@@ -215,8 +185,7 @@ pub(crate) unsafe fn launch(
 
 /// f(x) elementwise, a new tensor charged to `category`, for a kernel with the signature
 /// `(const float* x, float* y, long long n)` (a 1-D grid-stride loop over n).
-pub(crate) fn unary(kernel: impl AsKernel, x: &Tensor, category: Category) -> Result<Tensor> {
-    let kernel = kernel.kernel()?;
+pub(crate) fn unary(kernel: &Kernel, x: &Tensor, category: Category) -> Result<Tensor> {
     let rt = gpu_f32(kernel.name, "x", x)?;
     let mut y = output(x.shape(), x.device(), category)?;
     let n = x.numel();
@@ -238,12 +207,11 @@ pub(crate) fn unary(kernel: impl AsKernel, x: &Tensor, category: Category) -> Re
 /// signature `(const float* a, const float* b, float* y, long long n)`; a and b must have
 /// one shape (`what` names them in errors).
 pub(crate) fn binary(
-    kernel: impl AsKernel,
+    kernel: &Kernel,
     (a, a_what): (&Tensor, &str),
     (b, b_what): (&Tensor, &str),
     category: Category,
 ) -> Result<Tensor> {
-    let kernel = kernel.kernel()?;
     let op = kernel.name;
     let rt = gpu_f32(op, a_what, a)?;
     check_all(op, a.device(), &[(b_what, b)])?;
@@ -326,10 +294,5 @@ mod tests {
         assert!(kind
             .to_string()
             .contains("parameter 2 is I64, the launch passes I32"));
-        assert!(Kernel::by_name("relu_forward_f33").is_err());
-        assert_eq!(
-            Kernel::by_name("relu_forward_f32").unwrap().name,
-            "relu_forward_f32"
-        );
     }
 }

@@ -64,13 +64,14 @@ pub fn epilogue_forward(
     d: Planes,
     shape: &[usize],
 ) -> Result<Tensor> {
-    let op = match kind {
-        Epilogue::T1 => kernel::T1_FWD_F32.name,
-        Epilogue::T3 => kernel::T3_FWD_F32.name,
-        Epilogue::T4 => kernel::T4_FWD_F32.name,
-        Epilogue::QuadraLib => kernel::QUADRALIB_FWD_F32.name,
-        Epilogue::Fan => kernel::FAN_FWD_F32.name,
+    let kern = match kind {
+        Epilogue::T1 => &kernel::T1_FWD_F32,
+        Epilogue::T3 => &kernel::T3_FWD_F32,
+        Epilogue::T4 => &kernel::T4_FWD_F32,
+        Epilogue::QuadraLib => &kernel::QUADRALIB_FWD_F32,
+        Epilogue::Fan => &kernel::FAN_FWD_F32,
     };
+    let op = kern.name;
     let rt = gpu_f32(op, "z", z)?;
     expect_numel(op, "z", z, d.numel(kind.branches()), "N, nb·C, L")?;
     let q = match (kind.has_q(), q) {
@@ -101,7 +102,7 @@ pub fn epilogue_forward(
     // SAFETY: ([q,] z, [q,] y, N, C, L) as declared in quadratic.cu for `op`; z holds
     // N·nb·C·L f32 and q N·C·L (checked above, same device), y was just allocated with
     // N·C·L; the kernel reads z/q and writes y only below those counts.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(d.numel(1)), &args)? };
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(d.numel(1)), &args)? };
     Ok(y)
 }
 
@@ -115,10 +116,10 @@ pub fn epilogue_backward(
     gy: &Tensor,
     d: Planes,
 ) -> Result<Tensor> {
-    let (op, kept, nb) = match kind {
-        Epilogue::T3 => (kernel::T3_BWD_F32.name, 1, 1),
-        Epilogue::T4 | Epilogue::Fan => (kernel::T4_BWD_F32.name, 2, 2),
-        Epilogue::QuadraLib => (kernel::QUADRALIB_BWD_AB_F32.name, 2, 3),
+    let (kern, kept, nb) = match kind {
+        Epilogue::T3 => (&kernel::T3_BWD_F32, 1, 1),
+        Epilogue::T4 | Epilogue::Fan => (&kernel::T4_BWD_F32, 2, 2),
+        Epilogue::QuadraLib => (&kernel::QUADRALIB_BWD_AB_F32, 2, 3),
         Epilogue::T1 => {
             return Err(crate::Error::invalid(
                 "epilogue_backward",
@@ -126,6 +127,7 @@ pub fn epilogue_backward(
             ))
         }
     };
+    let op = kern.name;
     let rt = gpu_f32(op, "planes", planes)?;
     check_all(op, planes.device(), &[("output gradient", gy)])?;
     expect_numel(op, "planes", planes, d.numel(kept), "N, R·C, L")?;
@@ -143,19 +145,20 @@ pub fn epilogue_backward(
     // SAFETY: (planes, gy, gz, N, C, L) as declared in quadratic.cu; planes holds
     // N·R·C·L f32 and gy N·C·L (checked), gz was just allocated with N·nb·C·L, and the
     // kernel's branch indices stay below those counts.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(d.numel(1)), &args)? };
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(d.numel(1)), &args)? };
     Ok(gz)
 }
 
 /// x ⊙ x, a new tensor shaped like x (the lifted input of t2 and fan).
 pub fn square(x: &Tensor) -> Result<Tensor> {
-    crate::ops::launch::unary(kernel::QUAD_SQUARE_F32.name, x, Category::Workspace)
+    crate::ops::launch::unary(&kernel::QUAD_SQUARE_F32, x, Category::Workspace)
 }
 
 /// The adjoint of `square` at x: dx = [dx +] 2·x ⊙ dxx. With `acc` = Some(dx) it adds into
 /// dx (whose storage must not be shared); else it returns a new tensor shaped like x.
 pub fn square_backward(x: &Tensor, dxx: &Tensor, acc: Option<Tensor>) -> Result<Tensor> {
-    let op = kernel::QUAD_SQUARE_BWD_F32.name;
+    let kern = &kernel::QUAD_SQUARE_BWD_F32;
+    let op = kern.name;
     let rt = gpu_f32(op, "x", x)?;
     check_all(op, x.device(), &[("dxx", dxx)])?;
     let n = x.numel();
@@ -181,14 +184,15 @@ pub fn square_backward(x: &Tensor, dxx: &Tensor, acc: Option<Tensor>) -> Result<
     ];
     // SAFETY: (x, dxx, dx, long long n, int accumulate); all three hold n f32 elements
     // (checked), and dx's storage is unshared (dev_ptr_mut), so it is neither x nor dxx.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(n), &args)? };
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(n), &args)? };
     Ok(dx)
 }
 
 /// The outer products of t1: u (N, K, L) → o (N, K², L), row i·K + j = u_i ⊙ u_j. For a
 /// conv layer u is im2col(x); for a linear layer it is x itself (L = 1).
 pub fn outer(u: &Tensor, n: usize, k: usize, l: usize) -> Result<Tensor> {
-    let op = kernel::QUAD_OUTER_F32.name;
+    let kern = &kernel::QUAD_OUTER_F32;
+    let op = kern.name;
     let rt = gpu_f32(op, "u", u)?;
     expect_numel(op, "u", u, n * k * l, "N, K, L")?;
     let mut o = output(&[n, k * k, l], u.device(), Category::Workspace)?;
@@ -206,7 +210,7 @@ pub fn outer(u: &Tensor, n: usize, k: usize, l: usize) -> Result<Tensor> {
     // SAFETY: (const float* u, float* o, int N, int K, int L); u holds N·K·L f32 (checked),
     // o was just allocated with N·K²·L; the kernel writes o below N·K²·L and reads u at
     // rows < K of each sample.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(total), &args)? };
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(total), &args)? };
     Ok(o)
 }
 
@@ -220,7 +224,8 @@ pub fn outer_backward(
     l: usize,
     shape: &[usize],
 ) -> Result<Tensor> {
-    let op = kernel::QUAD_OUTER_BWD_F32.name;
+    let kern = &kernel::QUAD_OUTER_BWD_F32;
+    let op = kern.name;
     let rt = gpu_f32(op, "u", u)?;
     check_all(op, u.device(), &[("d(u ⊗ u)", dout)])?;
     expect_numel(op, "u", u, n * k * l, "N, K, L")?;
@@ -239,7 +244,7 @@ pub fn outer_backward(
     ];
     // SAFETY: (do, u, du, N, K, L); do holds N·K²·L and u N·K·L f32 (checked), du was just
     // allocated with N·K·L; the kernel reads rows < K² / < K of each sample only.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(n * k * l), &args)? };
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(n * k * l), &args)? };
     Ok(du)
 }
 
@@ -363,7 +368,8 @@ pub fn narrow(
     shape: &[usize],
     category: Category,
 ) -> Result<Tensor> {
-    let op = kernel::QUAD_NARROW_F32.name;
+    let kern = &kernel::QUAD_NARROW_F32;
+    let op = kern.name;
     let rt = gpu_f32(op, "src", src)?;
     expect_numel(op, "src", src, n * ms * l, "N, M, L")?;
     crate::ensure_shape!(c0 + md <= ms, op, "channels {c0}..{} of {ms}", c0 + md);
@@ -388,14 +394,15 @@ pub fn narrow(
     ];
     // SAFETY: (src, dst, N, Ms, L, c0, Md); src holds N·Ms·L f32 (checked) and is read at
     // channels c0 + c < c0 + Md ≤ Ms (checked); dst was just allocated with N·Md·L.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(want), &args)? };
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(want), &args)? };
     Ok(dst)
 }
 
 /// Batch statistics of z (N, M, L) per channel over N·L values: (mean, biased var, rstd),
 /// each (M), from `bn_stats_f32` (two passes, f64 accumulation).
 pub fn bn_stats(z: &Tensor, n: usize, m: usize, l: usize, eps: f64) -> Result<[Tensor; 3]> {
-    let op = kernel::BN_STATS_F32.name;
+    let kern = &kernel::BN_STATS_F32;
+    let op = kern.name;
     let rt = gpu_f32(op, "z", z)?;
     expect_numel(op, "z", z, n * m * l, "N, M, L")?;
     crate::ensure_shape!(n * l > 0, op, "N·L = 0: no values to take statistics over");
@@ -422,7 +429,7 @@ pub fn bn_stats(z: &Tensor, n: usize, m: usize, l: usize, eps: f64) -> Result<[T
     unsafe {
         launch(
             rt,
-            op,
+            kern,
             LaunchConfig::new(channel_grid(m), REDUCE_BLOCK, 0),
             &args,
         )?
@@ -465,11 +472,12 @@ pub fn bn_forward(
     shape: &[usize],
     keep_ab: bool,
 ) -> Result<(Tensor, Option<Tensor>)> {
-    let op = if keep_ab {
-        kernel::QUADRALIB_BN_FWD_AB_F32.name
+    let kern = if keep_ab {
+        &kernel::QUADRALIB_BN_FWD_AB_F32
     } else {
-        kernel::QUADRALIB_BN_FWD_F32.name
+        &kernel::QUADRALIB_BN_FWD_F32
     };
+    let op = kern.name;
     let rt = gpu_f32(op, "z", z)?;
     expect_numel(op, "z", z, d.numel(3), "N, 3C, L")?;
     bn.check(op, z, d.c)?;
@@ -501,7 +509,7 @@ pub fn bn_forward(
     // SAFETY: (z, mean, rstd, gamma, beta, y, [ab,] N, C, L) as declared in quadratic.cu;
     // z holds N·3C·L f32 and the four vectors 3C (checked); y (N·C·L) and ab (N·2C·L) were
     // just allocated; the kernel indexes below those counts.
-    unsafe { launch(rt, op, LaunchConfig::elementwise(d.numel(1)), &args)? };
+    unsafe { launch(rt, kern, LaunchConfig::elementwise(d.numel(1)), &args)? };
     Ok((y, ab))
 }
 
@@ -555,15 +563,15 @@ pub fn bn_backward(
         Some(ab) => {
             let abp = KArg::Ptr(ab.dev_ptr()?);
             (
-                kernel::QUADRALIB_BN_BWD_REDUCE_AB_F32.name,
-                kernel::QUADRALIB_BN_BWD_AB_F32.name,
+                &kernel::QUADRALIB_BN_BWD_REDUCE_AB_F32,
+                &kernel::QUADRALIB_BN_BWD_AB_F32,
                 vec![zp, abp, gp, mp, rp, dgp, dbp],
                 vec![zp, abp, gp, mp, rp, gam, dgp, dbp, gzp],
             )
         }
         None => (
-            kernel::QUADRALIB_BN_BWD_REDUCE_F32.name,
-            kernel::QUADRALIB_BN_BWD_F32.name,
+            &kernel::QUADRALIB_BN_BWD_REDUCE_F32,
+            &kernel::QUADRALIB_BN_BWD_F32,
             vec![zp, gp, mp, rp, gam, bet, dgp, dbp],
             vec![zp, gp, mp, rp, gam, bet, dgp, dbp, gzp],
         ),

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 
-use quadra::checkpoint;
+use quadra::checkpoint::{self, Checkpoint};
 use quadra::model::Model;
 use quadra::nn::spec::ModelSpec;
+use quadra::train::{model_to_device, resolve_device};
 use quadra::{DType, Tensor};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -43,6 +44,30 @@ impl SpecSource {
                 .with_context(|| format!("--model {m}"))?),
             (None, None) => bail!("pass --model NAME or --spec FILE.json"),
         }
+    }
+}
+
+/// A checkpoint run on a device: the flags `eval` and `predict` share.
+#[derive(Args, Debug)]
+pub struct CheckpointRun {
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// auto, cpu, cuda[:N] or emu: where the model runs (default auto).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl CheckpointRun {
+    /// The checkpoint and its model, on the device `--device` names.
+    pub fn load(&self) -> Result<(Checkpoint, Model, quadra::Device)> {
+        let device = resolve_device(&self.device).context("--device")?;
+        let (ck, mut model) = Checkpoint::load_model(&self.checkpoint)?;
+        model_to_device(&mut model, device)?;
+        Ok((ck, model, device))
     }
 }
 

@@ -6,18 +6,16 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use serde_json::json;
 
-use quadra::checkpoint::Checkpoint;
 use quadra::train::{
-    build_data, checkpoint_data, evaluate, evaluate_tensors, model_to_device, resolve_device,
-    DatasetKind, TrainConfig,
+    build_data, checkpoint_data, evaluate, evaluate_tensors, DatasetKind, TrainConfig,
 };
 
-use crate::common::read_input;
+use crate::common::{read_input, CheckpointRun};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    #[arg(long)]
-    checkpoint: PathBuf,
+    #[command(flatten)]
+    run: CheckpointRun,
     /// A safetensors file with `input` (N, C, H, W) and `labels` (N); default: the test
     /// set of the checkpoint's run config.
     #[arg(long, conflicts_with_all = ["dataset", "data_dir"])]
@@ -29,13 +27,6 @@ pub struct EvalArgs {
     /// Where the dataset's files are.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    #[arg(long, default_value_t = 256)]
-    batch_size: usize,
-    /// auto, cpu, cuda[:N] or emu: where the model runs (default auto).
-    #[arg(long, default_value = "auto")]
-    device: String,
-    #[arg(long)]
-    json: bool,
 }
 
 /// Labels (N) of a safetensors file: any integer dtype, or integral floats.
@@ -87,9 +78,7 @@ fn read_labels(path: &Path, name: &str) -> Result<Vec<usize>> {
 }
 
 pub fn run(a: &EvalArgs) -> Result<()> {
-    let device = resolve_device(&a.device).context("--device")?;
-    let (ck, mut model) = Checkpoint::load_model(&a.checkpoint)?;
-    model_to_device(&mut model, device)?;
+    let (ck, model, device) = a.run.load()?;
     let (loss, acc, n, source) = match &a.input {
         Some(p) => {
             let x = read_input(p, &model)?;
@@ -109,7 +98,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
                     model.spec.num_classes
                 );
             }
-            let (loss, acc) = evaluate_tensors(&model, &x, &y, a.batch_size.max(1))?;
+            let (loss, acc) = evaluate_tensors(&model, &x, &y, a.run.batch_size.max(1))?;
             (loss, acc, y.len(), p.display().to_string())
         }
         None => {
@@ -118,11 +107,11 @@ pub fn run(a: &EvalArgs) -> Result<()> {
                     checkpoint_data(&ck, &model, a.dataset, a.data_dir.as_ref(), 0, 2)?.0
                 }
                 (Some(c), None) => serde_json::from_value(c.clone()).with_context(|| {
-                    format!("{}: metadata `config` is not a training config of this version", a.checkpoint.display())
+                    format!("{}: metadata `config` is not a training config of this version", a.run.checkpoint.display())
                 })?,
                 (None, None) => bail!(
                     "{}: the checkpoint has no training config (converted or imported?): pass --dataset NAME or --input DATA.safetensors",
-                    a.checkpoint.display()
+                    a.run.checkpoint.display()
                 ),
             };
             let mut cfg = cfg;
@@ -139,14 +128,14 @@ pub fn run(a: &EvalArgs) -> Result<()> {
             )
         }
     };
-    let out = json!({ "checkpoint": a.checkpoint.display().to_string(), "data": source,
+    let out = json!({ "checkpoint": a.run.checkpoint.display().to_string(), "data": source,
                       "device": device.to_string(), "samples": n, "loss": loss, "accuracy": acc });
-    if a.json {
+    if a.run.json {
         println!("{out}");
     } else {
         println!(
             "{} on {source}: {} samples, loss {loss:.4}, accuracy {:.2}%",
-            a.checkpoint.display(),
+            a.run.checkpoint.display(),
             n,
             100.0 * acc
         );

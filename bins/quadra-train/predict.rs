@@ -3,34 +3,26 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use quadra::checkpoint::{self, Checkpoint};
+use quadra::checkpoint;
 use quadra::model::Model;
-use quadra::train::{model_to_device, resolve_device};
 use quadra::Tensor;
 
-use crate::common::read_input;
+use crate::common::{read_input, CheckpointRun};
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
-    #[arg(long)]
-    checkpoint: PathBuf,
+    #[command(flatten)]
+    run: CheckpointRun,
     /// safetensors file with tensor `input` (N, C, H, W).
     #[arg(long)]
     input: PathBuf,
     /// safetensors file to write with tensor `logits` (N, classes).
     #[arg(long)]
     output: PathBuf,
-    #[arg(long, default_value_t = 256)]
-    batch_size: usize,
-    /// auto, cpu, cuda[:N] or emu: where the model runs (default auto).
-    #[arg(long, default_value = "auto")]
-    device: String,
-    #[arg(long)]
-    json: bool,
 }
 
 fn predict_batched(model: &Model, x: &Tensor, batch: usize) -> Result<Tensor> {
@@ -55,22 +47,23 @@ fn predict_batched(model: &Model, x: &Tensor, batch: usize) -> Result<Tensor> {
 }
 
 pub fn run(a: &PredictArgs) -> Result<()> {
-    let device = resolve_device(&a.device).context("--device")?;
-    let (_, mut model) = Checkpoint::load_model(&a.checkpoint)?;
-    model_to_device(&mut model, device)?;
+    let (_, model, _) = a.run.load()?;
     let x = read_input(&a.input, &model)?;
-    let logits = predict_batched(&model, &x, a.batch_size)?;
+    let logits = predict_batched(&model, &x, a.run.batch_size)?;
     let arg = quadra::serve::argmax(&logits)?;
     let mut meta = HashMap::new();
     meta.insert("model".to_string(), model.spec.name.clone());
-    meta.insert("checkpoint".to_string(), a.checkpoint.display().to_string());
+    meta.insert(
+        "checkpoint".to_string(),
+        a.run.checkpoint.display().to_string(),
+    );
     checkpoint::write_tensors(
         &a.output,
         &[("logits".to_string(), logits.clone())],
         Some(meta),
     )?;
     let n = x.shape()[0];
-    if a.json {
+    if a.run.json {
         println!(
             "{}",
             json!({ "output": a.output.display().to_string(), "samples": n,

@@ -327,16 +327,7 @@ impl Dataset {
 
     /// The first `n_first` samples and the rest (e.g. train / validation), copied.
     pub fn split(&self, n_first: usize) -> Result<(Dataset, Dataset)> {
-        if n_first > self.len() {
-            return Err(Error::invalid(
-                "dataset split",
-                format!(
-                    "cannot take {n_first} samples from `{}` with {}",
-                    self.name,
-                    self.len()
-                ),
-            ));
-        }
+        self.check_split(n_first)?;
         let first: Vec<usize> = (0..n_first).collect();
         let rest: Vec<usize> = (n_first..self.len()).collect();
         Ok((self.subset(&first)?, self.subset(&rest)?))
@@ -344,6 +335,15 @@ impl Dataset {
 
     /// Like [`Dataset::split`], after a deterministic shuffle from `seed`.
     pub fn random_split(&self, n_first: usize, seed: u64) -> Result<(Dataset, Dataset)> {
+        self.check_split(n_first)?;
+        let perm = permutation(self.len(), &mut rng_for(seed, u64::MAX, 0x0053_504c_4954));
+        Ok((
+            self.subset(&perm[..n_first])?,
+            self.subset(&perm[n_first..])?,
+        ))
+    }
+
+    fn check_split(&self, n_first: usize) -> Result<()> {
         if n_first > self.len() {
             return Err(Error::invalid(
                 "dataset split",
@@ -354,11 +354,7 @@ impl Dataset {
                 ),
             ));
         }
-        let perm = permutation(self.len(), &mut rng_for(seed, u64::MAX, 0x0053_504c_4954));
-        Ok((
-            self.subset(&perm[..n_first])?,
-            self.subset(&perm[n_first..])?,
-        ))
+        Ok(())
     }
 
     /// The first `min(n, len)` samples (quick runs).

@@ -33,7 +33,7 @@ pub use schedule::{
 pub use sgd::Sgd;
 
 use crate::device::alloc::Category;
-use crate::nn::{Module, ParamKind, Segment};
+use crate::nn::{Module, Param, ParamKind, Segment};
 use crate::tensor::Tensor;
 use crate::{ensure_valid, Error, Result};
 
@@ -230,11 +230,24 @@ pub fn clip_grad_norm(net: &mut dyn Module, max_norm: f64) -> Result<f64> {
     let total = sq.sqrt();
     let coef = (max_norm / (total + 1e-6)).min(1.0);
     let coef = if total.is_nan() { f64::NAN } else { coef };
+    try_for_each_param(net, |_, p| match p.grad.as_mut() {
+        Some(g) => crate::ops::optim::scale_in_place(g, coef),
+        None => Ok(()),
+    })?;
+    Ok(total)
+}
+
+/// `f` on every parameter of `net` in visiting order, stopping at the first error (the
+/// parameters after it are left untouched), which is returned.
+pub(crate) fn try_for_each_param(
+    net: &mut dyn Module,
+    mut f: impl FnMut(&str, &mut Param) -> Result<()>,
+) -> Result<()> {
     let mut res = Ok(());
-    net.visit_params(&mut |_, p| {
-        if let (Some(g), true) = (p.grad.as_mut(), res.is_ok()) {
-            res = crate::ops::optim::scale_in_place(g, coef);
+    net.visit_params(&mut |name, p| {
+        if res.is_ok() {
+            res = f(name, p);
         }
     });
-    res.map(|_| total)
+    res
 }

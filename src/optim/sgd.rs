@@ -153,13 +153,7 @@ impl Sgd {
 
 impl Optimizer for Sgd {
     fn step(&mut self, net: &mut dyn Module) -> Result<()> {
-        let mut res = Ok(());
-        net.visit_params(&mut |name, p| {
-            if res.is_ok() {
-                res = self.update(name, p);
-            }
-        });
-        res
+        super::try_for_each_param(net, |name, p| self.update(name, p))
     }
     fn lr(&self) -> f64 {
         self.lr

@@ -4,28 +4,17 @@
 use quadra::checkpoint::Checkpoint;
 use quadra::nn::spec::ModelSpec;
 
-use crate::support::{ok_json_last, run, tempdir};
+use crate::support::{argv, ok_json_last, run, tempdir};
 
 #[test]
 fn memory_writes_charts_report_and_plans() {
     let d = tempdir("cli-tools-memory");
     let out = d.join("mem");
-    let v = ok_json_last(&[
-        "memory",
-        "--model",
-        "qcnn",
-        "--batch",
-        "4",
-        "--steps",
-        "1",
-        "--threads",
-        "1",
-        "--budget-mib",
-        "2.5",
-        "--out",
-        out.to_str().unwrap(),
-        "--json",
-    ]);
+    let v = ok_json_last(&argv(
+        "memory --model qcnn --batch 4 --steps 1 --threads 1
+            --budget-mib 2.5 --out {} --json",
+        &[out.to_str().unwrap()],
+    ));
     let peaks = &v["peak_bytes"];
     assert!(peaks["stored"].as_u64().unwrap() > peaks["recompute"].as_u64().unwrap());
     assert!(peaks["planned"].as_u64().is_some());
@@ -40,19 +29,11 @@ fn memory_writes_charts_report_and_plans() {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     // a budget below the recompute peak is an error naming the budget
-    let o = run(&[
-        "memory",
-        "--model",
-        "qcnn",
-        "--batch",
-        "4",
-        "--steps",
-        "1",
-        "--memory-budget",
-        "1000",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = run(&argv(
+        "memory --model qcnn --batch 4 --steps 1 --memory-budget 1000
+            --out {}",
+        &[out.to_str().unwrap()],
+    ));
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("budget 1000 bytes"));
 }
@@ -60,16 +41,10 @@ fn memory_writes_charts_report_and_plans() {
 #[test]
 fn analyze_writes_histograms() {
     let d = tempdir("cli-tools-analyze");
-    let v = ok_json_last(&[
-        "analyze",
-        "--model",
-        "qcnn",
-        "--batch",
-        "4",
-        "--out",
-        d.to_str().unwrap(),
-        "--json",
-    ]);
+    let v = ok_json_last(&argv(
+        "analyze --model qcnn --batch 4 --out {} --json",
+        &[d.to_str().unwrap()],
+    ));
     assert_eq!(v["model"], "qcnn");
     assert!(v["entries"].as_u64().unwrap() > 0);
     assert!(d.join("activations.svg").is_file());
@@ -92,16 +67,10 @@ fn cost_of_qresnet14() {
 fn convert_spec_and_bad_selection() {
     let d = tempdir("cli-tools-convert");
     let x = d.join("x.json");
-    let v = ok_json_last(&[
-        "convert",
-        "--model",
-        "cnn",
-        "--neuron",
-        "quadralib-bn",
-        "-o",
-        x.to_str().unwrap(),
-        "--json",
-    ]);
+    let v = ok_json_last(&argv(
+        "convert --model cnn --neuron quadralib-bn -o {} --json",
+        &[x.to_str().unwrap()],
+    ));
     assert_eq!(v["layers"].as_array().unwrap().len(), 3);
     let spec = ModelSpec::from_json(&std::fs::read_to_string(&x).unwrap()).unwrap();
     assert_eq!(spec.name, "cnn");
@@ -110,19 +79,11 @@ fn convert_spec_and_bad_selection() {
     assert_eq!(c["total_params"], v["params_after"]);
     // and `train` builds and trains it (the spec file given as --model)
     let run_dir = d.join("run");
-    let o = run(&[
-        "train",
-        "--model",
-        x.to_str().unwrap(),
-        "--epochs",
-        "1",
-        "--train-samples",
-        "64",
-        "--test-samples",
-        "32",
-        "--out",
-        run_dir.to_str().unwrap(),
-    ]);
+    let o = run(&argv(
+        "train --model {} --epochs 1 --train-samples 64
+            --test-samples 32 --out {}",
+        &[x.to_str().unwrap(), run_dir.to_str().unwrap()],
+    ));
     assert!(
         o.status.success(),
         "train --model x.json: {}",
@@ -135,15 +96,10 @@ fn convert_spec_and_bad_selection() {
     wrong.layers.pop();
     let w = d.join("wrong.json");
     std::fs::write(&w, wrong.to_json()).unwrap();
-    let o = run(&[
-        "train",
-        "--model",
-        w.to_str().unwrap(),
-        "--epochs",
-        "1",
-        "--out",
-        d.join("r2").to_str().unwrap(),
-    ]);
+    let o = run(&argv(
+        "train --model {} --epochs 1 --out {}",
+        &[w.to_str().unwrap(), d.join("r2").to_str().unwrap()],
+    ));
     assert!(!o.status.success());
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("wrong.json"),
@@ -152,17 +108,11 @@ fn convert_spec_and_bad_selection() {
     );
 
     let y = d.join("y.json");
-    let o = run(&[
-        "convert",
-        "--model",
-        "cnn",
-        "--neuron",
-        "quadralib-bn",
-        "--select",
-        "nosuch",
-        "-o",
-        y.to_str().unwrap(),
-    ]);
+    let o = run(&argv(
+        "convert --model cnn --neuron quadralib-bn --select nosuch
+            -o {}",
+        &[y.to_str().unwrap()],
+    ));
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("nosuch"));
     assert!(!y.exists());
@@ -172,34 +122,21 @@ fn convert_spec_and_bad_selection() {
 fn convert_checkpoint_then_importance() {
     let d = tempdir("cli-tools-importance");
     let run_dir = d.join("run");
-    let o = run(&[
-        "train",
-        "--model",
-        "cnn",
-        "--epochs",
-        "1",
-        "--train-samples",
-        "64",
-        "--test-samples",
-        "32",
-        "--out",
-        run_dir.to_str().unwrap(),
-        "--json",
-    ]);
+    let o = run(&argv(
+        "train --model cnn --epochs 1 --train-samples 64
+            --test-samples 32 --out {} --json",
+        &[run_dir.to_str().unwrap()],
+    ));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let q = d.join("q.safetensors");
-    let v = ok_json_last(&[
-        "convert",
-        "--checkpoint",
-        run_dir.join("last.safetensors").to_str().unwrap(),
-        "--neuron",
-        "quadralib-bn",
-        "--select",
-        "conv*",
-        "-o",
-        q.to_str().unwrap(),
-        "--json",
-    ]);
+    let v = ok_json_last(&argv(
+        "convert --checkpoint {} --neuron quadralib-bn --select conv*
+            -o {} --json",
+        &[
+            run_dir.join("last.safetensors").to_str().unwrap(),
+            q.to_str().unwrap(),
+        ],
+    ));
     assert_eq!(v["layers"], serde_json::json!(["conv1", "conv2"]));
     let (_, mut model) = Checkpoint::load_model(&q).unwrap();
     assert_eq!(
@@ -207,14 +144,10 @@ fn convert_checkpoint_then_importance() {
         v["params_after"].as_u64().unwrap()
     );
 
-    let r = ok_json_last(&[
-        "importance",
-        "--checkpoint",
-        q.to_str().unwrap(),
-        "--samples",
-        "32",
-        "--json",
-    ]);
+    let r = ok_json_last(&argv(
+        "importance --checkpoint {} --samples 32 --json",
+        &[q.to_str().unwrap()],
+    ));
     assert_eq!(r["samples"], 32);
     assert_eq!(r["layers"].as_array().unwrap().len(), 2);
 }
@@ -227,38 +160,18 @@ fn convert_checkpoint_then_importance() {
 fn convert_calibrate_check_eval_init_reduce() {
     let d = tempdir("cli-tools-flow");
     let p = |n: &str| d.join(n).to_str().unwrap().to_string();
-    let o = run(&[
-        "train",
-        "--model",
-        "cnn",
-        "--epochs",
-        "1",
-        "--train-samples",
-        "128",
-        "--test-samples",
-        "64",
-        "--out",
-        &p("run"),
-        "--json",
-    ]);
+    let o = run(&argv(
+        "train --model cnn --epochs 1 --train-samples 128
+            --test-samples 64 --out {} --json",
+        &[&p("run")],
+    ));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let ck = p("run/last.safetensors");
-    let v = ok_json_last(&[
-        "convert",
-        "--checkpoint",
-        &ck,
-        "--neuron",
-        "quadralib-bn",
-        "--select",
-        "conv*",
-        "--calibrate",
-        "64",
-        "--check",
-        "64",
-        "-o",
-        &p("q.safetensors"),
-        "--json",
-    ]);
+    let v = ok_json_last(&argv(
+        "convert --checkpoint {} --neuron quadralib-bn --select conv*
+            --calibrate 64 --check 64 -o {} --json",
+        &[&ck, &p("q.safetensors")],
+    ));
     assert_eq!(v["calibration"]["samples"], 64);
     assert_eq!(v["calibration"]["bns"].as_array().unwrap().len(), 4);
     assert_eq!(v["check"]["samples"], 64);
@@ -274,85 +187,54 @@ fn convert_calibrate_check_eval_init_reduce() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("--dataset"), "{e}");
     let orig = ok_json_last(&["eval", "--checkpoint", &ck, "--json"]);
-    let conv = ok_json_last(&[
-        "eval",
-        "--checkpoint",
-        &p("q.safetensors"),
-        "--dataset",
-        "synthetic",
-        "--json",
-    ]);
+    let conv = ok_json_last(&argv(
+        "eval --checkpoint {} --dataset synthetic --json",
+        &[&p("q.safetensors")],
+    ));
     assert_eq!(conv["samples"], 1000, "the default synthetic test set");
     assert!(orig["samples"] == 64);
 
     // fine-tuning from the converted weights; --init and --model exclude each other
-    let o = run(&[
-        "train",
-        "--init",
-        &p("q.safetensors"),
-        "--model",
-        "cnn",
-        "--out",
-        &p("x"),
-    ]);
+    let o = run(&argv(
+        "train --init {} --model cnn --out {}",
+        &[&p("q.safetensors"), &p("x")],
+    ));
     assert!(!o.status.success());
-    let o = run(&[
-        "train",
-        "--init",
-        &p("q.safetensors"),
-        "--epochs",
-        "1",
-        "--train-samples",
-        "64",
-        "--test-samples",
-        "32",
-        "--out",
-        &p("ft"),
-        "--json",
-    ]);
+    let o = run(&argv(
+        "train --init {} --epochs 1 --train-samples 64
+            --test-samples 32 --out {} --json",
+        &[&p("q.safetensors"), &p("ft")],
+    ));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (_, mut ft) = Checkpoint::load_model(d.join("ft/last.safetensors")).unwrap();
     let (_, mut q) = Checkpoint::load_model(d.join("q.safetensors")).unwrap();
     assert_eq!(ft.spec, q.spec);
     assert_eq!(ft.num_params(), q.num_params());
     // the run resumes (its model is the checkpoint's, not a zoo model)
-    let o = run(&[
-        "train",
-        "--resume",
-        &p("ft/last.safetensors"),
-        "--epochs",
-        "2",
-        "--out",
-        &p("ft"),
-    ]);
+    let o = run(&argv(
+        "train --resume {} --epochs 2 --out {}",
+        &[&p("ft/last.safetensors"), &p("ft")],
+    ));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     // reduce: ranked here, or from `importance --json`
     let ftck = p("ft/last.safetensors");
-    let imp = run(&[
-        "importance",
-        "--checkpoint",
-        &ftck,
-        "--samples",
-        "32",
-        "--json",
-    ]);
+    let imp = run(&argv(
+        "importance --checkpoint {} --samples 32 --json",
+        &[&ftck],
+    ));
     assert!(imp.status.success());
     std::fs::write(d.join("imp.json"), &imp.stdout).unwrap();
-    let r = ok_json_last(&[
-        "reduce",
-        "--checkpoint",
-        &ftck,
-        "--importance",
-        &p("imp.json"),
-        "--budget-macs",
-        "50%",
-        "-o",
-        &p("reduced.json"),
-        "--save-checkpoint",
-        &p("reduced.safetensors"),
-        "--json",
-    ]);
+    let r = ok_json_last(&argv(
+        "reduce --checkpoint {} --importance {} --budget-macs 50%
+            -o {} --save-checkpoint {} --json",
+        &[
+            &ftck,
+            &p("imp.json"),
+            &p("reduced.json"),
+            &p("reduced.safetensors"),
+        ],
+    ));
     let (before, after) = (
         r["macs_before"].as_u64().unwrap(),
         r["macs_after"].as_u64().unwrap(),
@@ -364,32 +246,17 @@ fn convert_calibrate_check_eval_init_reduce() {
     assert_eq!(cost["total_macs"].as_u64().unwrap(), after);
     let (_, red) = Checkpoint::load_model(d.join("reduced.safetensors")).unwrap();
     assert_eq!(red.spec, spec);
-    let r2 = ok_json_last(&[
-        "reduce",
-        "--checkpoint",
-        &ftck,
-        "--samples",
-        "32",
-        "--budget-params",
-        "25000",
-        "-o",
-        &p("reduced2.json"),
-        "--json",
-    ]);
+    let r2 = ok_json_last(&argv(
+        "reduce --checkpoint {} --samples 32 --budget-params 25000
+            -o {} --json",
+        &[&ftck, &p("reduced2.json")],
+    ));
     assert!(r2["params_after"].as_u64().unwrap() <= 25000);
-    let o = run(&[
-        "train",
-        "--model",
-        &p("reduced.json"),
-        "--epochs",
-        "1",
-        "--train-samples",
-        "64",
-        "--test-samples",
-        "32",
-        "--out",
-        &p("rt"),
-    ]);
+    let o = run(&argv(
+        "train --model {} --epochs 1 --train-samples 64
+            --test-samples 32 --out {}",
+        &[&p("reduced.json"), &p("rt")],
+    ));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     // errors
@@ -406,30 +273,18 @@ fn convert_calibrate_check_eval_init_reduce() {
         let e = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success() && e.contains(want), "{a:?}: {e}");
     }
-    let o = run(&[
-        "reduce",
-        "--checkpoint",
-        &ck,
-        "--importance",
-        &p("imp.json"),
-        "--budget-params",
-        "100",
-        "-o",
-        &p("e.json"),
-    ]);
+    let o = run(&argv(
+        "reduce --checkpoint {} --importance {} --budget-params 100
+            -o {}",
+        &[&ck, &p("imp.json"), &p("e.json")],
+    ));
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("it ranks model"), "{e}");
-    let o = run(&[
-        "convert",
-        "--model",
-        "cnn",
-        "--neuron",
-        "quadralib-bn",
-        "--calibrate",
-        "8",
-        "-o",
-        &p("s.json"),
-    ]);
+    let o = run(&argv(
+        "convert --model cnn --neuron quadralib-bn --calibrate 8
+            -o {}",
+        &[&p("s.json")],
+    ));
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success() && e.contains("need --checkpoint"),

@@ -6,42 +6,28 @@ use quadra::checkpoint::{read_tensors, write_tensors, Checkpoint};
 use quadra::model::Model;
 use quadra::{DType, Tensor};
 
-use crate::support::{fails, fixture, ok_json, run, s, tempdir};
+use crate::support::{argv, fails, fixture, ok_json, run, s, tempdir};
 
 #[test]
 fn import_predict_info_export() {
     let dir = tempdir("cli-ipi");
     let ck = dir.join("qresnet14.safetensors");
     let w = fixture("torch_qresnet14_weights.safetensors");
-    let v = ok_json(&[
-        "import",
-        "--from",
-        "torch",
-        "--model",
-        "qresnet14",
-        s(&w),
-        "-o",
-        s(&ck),
-        "--json",
-    ]);
+    let v = ok_json(&argv(
+        "import --from torch --model qresnet14 {} -o {} --json",
+        &[s(&w), s(&ck)],
+    ));
     assert_eq!(v[0]["model"], "qresnet14");
     assert_eq!(v[0]["params"], 520_282);
 
     // predict on the golden input: the logits match PyTorch's
     let io = fixture("torch_qresnet14_io.safetensors");
     let out = dir.join("logits.safetensors");
-    let v = ok_json(&[
-        "predict",
-        "--checkpoint",
-        s(&ck),
-        "--input",
-        s(&io),
-        "--output",
-        s(&out),
-        "--batch-size",
-        "3",
-        "--json",
-    ]);
+    let v = ok_json(&argv(
+        "predict --checkpoint {} --input {} --output {}
+            --batch-size 3 --json",
+        &[s(&ck), s(&io), s(&out)],
+    ));
     assert_eq!(v[0]["samples"], 8);
     let (got, _) = read_tensors(&out).unwrap();
     let (want, _) = read_tensors(&io).unwrap();
@@ -113,16 +99,10 @@ fn train_one_epoch_then_resume() {
     assert_eq!(ck.optim.as_ref().unwrap().kind, "sgd");
 
     // resume to 2 epochs
-    let mut args = vec![
-        "train",
-        "--epochs",
-        "2",
-        "--out",
-        s(&out),
-        "--resume",
-        s(&e1),
-        "--json",
-    ];
+    let mut args = argv(
+        "train --epochs 2 --out {} --resume {} --json",
+        &[s(&out), s(&e1)],
+    );
     args.extend(common);
     let v = ok_json(&args);
     assert_eq!(v.len(), 2, "{v:?}");
@@ -142,12 +122,10 @@ fn train_one_epoch_then_resume() {
     );
 
     // eval of the checkpoint on its synthetic test set equals the epoch's test metrics
-    let e = ok_json(&[
-        "eval",
-        "--checkpoint",
-        s(&out.join("epoch-0002.safetensors")),
-        "--json",
-    ]);
+    let e = ok_json(&argv(
+        "eval --checkpoint {} --json",
+        &[s(&out.join("epoch-0002.safetensors"))],
+    ));
     let acc = e[0]["accuracy"].as_f64().unwrap();
     assert!(
         (acc - v[0]["test_acc"].as_f64().unwrap()).abs() < 1e-12,
@@ -155,35 +133,17 @@ fn train_one_epoch_then_resume() {
     );
 
     // plain (non-terminal) output: human lines
-    let o = run(&[
-        "train",
-        "--model",
-        "mlp",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "64",
-        "--train-samples",
-        "64",
-        "--test-samples",
-        "16",
-        "--out",
-        s(&dir.join("plain")),
-    ]);
+    let o = run(&argv(
+        "train --model mlp --epochs 1 --batch-size 64
+            --train-samples 64 --test-samples 16 --out {}",
+        &[s(&dir.join("plain"))],
+    ));
     assert!(o.status.success());
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("epoch 1/1: train loss"), "{text}");
 
     // resume with another model, a CUDA device, an unknown model
-    let mut args = vec![
-        "train",
-        "--epochs",
-        "2",
-        "--out",
-        s(&out),
-        "--resume",
-        s(&e1),
-    ];
+    let mut args = argv("train --epochs 2 --out {} --resume {}", &[s(&out), s(&e1)]);
     args.extend(["--model", "cnn"]);
     fails(&args, &["epoch-0001.safetensors", "mlp", "cnn"]);
     // a CUDA device that cannot be used is a clear error before anything is written
@@ -195,13 +155,10 @@ fn train_one_epoch_then_resume() {
         assert!(!dir.join("cuda").exists());
     }
     fails(
-        &[
-            "train",
-            "--model",
-            "qresnet99",
-            "--out",
-            s(&dir.join("unknown")),
-        ],
+        &argv(
+            "train --model qresnet99 --out {}",
+            &[s(&dir.join("unknown"))],
+        ),
         &["qresnet99", "qresnet14"],
     );
     assert!(!dir.join("unknown").exists());
@@ -226,42 +183,26 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
         None,
     )
     .unwrap();
-    ok_json(&[
-        "predict",
-        "--checkpoint",
-        s(&ck),
-        "--input",
-        s(&good_in),
-        "--output",
-        s(&out),
-        "--json",
-    ]);
+    ok_json(&argv(
+        "predict --checkpoint {} --input {} --output {} --json",
+        &[s(&ck), s(&good_in), s(&out)],
+    ));
     assert!(out.exists());
     std::fs::remove_file(&out).unwrap();
 
     // missing checkpoint / input file
     fails(
-        &[
-            "predict",
-            "--checkpoint",
-            s(&dir.join("nope.safetensors")),
-            "--input",
-            s(&good_in),
-            "--output",
-            s(&out),
-        ],
+        &argv(
+            "predict --checkpoint {} --input {} --output {}",
+            &[s(&dir.join("nope.safetensors")), s(&good_in), s(&out)],
+        ),
         &["nope.safetensors"],
     );
     fails(
-        &[
-            "predict",
-            "--checkpoint",
-            s(&ck),
-            "--input",
-            s(&dir.join("nox.safetensors")),
-            "--output",
-            s(&out),
-        ],
+        &argv(
+            "predict --checkpoint {} --input {} --output {}",
+            &[s(&ck), s(&dir.join("nox.safetensors")), s(&out)],
+        ),
         &["nox.safetensors"],
     );
     fails(
@@ -273,15 +214,10 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
     let trunc = dir.join("trunc.safetensors");
     std::fs::write(&trunc, &bytes[..bytes.len() / 2]).unwrap();
     fails(
-        &[
-            "predict",
-            "--checkpoint",
-            s(&trunc),
-            "--input",
-            s(&good_in),
-            "--output",
-            s(&out),
-        ],
+        &argv(
+            "predict --checkpoint {} --input {} --output {}",
+            &[s(&trunc), s(&good_in), s(&out)],
+        ),
         &["trunc.safetensors", "truncated"],
     );
     fails(&["info", s(&trunc)], &["trunc.safetensors", "truncated"]);
@@ -297,15 +233,10 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
     )
     .unwrap();
     fails(
-        &[
-            "predict",
-            "--checkpoint",
-            s(&ck),
-            "--input",
-            s(&wrong_name),
-            "--output",
-            s(&out),
-        ],
+        &argv(
+            "predict --checkpoint {} --input {} --output {}",
+            &[s(&ck), s(&wrong_name), s(&out)],
+        ),
         &["wrong-name.safetensors", "`input`", "images"],
     );
     let wrong_shape = dir.join("wrong-shape.safetensors");
@@ -319,15 +250,10 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
     )
     .unwrap();
     fails(
-        &[
-            "predict",
-            "--checkpoint",
-            s(&ck),
-            "--input",
-            s(&wrong_shape),
-            "--output",
-            s(&out),
-        ],
+        &argv(
+            "predict --checkpoint {} --input {} --output {}",
+            &[s(&ck), s(&wrong_shape), s(&out)],
+        ),
         &["wrong-shape.safetensors", "`input`", "[2, 3, 28, 28]"],
     );
     assert!(!out.exists(), "no output after failures");
@@ -336,29 +262,17 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
     let w = fixture("torch_qresnet14_weights.safetensors");
     let imp = dir.join("imp.safetensors");
     fails(
-        &[
-            "import",
-            "--from",
-            "torch",
-            "--model",
-            "resnet7",
-            s(&w),
-            "-o",
-            s(&imp),
-        ],
+        &argv(
+            "import --from torch --model resnet7 {} -o {}",
+            &[s(&w), s(&imp)],
+        ),
         &["resnet7"],
     );
     fails(
-        &[
-            "import",
-            "--from",
-            "torch",
-            "--model",
-            "resnet20",
-            s(&w),
-            "-o",
-            s(&imp),
-        ],
+        &argv(
+            "import --from torch --model resnet20 {} -o {}",
+            &[s(&w), s(&imp)],
+        ),
         &[
             "torch_qresnet14_weights.safetensors",
             "missing",
@@ -366,16 +280,10 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
         ],
     );
     fails(
-        &[
-            "import",
-            "--from",
-            "torch",
-            "--model",
-            "qresnet14",
-            s(&dir.join("none.safetensors")),
-            "-o",
-            s(&imp),
-        ],
+        &argv(
+            "import --from torch --model qresnet14 {} -o {}",
+            &[s(&dir.join("none.safetensors")), s(&imp)],
+        ),
         &["none.safetensors"],
     );
     assert!(!imp.exists());

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use quadra::checkpoint::Checkpoint;
 
-use crate::support::{fails, ok_json, run, s, tempdir};
+use crate::support::{argv, fails, ok_json, run, s, tempdir};
 
 /// Every file under `dir` with its bytes.
 fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -59,16 +59,10 @@ backprop = "recompute"
     .unwrap();
     let out = dir.join("run");
     // the flag --epochs 2 overrides the file's epochs = 1
-    let v = ok_json(&[
-        "train",
-        "--config",
-        s(&cfg),
-        "--epochs",
-        "2",
-        "--out",
-        s(&out),
-        "--json",
-    ]);
+    let v = ok_json(&argv(
+        "train --config {} --epochs 2 --out {} --json",
+        &[s(&cfg), s(&out)],
+    ));
     assert_eq!(v.len(), 3, "{v:?}");
     assert_eq!(v[1]["epoch"], 2);
     let ck = Checkpoint::load(out.join("epoch-0002.safetensors")).unwrap();
@@ -115,24 +109,12 @@ backprop = "recompute"
         "configs/qresnet14-cifar10.toml",
     ] {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
-        let o = run(&[
-            "train",
-            "--config",
-            s(&p),
-            "--dataset",
-            "synthetic",
-            "--epochs",
-            "1",
-            "--train-samples",
-            "8",
-            "--test-samples",
-            "8",
-            "--batch-size",
-            "8",
-            "--out",
-            s(&dir.join("ex")),
-            "--force",
-        ]);
+        let o = run(&argv(
+            "train --config {} --dataset synthetic --epochs 1
+                --train-samples 8 --test-samples 8 --batch-size 8 --out {}
+                --force",
+            &[s(&p), s(&dir.join("ex"))],
+        ));
         assert!(
             o.status.success(),
             "{f}: {}",
@@ -281,54 +263,32 @@ fn bad_options_fail_clearly_and_write_nothing() {
     bad("syntax.toml", "epochs = = 2\n", &["invalid TOML"]);
     bad("nested.toml", "[optimizer]\nlr = 0.1\n", &["`optimizer`"]);
     fails(
-        &[
-            "train",
-            "--config",
-            s(&dir.join("missing.toml")),
-            "--out",
-            &o,
-        ],
+        &argv(
+            "train --config {} --out {}",
+            &[s(&dir.join("missing.toml")), &o],
+        ),
         &["missing.toml"],
     );
     assert!(!out.exists());
 
     // a run, then: a fresh run into its folder, resumes of another model / dataset
     let run_dir = dir.join("run");
-    let mut args = vec![
-        "train",
-        "--model",
-        "mlp",
-        "--epochs",
-        "1",
-        "--out",
-        s(&run_dir),
-        "--json",
-    ];
+    let mut args = argv(
+        "train --model mlp --epochs 1 --out {} --json",
+        &[s(&run_dir)],
+    );
     args.extend(SMALL);
     ok_json(&args);
     let before = snapshot(&run_dir);
     let ck = run_dir.join("epoch-0001.safetensors");
-    let mut args = vec![
-        "train",
-        "--model",
-        "mlp",
-        "--epochs",
-        "2",
-        "--out",
-        s(&run_dir),
-    ];
+    let mut args = argv("train --model mlp --epochs 2 --out {}", &[s(&run_dir)]);
     args.extend(SMALL);
     fails(&args, &["already holds a run", "--resume", "--force"]);
     let resume = |extra: &[&str], needles: &[&str]| {
-        let mut a = vec![
-            "train",
-            "--resume",
-            s(&ck),
-            "--epochs",
-            "2",
-            "--out",
-            s(&run_dir),
-        ];
+        let mut a = argv(
+            "train --resume {} --epochs 2 --out {}",
+            &[s(&ck), s(&run_dir)],
+        );
         a.extend(extra);
         fails(&a, needles);
     };
@@ -348,13 +308,10 @@ fn bad_options_fail_clearly_and_write_nothing() {
     resume(&["--optimizer", "adam"], &["sgd", "adam"]);
     resume(&["--batch-size", "0"], &["--batch-size"]);
     fails(
-        &[
-            "train",
-            "--resume",
-            s(&dir.join("nope.safetensors")),
-            "--out",
-            s(&run_dir),
-        ],
+        &argv(
+            "train --resume {} --out {}",
+            &[s(&dir.join("nope.safetensors")), s(&run_dir)],
+        ),
         &["nope.safetensors"],
     );
     assert_eq!(

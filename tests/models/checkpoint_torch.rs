@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use quadra::checkpoint::{self, export_torch, import_torch, read_tensors, write_tensors};
 use quadra::model::Model;
+use quadra::nn::spec::ModelSpec;
 use quadra::{models, DType, Tensor};
 
 use crate::support::{fixture, tempdir};
@@ -38,15 +39,15 @@ fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
 // room for other GEMM blockings and thread counts.
 const TOL: f64 = 1e-5;
 
+/// qresnet14 with PyTorch's weights (the fixture), in `dtype`.
+fn torch_qresnet14(spec: &ModelSpec, dtype: DType) -> Model {
+    import_torch(fixture("torch_qresnet14_weights.safetensors"), spec, dtype).unwrap()
+}
+
 #[test]
 fn qresnet14_logits_match_pytorch() {
     let spec = models::get("qresnet14", None, 10).unwrap();
-    let model = import_torch(
-        fixture("torch_qresnet14_weights.safetensors"),
-        &spec,
-        DType::F32,
-    )
-    .unwrap();
+    let model = torch_qresnet14(&spec, DType::F32);
     let (x, want) = io();
     let got = model.predict(&x).unwrap();
     let e = rel_err(&got, &want);
@@ -64,12 +65,7 @@ fn qresnet14_logits_match_pytorch() {
     );
 
     // in f64 the difference is PyTorch's own f32 rounding
-    let model64 = import_torch(
-        fixture("torch_qresnet14_weights.safetensors"),
-        &spec,
-        DType::F64,
-    )
-    .unwrap();
+    let model64 = torch_qresnet14(&spec, DType::F64);
     let got64 = model64.predict(&x.to_dtype(DType::F64).unwrap()).unwrap();
     let e64 = rel_err(&got64, &want);
     eprintln!("qresnet14 f64 vs PyTorch f32: relative {e64:.3e}");
@@ -79,12 +75,7 @@ fn qresnet14_logits_match_pytorch() {
 #[test]
 fn export_round_trips_bit_for_bit_and_through_a_checkpoint() {
     let spec = models::get("qresnet14", None, 10).unwrap();
-    let model = import_torch(
-        fixture("torch_qresnet14_weights.safetensors"),
-        &spec,
-        DType::F32,
-    )
-    .unwrap();
+    let model = torch_qresnet14(&spec, DType::F32);
     let dir = tempdir("ck-torch-export");
     let out = dir.join("exported.safetensors");
     export_torch(&model, &out).unwrap();

@@ -10,7 +10,7 @@
 //! - Parity of one layer on the CPU engine and on a device (`check_layer`), tensors
 //!   (`randn`, `randn_f64`, `assert_close`, `grads`), conv geometries (`geom`).
 //! - Files: `fixture`, `tempdir`/`TempDir`, `assert_png_svg`; the `quadra-train` binary
-//!   (`bin`, `run`, `ok_stdout`, `ok_json`, `ok_json_last`, `fails`); the tiny model spec
+//!   (`argv`, `bin`, `run`, `ok_stdout`, `ok_json`, `ok_json_last`, `fails`); the tiny model spec
 //!   `TINY_Q3` of the memory tests.
 //!
 //! With `QUADRA_TEST_CUDA=1` every device check also runs on `cuda:0` (the same code path
@@ -286,6 +286,22 @@ pub fn assert_png_svg(files: &[PathBuf]) {
 /// `quadra-train`, as cargo built it for this test run.
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_quadra-train"))
+}
+
+/// A command line written as one line: its words split at white space, each `{}` word
+/// replaced by the next of `fill` (paths and other values, which may hold spaces), e.g.
+/// `run(&argv("train --model cnn --out {} --json", &[s(&dir)]))`.
+pub fn argv<'a>(line: &'a str, fill: &[&'a str]) -> Vec<&'a str> {
+    let mut fill = fill.iter();
+    let words: Vec<&str> = line
+        .split_whitespace()
+        .map(|w| match w {
+            "{}" => *fill.next().expect("argv: more `{}` than values"),
+            w => w,
+        })
+        .collect();
+    assert!(fill.next().is_none(), "argv: more values than `{{}}`");
+    words
 }
 
 /// Runs `quadra-train ARGS` to the end.

@@ -158,6 +158,21 @@ fn adam_state_is_charged_to_optimizer_state() {
 
 #[test]
 fn clip_grad_norm_matches_pytorch() {
+    // the gradients of `net`'s parameters, in visiting order
+    fn set_grads(net: &mut Sequential, grads: &[Vec<f64>]) {
+        let mut k = 0;
+        net.visit_params(&mut |_, p| {
+            let g = Tensor::from_vec_in(
+                grads[k].clone(),
+                p.value.shape(),
+                quadra::Device::Cpu,
+                Category::Gradient,
+            )
+            .unwrap();
+            p.grad = Some(g);
+            k += 1;
+        });
+    }
     let mut net = Sequential::new(
         "",
         vec![
@@ -165,19 +180,7 @@ fn clip_grad_norm_matches_pytorch() {
             Box::new(vec_param("b", &[0.0; 2])),
         ],
     );
-    let grads = [vec![3.0, -4.0, 12.0], vec![0.5, -2.0]];
-    let mut k = 0;
-    net.visit_params(&mut |_, p| {
-        let g = Tensor::from_vec_in(
-            grads[k].clone(),
-            p.value.shape(),
-            quadra::Device::Cpu,
-            Category::Gradient,
-        )
-        .unwrap();
-        p.grad = Some(g);
-        k += 1;
-    });
+    set_grads(&mut net, &[vec![3.0, -4.0, 12.0], vec![0.5, -2.0]]);
     let total = clip_grad_norm(&mut net, 1.0).unwrap();
     assert!((total - 13.162446581088183).abs() < 1e-12, "{total}");
     let mut got = Vec::new();
@@ -195,19 +198,7 @@ fn clip_grad_norm_matches_pytorch() {
         "clipped",
     );
     // below the threshold: unchanged
-    let mut k = 0;
-    let small = [vec![0.3, -0.4, 0.0], vec![0.0, 0.0]];
-    net.visit_params(&mut |_, p| {
-        let g = Tensor::from_vec_in(
-            small[k].clone(),
-            p.value.shape(),
-            quadra::Device::Cpu,
-            Category::Gradient,
-        )
-        .unwrap();
-        p.grad = Some(g);
-        k += 1;
-    });
+    set_grads(&mut net, &[vec![0.3, -0.4, 0.0], vec![0.0, 0.0]]);
     let total = clip_grad_norm(&mut net, 1.0).unwrap();
     assert!((total - 0.5).abs() < 1e-15);
     let mut got = Vec::new();

@@ -20,7 +20,14 @@
 #include "emu/cuda_emu.h"
 #endif
 
+#if defined(QUADRA_EMU_RACECHECK_COPY)
+// The emulator's racecheck copy of a kernel file (cuda/emu/README.md): compiled inside an
+// anonymous namespace, so its kernels have internal linkage and do not clash with the
+// extern "C" kernels of the plain copy; the copy's QUADRA_EXPORT registers them.
+#define QUADRA_KERNEL __global__
+#else
 #define QUADRA_KERNEL extern "C" __global__
+#endif
 
 namespace quadra {
 // 1-D grid-stride loop bounds: for (i = grid_start(); i < n; i += grid_stride())

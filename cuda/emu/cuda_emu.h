@@ -35,6 +35,20 @@
 // AddressSanitizer sees overruns).
 #define QUADRA_EXTERN_SHARED(T, name) T* const name = reinterpret_cast<T*>(::quadra_emu::dynamic_shared())
 
+// The racecheck copy. build.rs compiles every kernel file twice: as is (the launches of the
+// default mode run this code, uninstrumented) and, with QUADRA_EMU_RACECHECK_COPY defined
+// and -fsanitize=thread, inside an anonymous namespace (the copy that racecheck and
+// schedule comparison run; cuda/emu/README.md). Everything below that has a body and is
+// not a runtime service lives in QUADRA_EMU_VARIANT_BEGIN/END: an inline namespace whose
+// name differs between the two copies, so that the linker never merges an instrumented
+// out-of-line function (an `inline` one the optimiser did not inline) with the plain one.
+#if defined(QUADRA_EMU_RACECHECK_COPY)
+#define QUADRA_EMU_VARIANT_BEGIN inline namespace racecheck_copy {
+#else
+#define QUADRA_EMU_VARIANT_BEGIN inline namespace plain {
+#endif
+#define QUADRA_EMU_VARIANT_END }
+
 // ---------------------------------------------------------------------------------------
 // Vector types and the index variables
 // ---------------------------------------------------------------------------------------
@@ -47,11 +61,13 @@ struct dim3 {
     constexpr dim3(uint3 v) : x(v.x), y(v.y), z(v.z) {}
     constexpr operator uint3() const { return uint3{x, y, z}; }
 };
+QUADRA_EMU_VARIANT_BEGIN
 struct int2 { int x, y; };
 struct float2 { float x, y; };
 struct float4 { float x, y, z, w; };
 inline float2 make_float2(float x, float y) { return float2{x, y}; }
 inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+QUADRA_EMU_VARIANT_END
 
 namespace quadra_emu {
 
@@ -90,6 +106,7 @@ static constexpr int warpSize = 32;
 // ---------------------------------------------------------------------------------------
 // Synchronisation, warp shuffles and votes
 // ---------------------------------------------------------------------------------------
+QUADRA_EMU_VARIANT_BEGIN
 inline void __syncthreads() { ::quadra_emu::syncthreads(); }
 inline int __syncthreads_count(int pred) { return ::quadra_emu::syncthreads_count(pred); }
 inline int __syncthreads_and(int pred) {
@@ -102,8 +119,10 @@ inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_block() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
 inline void __trap() { ::quadra_emu::trap("__trap() called"); }
 inline unsigned __activemask() { return ::quadra_emu::active_mask(); }
+QUADRA_EMU_VARIANT_END
 
 namespace quadra_emu {
+QUADRA_EMU_VARIANT_BEGIN
 template <typename T>
 inline T shfl_impl(unsigned mask, T var, int src) {
     static_assert(sizeof(T) <= 8 && std::is_trivially_copyable<T>::value,
@@ -115,7 +134,10 @@ inline T shfl_impl(unsigned mask, T var, int src) {
     std::memcpy(&out, &got, sizeof(T));
     return out;
 }
+QUADRA_EMU_VARIANT_END
 }  // namespace quadra_emu
+
+QUADRA_EMU_VARIANT_BEGIN
 
 template <typename T>
 inline T __shfl_sync(unsigned mask, T var, int src_lane, int width = warpSize) {
@@ -195,8 +217,10 @@ inline unsigned atomicInc(unsigned* p, unsigned limit) {
     } while (!__atomic_compare_exchange_n(p, &old, next, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
     return old;
 }
+QUADRA_EMU_VARIANT_END
 
 namespace quadra_emu {
+QUADRA_EMU_VARIANT_BEGIN
 template <typename F, typename U, typename Op>
 inline F float_atomic(F* p, F v, Op op) {
     static_assert(sizeof(F) == sizeof(U), "bit width");
@@ -214,7 +238,9 @@ inline F float_atomic(F* p, F v, Op op) {
         }
     }
 }
+QUADRA_EMU_VARIANT_END
 }  // namespace quadra_emu
+QUADRA_EMU_VARIANT_BEGIN
 inline float atomicAdd(float* p, float v) {
     return ::quadra_emu::float_atomic<float, std::uint32_t>(p, v, [](float a, float b) { return a + b; });
 }
@@ -291,12 +317,14 @@ inline float min(float a, float b) { return fminf(a, b); }
 inline float max(float a, float b) { return fmaxf(a, b); }
 inline double min(double a, double b) { return fmin(a, b); }
 inline double max(double a, double b) { return fmax(a, b); }
+QUADRA_EMU_VARIANT_END
 
 // ---------------------------------------------------------------------------------------
 // Half and bfloat16: storage types with round-to-nearest-even conversions; arithmetic goes
 // through float (one rounding for + − × ÷, as float carries enough extra bits).
 // ---------------------------------------------------------------------------------------
 namespace quadra_emu {
+QUADRA_EMU_VARIANT_BEGIN
 inline std::uint16_t f32_to_f16_bits(float f) {
     std::uint32_t x;
     std::memcpy(&x, &f, 4);
@@ -363,8 +391,10 @@ inline float bf16_bits_to_f32(std::uint16_t b) {
     std::memcpy(&f, &x, 4);
     return f;
 }
+QUADRA_EMU_VARIANT_END
 }  // namespace quadra_emu
 
+QUADRA_EMU_VARIANT_BEGIN
 struct __half {
     std::uint16_t __x;
     __half() = default;
@@ -408,6 +438,7 @@ inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short v) { __nv_bfloat16 b; b
 inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 b) { return b.__x; }
 inline __nv_bfloat16 __hadd(__nv_bfloat16 a, __nv_bfloat16 b) { return __nv_bfloat16(float(a) + float(b)); }
 inline __nv_bfloat16 __hmul(__nv_bfloat16 a, __nv_bfloat16 b) { return __nv_bfloat16(float(a) * float(b)); }
+QUADRA_EMU_VARIANT_END
 
 // ---------------------------------------------------------------------------------------
 // The launch registry. QUADRA_EXPORT(kernel) (after a kernel's definition) defines
@@ -415,13 +446,17 @@ inline __nv_bfloat16 __hmul(__nv_bfloat16 a, __nv_bfloat16 b) { return __nv_bflo
 // type-safe thunk that unpacks a cuLaunchKernel-style `void** kernelParams` array (one
 // pointer per parameter, pointing at the value). build.rs scans cuda/*.cu for the macro and
 // generates the table the runtime searches (no static constructors, nothing dropped by the
-// linker).
+// linker). In the racecheck copy it defines `quadra_emu_rc_entry_<kernel>()` instead, for
+// the copy's own table.
 // ---------------------------------------------------------------------------------------
 namespace quadra_emu {
 struct KernelEntry {
     const char* name;
     unsigned arity;
     void (*invoke)(void** args);
+    // Bit i set: parameter i (i < 64) is a pointer (racecheck names a global address as
+    // "parameter i + offset").
+    unsigned long long pointer_params;
 };
 
 template <typename F>
@@ -429,6 +464,13 @@ struct KernelSig;
 template <typename... A>
 struct KernelSig<void (*)(A...)> {
     static constexpr unsigned arity = sizeof...(A);
+    template <std::size_t... I>
+    static constexpr unsigned long long pointer_mask(std::index_sequence<I...>) {
+        return (0ull | ... |
+                ((I < 64 && std::is_pointer<std::remove_cv_t<std::remove_reference_t<A>>>::value ? 1ull : 0ull)
+                 << (I < 64 ? I : 0)));
+    }
+    static constexpr unsigned long long pointers = pointer_mask(std::index_sequence_for<A...>{});
     template <void (*K)(A...), std::size_t... I>
     static void call(void** args, std::index_sequence<I...>) {
         K(*static_cast<std::remove_cv_t<std::remove_reference_t<A>>*>(args[I])...);
@@ -440,10 +482,25 @@ struct KernelSig<void (*)(A...)> {
 };
 }  // namespace quadra_emu
 
+#define QUADRA_EMU_ENTRY_BODY(kernel)                                                          \
+    using Sig = ::quadra_emu::KernelSig<decltype(&kernel)>;                                   \
+    static const ::quadra_emu::KernelEntry entry{#kernel, Sig::arity,                         \
+                                                 &Sig::template invoke<&kernel>, Sig::pointers}; \
+    return &entry;
+
+#if defined(QUADRA_EMU_RACECHECK_COPY)
+// The copy's kernels are inside the anonymous namespace build.rs wraps around the file; the
+// entry function must be extern "C", so the macro leaves the namespace and reopens it.
+// QUADRA_EXPORT therefore has to stand at file scope, as everywhere in cuda/*.cu.
+#define QUADRA_EXPORT(kernel)                                                                  \
+    }                                                                                         \
+    extern "C" const ::quadra_emu::KernelEntry* quadra_emu_rc_entry_##kernel() {              \
+        QUADRA_EMU_ENTRY_BODY(kernel)                                                         \
+    }                                                                                         \
+    namespace {
+#else
 #define QUADRA_EXPORT(kernel)                                                                  \
     extern "C" const ::quadra_emu::KernelEntry* quadra_emu_entry_##kernel() {                 \
-        using Sig = ::quadra_emu::KernelSig<decltype(&kernel)>;                               \
-        static const ::quadra_emu::KernelEntry entry{#kernel, Sig::arity,                     \
-                                                     &Sig::template invoke<&kernel>};         \
-        return &entry;                                                                        \
+        QUADRA_EMU_ENTRY_BODY(kernel)                                                         \
     }
+#endif

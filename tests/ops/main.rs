@@ -9,6 +9,7 @@ mod support;
 mod emu_conv;
 mod emu_kernels;
 mod emu_layers;
+mod emu_racecheck;
 mod emu_stats;
 mod gradcheck_conv;
 mod gradcheck_layers;

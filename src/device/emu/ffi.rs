@@ -22,6 +22,9 @@ extern "C" {
     pub fn quadra_emu_kernel_name(i: c_uint) -> *const c_char;
     pub fn quadra_emu_kernel_arity(name: *const c_char) -> c_int;
     pub fn quadra_emu_asan_enabled() -> c_int;
+    pub fn quadra_emu_racecheck_available() -> c_int;
+    pub fn quadra_emu_set_racecheck(mode: c_int) -> c_int;
+    pub fn quadra_emu_set_schedule(spec: *const c_char) -> c_int;
 }
 
 // Error codes of cuda/emu/quadra_emu.h.
@@ -32,6 +35,8 @@ const ERR_ARGS: c_int = 3;
 const ERR_DEADLOCK: c_int = 4;
 const ERR_TRAP: c_int = 5;
 const ERR_RESOURCES: c_int = 6;
+const ERR_RACE: c_int = 7;
+const ERR_SCHEDULE: c_int = 8;
 
 /// Names of every kernel the emulator can run (`cuda/*.cu` and its self-test kernels).
 pub fn kernel_names() -> Vec<String> {
@@ -60,6 +65,49 @@ pub fn kernel_arity(name: &str) -> Option<usize> {
 pub fn asan_enabled() -> bool {
     // SAFETY: returns a compile-time constant; no memory is touched.
     unsafe { quadra_emu_asan_enabled() != 0 }
+}
+
+/// Whether the emulator library has the racecheck copies of the kernels (not in an ASan
+/// build): racecheck and schedule comparison need them.
+pub fn racecheck_available() -> bool {
+    // SAFETY: reads the static registry tables only.
+    unsafe { quadra_emu_racecheck_available() != 0 }
+}
+
+/// Racecheck for the launches of the calling thread: `Some(on)` overrides
+/// `QUADRA_EMU_RACECHECK`, `None` goes back to it (cuda/emu/README.md).
+pub fn set_racecheck(on: Option<bool>) {
+    let mode = match on {
+        Some(true) => 1,
+        Some(false) => 0,
+        None => -1,
+    };
+    // SAFETY: sets a thread-local integer; -1, 0 and 1 are all accepted.
+    let rc = unsafe { quadra_emu_set_racecheck(mode) };
+    debug_assert_eq!(rc, OK);
+}
+
+/// The fiber schedule(s) of the calling thread's launches: `"default"`, `"reverse"`,
+/// `"random:SEED"`, or several separated by commas — each launch then runs under each, on
+/// the same inputs, and fails when its written bytes differ from the first schedule's.
+/// `Some` overrides `QUADRA_EMU_SCHEDULE`, `None` goes back to it.
+pub fn set_schedule(spec: Option<&str>) -> Result<()> {
+    let c = spec
+        .map(|s| {
+            CString::new(s).map_err(|_| {
+                Error::invalid("emulator schedule", format!("{s:?} contains a NUL byte"))
+            })
+        })
+        .transpose()?;
+    // SAFETY: `c` (or null) is a valid NUL-terminated string for the duration of the call;
+    // the runtime parses and copies it.
+    let rc =
+        unsafe { quadra_emu_set_schedule(c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr())) };
+    if rc == OK {
+        Ok(())
+    } else {
+        Err(Error::invalid("emulator schedule", last_error()))
+    }
 }
 
 fn last_error() -> String {
@@ -114,7 +162,9 @@ fn check(rc: c_int) -> Result<()> {
         ERR_UNKNOWN_KERNEL => Err(Error::invalid("kernel", last_error())),
         ERR_CONFIG => Err(Error::invalid("launch configuration", last_error())),
         ERR_ARGS => Err(Error::invalid("kernel arguments", last_error())),
-        ERR_DEADLOCK | ERR_TRAP => Err(Error::State(format!("emulator: {}", last_error()))),
+        ERR_DEADLOCK | ERR_TRAP | ERR_RACE | ERR_SCHEDULE => {
+            Err(Error::State(format!("emulator: {}", last_error())))
+        }
         ERR_RESOURCES => Err(Error::Unavailable(format!("emulator: {}", last_error()))),
         other => Err(Error::State(format!(
             "emulator: unknown status {other}: {}",

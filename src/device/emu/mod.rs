@@ -10,6 +10,12 @@
 //! after another on the calling thread, one fiber per GPU thread; a barrier divergence or
 //! other deadlock is an error, never a hang. See `cuda/emu/README.md`.
 //!
+//! On request ([`set_racecheck`], [`set_schedule`], or `QUADRA_EMU_RACECHECK=1` /
+//! `QUADRA_EMU_SCHEDULE=default,reverse,random:SEED`) a launch runs the kernel's
+//! instrumented racecheck copy instead: shared-memory hazards between barriers and
+//! overlapping global writes are launch errors, and several schedules of the fibers are run
+//! on the same inputs and must write the same bytes (`scripts/emu-racecheck.sh`).
+//!
 //! - [`ffi`](self) (private): the C interface, the only calls into the emulator library;
 //! - this file: [`EmuRuntime`], the [`Runtime`] of `Device::Emu`;
 //! - [`testing`]: slice-level drivers of single kernels and the emulator's self-tests, for
@@ -21,7 +27,9 @@ pub mod testing;
 
 use std::sync::{LazyLock, Mutex};
 
-pub use ffi::{asan_enabled, kernel_arity, kernel_names};
+pub use ffi::{
+    asan_enabled, kernel_arity, kernel_names, racecheck_available, set_racecheck, set_schedule,
+};
 
 use super::alloc::Tracker;
 use super::{block_size, mib, DevPtr, Device, Gemm, KArg, Pool, Runtime};

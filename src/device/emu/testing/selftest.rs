@@ -207,3 +207,80 @@ pub fn planted_oob_read(n: usize) -> Result<Vec<f32>> {
     unsafe { launch(op, LaunchConfig::new(grid_for(op, n, 64)?, 64, 0), args)? };
     Ok(y)
 }
+
+// ---- racecheck plants (cuda/emu/selftest.cu; tests/ops/emu_racecheck.rs) ----------------
+
+/// Per block of `block` threads (a multiple of 32): (Σ x, Σ x²) over its chunk, through a
+/// block sum that lacks its final `__syncthreads()` (called twice: a write-after-read race
+/// on static shared memory that every emulator schedule hides, and racecheck reports).
+pub fn missing_barrier_f32(x: &[f32], block: u32) -> Result<Vec<f32>> {
+    let op = "emu_test_missing_barrier_f32";
+    reduce_block(op, block)?;
+    let n = len_i32(op, x.len())?;
+    let grid = grid_for(op, x.len(), block)?;
+    let mut sums = vec![0f32; 2 * grid as usize];
+    let args = Args::new().input(x).output(&mut sums).i32(n);
+    // SAFETY: (x, sums, n); thread i reads x[i] only for i < n, thread 0 of block b writes
+    // sums[2b], sums[2b + 1] for b < grid; static shared memory only.
+    unsafe { launch(op, LaunchConfig::new(grid, block, 0), args)? };
+    Ok(sums)
+}
+
+/// Reverses each `block`-long chunk of x through dynamic shared memory, with the
+/// `__syncthreads()` between the write and the read only when `sync` (without it: a
+/// read-after-write race).
+pub fn reverse_f32(x: &[f32], block: u32, sync: bool) -> Result<Vec<f32>> {
+    let op = "emu_test_reverse_f32";
+    let n = len_i32(op, x.len())?;
+    let grid = grid_for(op, x.len(), block)?;
+    let shared = block
+        .checked_mul(4)
+        .ok_or_else(|| Error::invalid("block size", format!("{op}: {block}")))?;
+    let mut y = vec![0f32; x.len()];
+    let args = Args::new().input(x).output(&mut y).i32(n).i32(sync as i32);
+    // SAFETY: (x, y, n, sync); thread i touches x[i], y[i] only for i < n and tile[t] for
+    // t < blockDim.x within the block·4 bytes of dynamic shared memory.
+    unsafe { launch(op, LaunchConfig::new(grid, block, shared), args)? };
+    Ok(y)
+}
+
+/// y[i] = x of the next lane of i's warp (cyclically, values past n read as 0), exchanged
+/// through dynamic shared memory and ordered by `__syncwarp()` when `sync`; `block` a
+/// multiple of 32.
+pub fn warp_shared_i32(x: &[i32], block: u32, sync: bool) -> Result<Vec<i32>> {
+    let op = "emu_test_warp_shared_i32";
+    reduce_block(op, block)?;
+    let n = len_i32(op, x.len())?;
+    let grid = grid_for(op, x.len(), block)?;
+    let mut y = vec![0i32; x.len()];
+    let args = Args::new().input(x).output(&mut y).i32(n).i32(sync as i32);
+    // SAFETY: (x, y, n, sync); thread i reads x[i], writes y[i] only for i < n; buf[t] for
+    // t < blockDim.x within the block·4 bytes of dynamic shared memory.
+    unsafe { launch(op, LaunchConfig::new(grid, block, block * 4), args)? };
+    Ok(y)
+}
+
+/// `threads` GPU threads (blocks of `block`) where thread i writes y[i / 2] = i: two
+/// threads per element (overlapping non-atomic global writes).
+pub fn overlapping_writes_f32(threads: usize, block: u32) -> Result<Vec<f32>> {
+    let op = "emu_test_overlapping_writes_f32";
+    let n = len_i32(op, threads)?;
+    let grid = grid_for(op, threads, block)?;
+    let mut y = vec![0f32; threads.div_ceil(2)];
+    let args = Args::new().output(&mut y).i32(n);
+    // SAFETY: (y, n); thread i < n writes y[i / 2] < ⌈n/2⌉ = y.len().
+    unsafe { launch(op, LaunchConfig::new(grid, block, 0), args)? };
+    Ok(y)
+}
+
+/// Σ x by float `atomicAdd` into one value, in whatever order the schedule runs the threads.
+pub fn atomic_order_f32(x: &[f32], block: u32) -> Result<f32> {
+    let op = "emu_test_atomic_order_f32";
+    let n = len_i32(op, x.len())?;
+    let grid = grid_for(op, x.len(), block)?;
+    let mut out = [0f32; 1];
+    let args = Args::new().input(x).output(&mut out).i32(n);
+    // SAFETY: (x, out, n); thread i < n reads x[i] and adds to out[0].
+    unsafe { launch(op, LaunchConfig::new(grid, block, 0), args)? };
+    Ok(out[0])
+}

@@ -475,19 +475,26 @@ fn build_emulator(
             );
         }
     }
-    registry.push_str(
-        "namespace quadra_emu {\nextern const KernelEntry* (*const kernel_table[])();\n\
-         extern const unsigned kernel_table_len;\nextern const char* const kernel_param_names[];\n\
-         const KernelEntry* (*const kernel_table[])() = {\n",
-    );
-    for n in exported {
-        let _ = writeln!(registry, "    &quadra_emu_entry_{n},");
-    }
-    let _ = writeln!(
-        registry,
-        "    nullptr,\n}};\nconst unsigned kernel_table_len = {};",
-        exported.len()
-    );
+    // a table of the kernels' entry functions: `{prefix}kernel_table` holds
+    // `quadra_emu_{prefix}entry_<name>` for every kernel, null-terminated
+    let table = |registry: &mut String, prefix: &str| {
+        let _ = writeln!(
+            registry,
+            "extern const KernelEntry* (*const {prefix}kernel_table[])();\n\
+             extern const unsigned {prefix}kernel_table_len;\n\
+             const KernelEntry* (*const {prefix}kernel_table[])() = {{"
+        );
+        for n in exported {
+            let _ = writeln!(registry, "    &quadra_emu_{prefix}entry_{n},");
+        }
+        let _ = writeln!(
+            registry,
+            "    nullptr,\n}};\nconst unsigned {prefix}kernel_table_len = {};",
+            exported.len()
+        );
+    };
+    registry.push_str("namespace quadra_emu {\nextern const char* const kernel_param_names[];\n");
+    table(&mut registry, "");
     registry.push_str("const char* const kernel_param_names[] = {\n");
     for n in exported {
         let _ = writeln!(
@@ -498,19 +505,7 @@ fn build_emulator(
     }
     registry.push_str("    nullptr,\n};\n");
     if racecheck {
-        registry.push_str(
-            "extern const KernelEntry* (*const rc_kernel_table[])();\n\
-             extern const unsigned rc_kernel_table_len;\n\
-             const KernelEntry* (*const rc_kernel_table[])() = {\n",
-        );
-        for n in exported {
-            let _ = writeln!(registry, "    &quadra_emu_rc_entry_{n},");
-        }
-        let _ = writeln!(
-            registry,
-            "    nullptr,\n}};\nconst unsigned rc_kernel_table_len = {};",
-            exported.len()
-        );
+        table(&mut registry, "rc_");
     }
     registry.push_str("}  // namespace quadra_emu\n");
     let registry_path = gen.join("registry.cpp");

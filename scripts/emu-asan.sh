@@ -33,12 +33,7 @@ start=$(date +%s)
 # every tests/<crate>/emu_*.rs module: the kernel tests and the layer/training parity
 # tests, whose tensors live in emulated device memory allocated with exact sizes under ASan
 # (no pool rounding). Each module is a filter `emu_x::` on the test binary <crate>.
-crates=() filters=()
-for f in tests/*/emu_*.rs; do
-  c="$(basename "$(dirname "$f")")"
-  [[ " ${crates[*]} " == *" --test $c "* ]] || crates+=(--test "$c")
-  filters+=("$(basename "$f" .rs)::")
-done
+source "$(dirname "$0")/emu-suites.sh"
 cargo test "${crates[@]}" -- "${filters[@]}"
 echo "== emu-asan 1/2: clean ($(($(date +%s) - start)) s including the build)"
 

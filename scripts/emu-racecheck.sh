@@ -30,12 +30,7 @@ if ! [[ "$seed" =~ ^[0-9]+$ ]]; then
 fi
 schedules="default,reverse,random:$seed"
 
-crates=() filters=()
-for f in tests/*/emu_*.rs; do
-  c="$(basename "$(dirname "$f")")"
-  [[ " ${crates[*]} " == *" --test $c "* ]] || crates+=(--test "$c")
-  filters+=("$(basename "$f" .rs)::")
-done
+source "$(dirname "$0")/emu-suites.sh"
 
 skips=()
 for t in ${RACECHECK_SKIP-training_steps_match_cpu}; do skips+=(--skip "$t"); done

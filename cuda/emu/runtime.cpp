@@ -730,22 +730,19 @@ inline void rc_hook(const volatile void* p, std::size_t size, int kind) {
     const Fiber& f = *c.fibers[c.cur];
     if (a - reinterpret_cast<std::uintptr_t>(f.stack_lo) < f.stack_size) return;  // its own stack
     if (a - reinterpret_cast<std::uintptr_t>(&view) < sizeof view) return;       // threadIdx & co.
-    if (a - r.dyn_lo < r.dyn_size) {
+    // a shared-memory region (dynamic, or the static __shared__ block): true when `a` is
+    // in it; its non-atomic accesses are checked
+    auto in_shared = [&](std::uintptr_t lo, std::size_t len, auto& cells, bool dynamic) {
+        if (a - lo >= len) return false;
         if (kind != kAtomic && r.detect) {
-            std::size_t off = a - r.dyn_lo;
-            shared_access(c, r.dyn_cells, true, a, off, std::min(size, r.dyn_size - off),
+            std::size_t off = a - lo;
+            shared_access(c, cells, dynamic, a, off, std::min(size, len - off),
                           static_cast<unsigned>(size), kind == kWrite);
         }
-        return;
-    }
-    if (a - r.tls_lo < r.tls_size) {
-        if (kind != kAtomic && r.detect) {
-            std::size_t off = a - r.tls_lo;
-            shared_access(c, r.tls_cells, false, a, off, std::min(size, r.tls_size - off),
-                          static_cast<unsigned>(size), kind == kWrite);
-        }
-        return;
-    }
+        return true;
+    };
+    if (in_shared(r.dyn_lo, r.dyn_size, r.dyn_cells, true)) return;
+    if (in_shared(r.tls_lo, r.tls_size, r.tls_cells, false)) return;
     if (kind == kRead) return;
     global_write(c, a, size, kind == kAtomic);
 }

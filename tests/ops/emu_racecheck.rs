@@ -47,6 +47,11 @@ fn state_message<T: std::fmt::Debug>(r: quadra::Result<T>, what: &str) -> String
     }
 }
 
+/// `state_message`, which must contain every one of `parts`.
+fn expect_state_error<T: std::fmt::Debug>(r: quadra::Result<T>, what: &str, parts: &[&str]) {
+    assert_contains(&state_message(r, what), parts);
+}
+
 fn assert_contains(msg: &str, parts: &[&str]) {
     for p in parts {
         assert!(msg.contains(p), "`{p}` missing from: {msg}");
@@ -196,12 +201,9 @@ fn overlapping_global_writes_are_reported() {
         return;
     }
     let _c = Checks::new(true, "default");
-    let msg = state_message(
+    expect_state_error(
         selftest::overlapping_writes_f32(100, 32),
         "overlapping writes",
-    );
-    assert_contains(
-        &msg,
         &[
             "kernel `emu_test_overlapping_writes_f32`",
             "racecheck: global-memory write-write hazard",
@@ -222,12 +224,9 @@ fn overlapping_global_writes_are_reported() {
     assert_eq!(selftest::overlapping_writes_f32(100, 32).unwrap()[0], 0.0);
     drop(_c);
     let _c = Checks::new(false, "default,reverse");
-    let msg = state_message(
+    expect_state_error(
         selftest::overlapping_writes_f32(100, 32),
         "overlapping writes, schedules compared",
-    );
-    assert_contains(
-        &msg,
         &[
             "kernel `emu_test_overlapping_writes_f32`",
             "schedule-dependent result: the byte at parameter 0 `y` + 2 bytes is 0x80 under \

@@ -25,9 +25,7 @@ pub fn block_reverse_f32(x: &[f32], block: u32) -> Result<(Vec<f32>, Vec<i32>)> 
     let op = "emu_test_block_reverse_f32";
     let n = len_i32(op, x.len())?;
     let grid = grid_for(op, x.len(), block)?;
-    let shared = block
-        .checked_mul(4)
-        .ok_or_else(|| Error::invalid("block size", format!("{op}: {block}")))?;
+    let shared = shared_f32_bytes(op, block)?;
     let mut y = vec![0f32; x.len()];
     let mut counts = vec![0i32; grid as usize];
     let args = Args::new()
@@ -233,9 +231,7 @@ pub fn reverse_f32(x: &[f32], block: u32, sync: bool) -> Result<Vec<f32>> {
     let op = "emu_test_reverse_f32";
     let n = len_i32(op, x.len())?;
     let grid = grid_for(op, x.len(), block)?;
-    let shared = block
-        .checked_mul(4)
-        .ok_or_else(|| Error::invalid("block size", format!("{op}: {block}")))?;
+    let shared = shared_f32_bytes(op, block)?;
     let mut y = vec![0f32; x.len()];
     let args = Args::new().input(x).output(&mut y).i32(n).i32(sync as i32);
     // SAFETY: (x, y, n, sync); thread i touches x[i], y[i] only for i < n and tile[t] for
@@ -283,4 +279,11 @@ pub fn atomic_order_f32(x: &[f32], block: u32) -> Result<f32> {
     // SAFETY: (x, out, n); thread i < n reads x[i] and adds to out[0].
     unsafe { launch(op, LaunchConfig::new(grid, block, 0), args)? };
     Ok(out[0])
+}
+
+/// The dynamic shared memory of one f32 per thread of a `block`-thread block, in bytes.
+fn shared_f32_bytes(op: &str, block: u32) -> Result<u32> {
+    block
+        .checked_mul(4)
+        .ok_or_else(|| Error::invalid("block size", format!("{op}: {block}")))
 }

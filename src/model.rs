@@ -170,8 +170,8 @@ impl Model {
         };
         let (loss, grad, correct) = {
             let _p = scope_phase(Phase::Backward);
-            match self.loss.forward(&logits, targets) {
-                Ok((l, g)) => (l, g, crate::nn::loss::accuracy_count(&logits, targets)?),
+            match self.loss.forward_with_accuracy(&logits, targets) {
+                Ok(o) => (o.loss, o.grad, o.correct),
                 Err(e) => {
                     self.net.clear_saved();
                     return Err(e);
@@ -202,10 +202,10 @@ impl Model {
     /// Eval-mode mean loss and number of correct predictions on (x, targets).
     pub fn evaluate(&self, x: &Tensor, targets: &[usize]) -> Result<StepOutput> {
         let logits = self.predict(x)?;
-        let (loss, _) = self.loss.forward(&logits, targets)?;
+        let out = self.loss.forward_with_accuracy(&logits, targets)?;
         Ok(StepOutput {
-            loss,
-            correct: crate::nn::loss::accuracy_count(&logits, targets)?,
+            loss: out.loss,
+            correct: out.correct,
         })
     }
 

@@ -3,6 +3,7 @@
 //! the forward pass by returning the loss together with dL/dlogits.
 
 use crate::ops::loss as ops;
+pub use crate::ops::loss::XentOutput;
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
@@ -31,6 +32,14 @@ impl SoftmaxCrossEntropy {
     /// their device (`ops::loss` picks the kernel).
     /// logits: (N, classes); targets: N class indices.
     pub fn forward(&self, logits: &Tensor, targets: &[usize]) -> Result<(f64, Tensor)> {
+        let out = self.forward_with_accuracy(logits, targets)?;
+        Ok((out.loss, out.grad))
+    }
+
+    /// `forward` and `accuracy_count` in one pass: on a GPU-path device the loss and the
+    /// count come back in one device→host copy (the step's one synchronisation) instead of
+    /// the loss plus a copy of the logits.
+    pub fn forward_with_accuracy(&self, logits: &Tensor, targets: &[usize]) -> Result<XentOutput> {
         ops::check_targets(OP, logits, targets)?;
         ops::softmax_cross_entropy(logits, targets, self.label_smoothing)
     }

@@ -63,6 +63,59 @@ fn loss_and_gradient_match_cpu() {
     }
 }
 
+/// The kernel's correct-row count (read back with the loss, in the same copy) against the
+/// CPU engine's argmax on the rows where the two could disagree: ties (the first wins), NaN
+/// first (index 0 wins, nothing compares larger), NaN later (ignored), -inf, a row of NaNs,
+/// a class count above the block (threads stride) with the maximum in the last stride.
+#[test]
+fn accuracy_counted_on_device_matches_cpu_argmax() {
+    let nan = f32::NAN;
+    let ninf = f32::NEG_INFINITY;
+    let rows: Vec<Vec<f32>> = vec![
+        vec![1.0, 3.0, 3.0, 0.0],
+        vec![3.0, 3.0, 1.0, 3.0],
+        vec![nan, 5.0, 1.0, 0.0],
+        vec![1.0, nan, 2.0, 2.0],
+        vec![ninf, ninf, ninf, ninf],
+        vec![nan, nan, nan, nan],
+        vec![ninf, nan, -1.0, nan],
+        vec![0.0, 0.0, 0.0, 0.0],
+    ];
+    let k = 4;
+    let flat: Vec<f32> = rows.concat();
+    let z = Tensor::from_vec(flat, &[rows.len(), k]).unwrap();
+    let loss = SoftmaxCrossEntropy::new(0.0).unwrap();
+    // every target for every row: 4 counts, each over the 8 rows
+    for t in 0..k {
+        let y = vec![t; rows.len()];
+        let on_emu = loss.forward_with_accuracy(&emu(&z), &y).unwrap().correct;
+        let on_cpu = loss.forward_with_accuracy(&z, &y).unwrap().correct;
+        assert_eq!(on_emu, on_cpu, "target {t}: correct rows");
+        assert_eq!(
+            on_cpu,
+            accuracy_count(&z, &y).unwrap(),
+            "target {t}: cpu pass"
+        );
+    }
+    // the expected argmaxes, so the count is not merely equal on both sides
+    let best = [1, 0, 0, 2, 0, 0, 2, 0];
+    let correct = loss
+        .forward_with_accuracy(&emu(&z), best.as_ref())
+        .unwrap()
+        .correct;
+    assert_eq!(correct, rows.len(), "argmax per row");
+    // 300 classes (more than the 256-thread block): the largest entry at 299
+    let mut wide: Vec<f32> = (0..600).map(|i| (i % 300) as f32 * 0.01).collect();
+    wide[299] = 7.0;
+    wide[300 + 280] = 7.0;
+    wide[300 + 290] = 7.0;
+    let z = emu(&Tensor::from_vec(wide, &[2, 300]).unwrap());
+    let c = loss.forward_with_accuracy(&z, &[299, 280]).unwrap().correct;
+    assert_eq!(c, 2, "wide rows");
+    let c = loss.forward_with_accuracy(&z, &[299, 290]).unwrap().correct;
+    assert_eq!(c, 1, "wide rows, the later of a tie");
+}
+
 #[test]
 fn loss_errors_on_device() {
     let z = emu(&randn(&[3, 4], 1));

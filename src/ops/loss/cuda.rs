@@ -1,10 +1,12 @@
 //! Softmax cross-entropy with label smoothing on the CUDA backend (cuda/loss.cu): the mean
-//! loss and dL/dlogits in one launch, one block per row.
+//! loss, the number of correctly classified rows and dL/dlogits in one launch, one block
+//! per row.
 //!
 //! The class targets are uploaded for the launch as a device array of `int` (a `GpuBuf`
 //! charged to `Category::Data`, freed when the call returns); no tensor dtype is needed for
-//! them. The per-row losses come back to the host as N doubles and are added there in row
-//! order, as the CPU engine (src/ops/loss/cpu.rs) adds them.
+//! them. The per-row losses (N doubles) and correct flags (N ints) share one buffer and come
+//! back to the host in ONE copy — the only device→host synchronisation of a training step —
+//! and are added there in row order, as the CPU engine (src/ops/loss/cpu.rs) adds them.
 
 use crate::device::alloc::Category;
 use crate::device::{GpuBuf, KArg};
@@ -12,20 +14,18 @@ use crate::ops::launch::{gpu_f32, int, kernel, launch, output, LaunchConfig, RED
 use crate::tensor::Tensor;
 use crate::Result;
 
+use super::XentOutput;
+
 /// Threads per row: the class count rounded up to a warp, at most `REDUCE_BLOCK`.
 fn row_block(k: usize) -> u32 {
     (k.div_ceil(32) * 32).clamp(32, REDUCE_BLOCK as usize) as u32
 }
 
 /// logits (N, K) on a GPU-path device, `targets` N class indices < K, label smoothing
-/// `eps` → (mean loss, dL/dlogits (N, K) on the logits' device, charged to Workspace).
+/// `eps` → mean loss, correct rows, dL/dlogits (N, K) on the logits' device (Workspace).
 /// `eps` reaches the kernel as f32 (the loss then differs from the CPU engine's by about
 /// 1e-9 relative for ε = 0.1; nothing for ε = 0).
-pub fn softmax_cross_entropy(
-    logits: &Tensor,
-    targets: &[usize],
-    eps: f64,
-) -> Result<(f64, Tensor)> {
+pub fn softmax_cross_entropy(logits: &Tensor, targets: &[usize], eps: f64) -> Result<XentOutput> {
     let kern = &kernel::SOFTMAX_XENT_F32;
 
     let op = kern.name;
@@ -39,30 +39,43 @@ pub fn softmax_cross_entropy(
         .flat_map(|&t| (t as i32).to_le_bytes())
         .collect();
     let tgt = GpuBuf::from_host(dev, &bytes, Category::Data)?;
-    let rows = GpuBuf::new(dev, n * 8, Category::Workspace)?;
+    // [row_loss: N f64][row_correct: N i32], read back together
+    let rows = GpuBuf::new(dev, n * 12, Category::Workspace)?;
     let mut grad = output(&[n, k], dev, Category::Workspace)?;
     let args = [
         KArg::Ptr(logits.dev_ptr()?),
         KArg::Ptr(tgt.ptr()),
         KArg::Ptr(grad.dev_ptr_mut()?),
         KArg::Ptr(rows.ptr()),
+        KArg::Ptr(rows.ptr() + (n * 8) as u64),
         KArg::I32(ni),
         KArg::I32(ki),
         KArg::F32(eps as f32),
     ];
     let cfg = LaunchConfig::new(n.min(65_535) as u32, row_block(k), 0);
-    // SAFETY: (const float* logits, const int* targets, float* grad, double* row_loss, int N,
-    // int K, float eps) as in loss.cu; logits and grad hold N·K f32 elements (dims checked,
-    // grad just allocated with that shape), targets N ints each in [0, K) (checked above, so
-    // z[y] is in the row), row_loss N doubles; the block is a multiple of 32, ≤ 1024, as the
-    // block reductions require; grad and the two buffers are fresh, so nothing aliases.
+    // SAFETY: (const float* logits, const int* targets, float* grad, double* row_loss,
+    // int* row_correct, int N, int K, float eps) as in loss.cu; logits and grad hold N·K f32
+    // elements (dims checked, grad just allocated with that shape), targets N ints each in
+    // [0, K) (checked above, so z[y] is in the row), row_loss the first N·8 bytes of `rows`
+    // and row_correct the N·4 after them (8-aligned base, so both aligned); the block is a
+    // multiple of 32, ≤ 1024, as the block reductions require; grad and the two buffers are
+    // fresh, so nothing aliases.
     unsafe { launch(rt, kern, cfg, &args)? };
-    let mut out = vec![0u8; n * 8];
+    let mut out = vec![0u8; n * 12];
     rows.read(&mut out)?;
-    let sum: f64 = out
+    let (losses, flags) = out.split_at(n * 8);
+    let sum: f64 = losses
         .chunks_exact(8)
         .map(|c| f64::from_le_bytes(c.try_into().expect("8-byte chunk")))
         .sum();
-    // × 1/N, as the CPU engine does (not ÷ N: the same rounding)
-    Ok((sum * (1.0 / n as f64), grad))
+    let correct = flags
+        .chunks_exact(4)
+        .filter(|c| i32::from_le_bytes((*c).try_into().expect("4-byte chunk")) != 0)
+        .count();
+    Ok(XentOutput {
+        // × 1/N, as the CPU engine does (not ÷ N: the same rounding)
+        loss: sum * (1.0 / n as f64),
+        correct,
+        grad,
+    })
 }

@@ -41,14 +41,24 @@ pub fn check_targets(op: &str, logits: &Tensor, targets: &[usize]) -> Result<(us
     Ok((n, k))
 }
 
-/// The mean loss over the batch and dL/dlogits (N, K) in the logits' dtype, on their
-/// device (charged to workspace); logits (N, K), targets: N class indices below K.
+/// What one softmax cross-entropy pass gives: the batch's mean loss, how many rows have
+/// their argmax at the target (as `accuracy_count` counts), and dL/dlogits (N, K).
+#[derive(Debug)]
+pub struct XentOutput {
+    pub loss: f64,
+    pub correct: usize,
+    pub grad: Tensor,
+}
+
+/// The mean loss over the batch, the correct rows and dL/dlogits (N, K) in the logits'
+/// dtype, on their device (charged to workspace); logits (N, K), targets: N class indices
+/// below K. On a GPU-path device loss and count come back in one device→host copy.
 pub fn softmax_cross_entropy(
     logits: &Tensor,
     targets: &[usize],
     label_smoothing: f64,
-) -> Result<(f64, Tensor)> {
-    fn run<T: Float>(logits: &Tensor, targets: &[usize], ls: f64) -> Result<(f64, Tensor)> {
+) -> Result<XentOutput> {
+    fn run<T: Float>(logits: &Tensor, targets: &[usize], ls: f64) -> Result<XentOutput> {
         let (n, k) = logits.dims2("softmax_cross_entropy")?;
         let mut grad = Tensor::zeros_in(&[n, k], logits.dtype(), Category::Workspace)?;
         let loss = cpu::softmax_cross_entropy(
@@ -58,7 +68,12 @@ pub fn softmax_cross_entropy(
             ls,
             grad.data_mut::<T>()?,
         );
-        Ok((loss, grad))
+        let correct = cpu::accuracy_count(logits.as_slice::<T>()?, targets, k);
+        Ok(XentOutput {
+            loss,
+            correct,
+            grad,
+        })
     }
     match logits.device() {
         Device::Cpu => with_dtype!(logits.dtype(), T => run::<T>(logits, targets, label_smoothing)),
@@ -70,7 +85,8 @@ pub fn softmax_cross_entropy(
 
 /// How many rows of logits (N, K) have their largest entry (the first, on ties) at the
 /// target class. Logits on a GPU-path device are copied to the host (N·K values) and
-/// counted by the CPU routine, so ties and NaNs are treated identically on every device.
+/// counted by the CPU routine (a training step gets the count from `softmax_cross_entropy`
+/// instead, whose kernel applies the same rule on the device).
 pub fn accuracy_count(logits: &Tensor, targets: &[usize]) -> Result<usize> {
     let (_, k) = logits.dims2("accuracy_count")?;
     match logits.device() {

@@ -5,6 +5,8 @@
 //!     quadra-bench --model qresnet14 --batch 64 --steps 5 --threads 2 --backprop both
 //!     quadra-bench --device cuda --model qresnet14 --batch 256   (the CUDA backend; `emu`
 //!                                       runs the same code on the kernel emulator)
+//!     quadra-bench --device emu --model qresnet10 --batch 2 --steps 1 --launches
+//!                                       (+ kernel launches per layer of one step, on stderr)
 
 use std::time::Instant;
 
@@ -13,6 +15,7 @@ use clap::{Parser, ValueEnum};
 use quadra::model::Model;
 use quadra::nn::spec::BuildOptions;
 use quadra::nn::BackpropMode;
+use quadra::ops::counters;
 use quadra::optim::Sgd;
 use quadra::{Category, DType, Device, Tensor};
 
@@ -49,6 +52,10 @@ struct Args {
     /// checking, not timing).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Also print the kernel launches (and GEMMs) of the last timed step per layer and
+    /// phase, on stderr (GPU-path devices; the JSON gets "launches_per_step").
+    #[arg(long)]
+    launches: bool,
 }
 
 fn run(args: &Args, device: Device, mode: BackpropMode) -> Result<serde_json::Value> {
@@ -92,16 +99,18 @@ fn run(args: &Args, device: Device, mode: BackpropMode) -> Result<serde_json::Va
     let t0 = Instant::now();
     let mut loss = 0.0;
     for _ in 0..args.steps {
+        counters::reset_launch_counts();
         // the loss is read back every step, which waits for the step's kernels
         loss = model.train_step(&x, &y, &mut opt)?.loss;
     }
+    let launches = counters::launch_counts();
     if let Some(rt) = rt {
         rt.synchronize()?;
     }
     let dt = t0.elapsed().as_secs_f64();
     let snap = tracker.snapshot();
     let reserved = rt.map(|rt| rt.pool().stats().peak_reserved);
-    Ok(serde_json::json!({
+    let out = serde_json::json!({
         "engine": format!("quadra-{}", env!("CARGO_PKG_VERSION")),
         "model": args.model,
         "device": device.to_string(),
@@ -116,7 +125,25 @@ fn run(args: &Args, device: Device, mode: BackpropMode) -> Result<serde_json::Va
         "peak_tracked_mib": snap.peak_total as f64 / 1048576.0,
         // what the caching pool held from the device at its peak (GPU-path devices)
         "peak_reserved_mib": reserved.map(|b| b as f64 / 1048576.0),
-    }))
+        // kernel launches + GEMMs of the last step (0 on the CPU engine)
+        "launches_per_step": launches.iter().map(|c| c.count).sum::<u64>(),
+    });
+    if args.launches {
+        eprintln!(
+            "launches of one {mode} step of {} on {device}, per layer:",
+            args.model
+        );
+        for (layer, phase, n) in counters::launches_per_layer(&launches) {
+            let layer = if layer.is_empty() {
+                "(no layer)"
+            } else {
+                &layer
+            };
+            eprintln!("  {layer:<28} {:<10} {n:>5}", format!("{phase:?}"));
+        }
+        eprintln!("  total {}", out["launches_per_step"]);
+    }
+    Ok(out)
 }
 
 fn main() -> Result<()> {

@@ -179,6 +179,7 @@ pub(crate) unsafe fn launch(
     args: &[KArg],
 ) -> Result<()> {
     kernel.check_args(args)?;
+    super::counters::record(kernel.name);
     // SAFETY: forwarded from this function's contract; the arguments match the signature.
     unsafe { rt.launch(kernel.name, cfg, args) }
 }
@@ -261,6 +262,7 @@ pub(crate) fn gemm(op: &str, g: &Gemm, a: &Tensor, b: &Tensor, c: &mut Tensor) -
         "GEMM operands out of range or overlapping (a bug in the op, not in the input)"
     );
     c.dev_ptr_mut()?;
+    super::counters::record(super::counters::GEMM);
     // SAFETY: the extents of A, B and C were just checked to lie inside the tensors' storage,
     // and C's storage is distinct from A's and B's and not shared (dev_ptr_mut).
     unsafe { rt.sgemm(g) }

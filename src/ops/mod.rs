@@ -3,6 +3,7 @@
 
 pub mod act;
 pub mod conv;
+pub mod counters;
 pub mod elementwise;
 pub(crate) mod launch;
 pub mod linear;

@@ -135,8 +135,6 @@ impl Adam {
         let dev = g.device();
         let zeros = || Tensor::full_in(0.0, g.shape(), g.dtype(), dev, Category::OptimizerState);
         if !self.state.contains_key(name) {
-            // charged to the layer that owns the parameter, for the per-layer memory tables
-            let _s = crate::device::alloc::scope_layer(crate::device::alloc::layer_id(&g.layer()));
             let st = State {
                 step: 0,
                 m: zeros()?,

@@ -238,14 +238,18 @@ pub fn clip_grad_norm(net: &mut dyn Module, max_norm: f64) -> Result<f64> {
 }
 
 /// `f` on every parameter of `net` in visiting order, stopping at the first error (the
-/// parameters after it are left untouched), which is returned.
+/// parameters after it are left untouched), which is returned. Each call runs in the
+/// parameter's layer scope, so what it allocates (optimizer state) and launches is charged
+/// to the layer that owns the parameter in the memory and launch tables.
 pub(crate) fn try_for_each_param(
     net: &mut dyn Module,
     mut f: impl FnMut(&str, &mut Param) -> Result<()>,
 ) -> Result<()> {
+    use crate::device::alloc::{layer_id, scope_layer};
     let mut res = Ok(());
     net.visit_params(&mut |name, p| {
         if res.is_ok() {
+            let _layer = scope_layer(layer_id(&p.value.layer()));
             res = f(name, p);
         }
     });

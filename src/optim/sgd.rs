@@ -95,8 +95,6 @@ impl Sgd {
     fn buffer(&mut self, name: &str, g: &Tensor) -> Result<(&mut Tensor, bool)> {
         let first = !self.buffers.contains_key(name);
         if first {
-            // charged to the layer that owns the parameter, for the per-layer memory tables
-            let _s = crate::device::alloc::scope_layer(crate::device::alloc::layer_id(&g.layer()));
             let b = Tensor::full_in(
                 0.0,
                 g.shape(),

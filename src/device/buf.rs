@@ -26,7 +26,10 @@ impl GpuBuf {
     /// in every float, so a kernel that reads what nobody wrote shows it).
     pub fn new(device: Device, bytes: usize, category: Category) -> Result<GpuBuf> {
         let rt = runtime(device)?;
-        let (ptr, block) = rt.pool().take(rt, bytes).map_err(|e| match e {
+        // optimizer state lives for the whole run (see `Pool::take`); parameters are not
+        // marked: the batch norms' running statistics are new tensors every training step
+        let persistent = category == Category::OptimizerState;
+        let (ptr, block) = rt.pool().take(rt, bytes, persistent).map_err(|e| match e {
             Error::OutOfMemory { device, msg } => {
                 let snap = rt.tracker().snapshot();
                 let pool = rt.pool().stats();

@@ -78,13 +78,21 @@ impl Pool {
     /// A block of `rt.block_for(bytes)` bytes (`block_size(bytes)`, or exactly `bytes` on
     /// the emulator built with AddressSanitizer, so that an access one past a tensor's end
     /// is reported), and its size.
+    ///
+    /// A `persistent` block (optimizer state: held for the whole run) is always
+    /// fresh, never a cached one: the first training step creates the optimizer state after
+    /// its backward pass, and if that took the blocks the step's activations had just
+    /// returned, the second step would have to grow the pool for its activations again —
+    /// `cuMemAlloc` in step 2 instead of only in step 1 (the budget of
+    /// tests/device/cuda_budget.rs). The blocks reserved at the end are the same either way.
     pub(super) fn take<R: BlockSource + ?Sized>(
         &self,
         rt: &R,
         bytes: usize,
+        persistent: bool,
     ) -> Result<(Addr, usize)> {
         let size = rt.block_for(bytes);
-        {
+        if !persistent {
             let mut s = self.lock();
             if let Some(p) = s.free.get_mut(&size).and_then(|v| v.pop()) {
                 s.stats.cached -= size as u64;

@@ -117,6 +117,10 @@ struct Trace {
     unsigned long long launches = 0, htod_bytes = 0, dtoh_bytes = 0, dtod_bytes = 0, htod_copies = 0,
                        dtoh_copies = 0, dtod_copies = 0, memsets = 0, syncs = 0, allocs = 0, frees = 0,
                        alloc_bytes = 0, gemms = 0;
+    // Host calls that wait for device work: explicit syncs, synchronous copies and memsets,
+    // stream destroys, frees and module unloads (each blocks the host as on hardware, where
+    // a GPU would go idle until the host queues more).
+    unsigned long long host_waits = 0;
     std::map<std::string, unsigned long long> by_kernel;
     std::map<std::string, unsigned long long> by_call;  // every driver entry point called
 };
@@ -137,9 +141,10 @@ std::string trace_json() {
     std::string s = strf(
         "{\"launches\":%llu,\"htod_bytes\":%llu,\"dtoh_bytes\":%llu,\"htod_copies\":%llu,"
         "\"dtoh_copies\":%llu,\"dtod_bytes\":%llu,\"dtod_copies\":%llu,\"memsets\":%llu,\"syncs\":%llu,"
-        "\"allocs\":%llu,\"frees\":%llu,\"alloc_bytes\":%llu,\"gemms\":%llu,\"launches_by_kernel\":{",
+        "\"allocs\":%llu,\"frees\":%llu,\"alloc_bytes\":%llu,\"gemms\":%llu,\"host_waits\":%llu,"
+        "\"launches_by_kernel\":{",
         t.launches, t.htod_bytes, t.dtoh_bytes, t.htod_copies, t.dtoh_copies, t.dtod_bytes, t.dtod_copies,
-        t.memsets, t.syncs, t.allocs, t.frees, t.alloc_bytes, t.gemms);
+        t.memsets, t.syncs, t.allocs, t.frees, t.alloc_bytes, t.gemms, t.host_waits);
     bool first = true;
     for (auto& kv : t.by_kernel) {
         s += strf("%s\"%s\":%llu", first ? "" : ",", kv.first.c_str(), kv.second);
@@ -611,7 +616,15 @@ void drain(Stream* s) {
     s->cv.wait(lk, [&] { return s->done >= target; });
 }
 
+void count_host_wait() {
+    Trace& t = trace();
+    std::lock_guard<std::mutex> g(t.mu);
+    t.host_waits++;
+}
+
+// Every call site is a host API call that blocks: counted as one host wait.
 void drain_ctx(Ctx* c) {
+    count_host_wait();
     std::vector<Stream*> ss;
     {
         std::lock_guard<std::mutex> g(c->mu);
@@ -773,7 +786,10 @@ int memset_any(const char* call, CUdeviceptr dst, unsigned value, size_t elem, s
         }
         return CUDA_SUCCESS;
     });
-    if (!async) drain(s);
+    if (!async) {
+        count_host_wait();
+        drain(s);
+    }
     return CUDA_SUCCESS;
 }
 
@@ -954,6 +970,7 @@ API CUresult cuStreamDestroy_v2(void* h) {
     if (int e = resolve_stream(c, h, &s)) return e;
     // Work already queued still completes (as documented); the worker then idles forever,
     // the handle is invalid from now on.
+    count_host_wait();
     drain(s);
     std::lock_guard<std::mutex> g(c->mu);
     c->streams.erase(s);
@@ -971,6 +988,7 @@ API CUresult cuStreamSynchronize(void* h) {
         std::lock_guard<std::mutex> g(t.mu);
         t.syncs++;
     }
+    count_host_wait();
     drain(s);
     return c->sticky.load();
 }
@@ -1492,7 +1510,7 @@ API void quadra_standin_trace_reset(void) {
     std::lock_guard<std::mutex> g(t.mu);
     std::map<std::string, unsigned long long> empty_k, empty_c;
     t.launches = t.htod_bytes = t.dtoh_bytes = t.dtod_bytes = t.htod_copies = t.dtoh_copies = t.dtod_copies = 0;
-    t.memsets = t.syncs = t.allocs = t.frees = t.alloc_bytes = t.gemms = 0;
+    t.memsets = t.syncs = t.allocs = t.frees = t.alloc_bytes = t.gemms = t.host_waits = 0;
     t.by_kernel.swap(empty_k);
     t.by_call.swap(empty_c);
 }

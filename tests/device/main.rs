@@ -9,6 +9,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cuda_budget;
 mod cuda_runtime;
 mod data_prefetch;
 mod emu_memory;

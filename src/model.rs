@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use crate::device::alloc::{scope_phase, Phase};
 use crate::nn::container::Sequential;
-use crate::nn::loss::SoftmaxCrossEntropy;
+use crate::nn::loss::{LossMetrics, SoftmaxCrossEntropy};
 use crate::nn::spec::{BuildOptions, ModelSpec};
 use crate::nn::{BackpropMode, Module};
 use crate::optim::Optimizer;
@@ -29,6 +29,30 @@ pub struct StepOutput {
     pub loss: f64,
     /// Samples whose arg-max logit is the target.
     pub correct: usize,
+}
+
+/// A training step whose loss and accuracy have not been read yet (`train_step_deferred`):
+/// on a GPU-path device they are still in a device buffer, so the step's work may still be
+/// running. Reading waits for it.
+#[derive(Debug)]
+pub struct PendingStep(LossMetrics);
+
+impl PendingStep {
+    /// The step's loss and correct count (one device→host copy on a GPU-path device).
+    pub fn read(self) -> Result<StepOutput> {
+        let (loss, correct) = self.0.read()?;
+        Ok(StepOutput { loss, correct })
+    }
+
+    /// Every step's loss and correct count, in order, with one host wait per device for all
+    /// of them (a training loop that reads its metrics every N steps).
+    pub fn read_all(steps: Vec<PendingStep>) -> Result<Vec<StepOutput>> {
+        let all = LossMetrics::read_all(steps.into_iter().map(|p| p.0).collect())?;
+        Ok(all
+            .into_iter()
+            .map(|(loss, correct)| StepOutput { loss, correct })
+            .collect())
+    }
 }
 
 impl Model {
@@ -148,12 +172,26 @@ impl Model {
     }
 
     /// Forward, loss, backward and one optimizer update on the batch (x, targets).
+    /// On a GPU-path device the host waits once, for the loss and count (after the whole
+    /// step is queued); `train_step_deferred` leaves even that for later.
     pub fn train_step(
         &mut self,
         x: &Tensor,
         targets: &[usize],
         opt: &mut dyn Optimizer,
     ) -> Result<StepOutput> {
+        self.train_step_deferred(x, targets, opt)?.read()
+    }
+
+    /// `train_step` without reading the loss and accuracy: on a GPU-path device the step is
+    /// queued and nothing waits for the device; read the result with `PendingStep::read`,
+    /// or many steps' with `PendingStep::read_all` (one host wait for all of them).
+    pub fn train_step_deferred(
+        &mut self,
+        x: &Tensor,
+        targets: &[usize],
+        opt: &mut dyn Optimizer,
+    ) -> Result<PendingStep> {
         self.check_input(x)?;
         self.walk_device();
         let x = self.input_on_device(x)?;
@@ -168,10 +206,10 @@ impl Model {
                 return Err(e);
             }
         };
-        let (loss, grad, correct) = {
+        let (metrics, grad) = {
             let _p = scope_phase(Phase::Backward);
-            match self.loss.forward_with_accuracy(&logits, targets) {
-                Ok(o) => (o.loss, o.grad, o.correct),
+            match self.loss.forward_deferred(&logits, targets) {
+                Ok(o) => (o.metrics, o.grad),
                 Err(e) => {
                     self.net.clear_saved();
                     return Err(e);
@@ -189,7 +227,7 @@ impl Model {
             let _p = scope_phase(Phase::Optimizer);
             opt.step(&mut self.net)?;
         }
-        Ok(StepOutput { loss, correct })
+        Ok(PendingStep(metrics))
     }
 
     /// Eval-mode logits (N, classes), on the model's device.

@@ -108,6 +108,28 @@ impl GpuBuf {
         Ok(out)
     }
 
+    /// Copies all of `src` into this buffer at byte `offset`, on the device (queued in
+    /// stream order; the host does not wait).
+    pub fn copy_from(&self, offset: usize, src: &GpuBuf) -> Result<()> {
+        crate::ensure_shape!(
+            src.device() == self.device()
+                && src.ptr != self.ptr
+                && offset.saturating_add(src.bytes) <= self.bytes,
+            "device-to-device copy",
+            "{} bytes of {} at offset {offset} into a {}-byte buffer on {}",
+            src.bytes,
+            src.device(),
+            self.bytes,
+            self.device()
+        );
+        if src.bytes > 0 {
+            // SAFETY: [offset, offset + src.bytes) lies inside this buffer (checked above);
+            // `src` is another live GpuBuf of the same runtime, a distinct pool block.
+            unsafe { self.rt.dtod(src.ptr, self.ptr + offset as u64, src.bytes)? };
+        }
+        Ok(())
+    }
+
     /// A buffer holding a copy of the elements `src`.
     pub fn from_slice<T: Float>(device: Device, src: &[T], category: Category) -> Result<GpuBuf> {
         GpuBuf::from_host(device, bytes_of(src), category)

@@ -3,7 +3,7 @@
 //! the forward pass by returning the loss together with dL/dlogits.
 
 use crate::ops::loss as ops;
-pub use crate::ops::loss::XentOutput;
+pub use crate::ops::loss::{LossMetrics, XentDeferred, XentOutput};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
@@ -42,6 +42,13 @@ impl SoftmaxCrossEntropy {
     pub fn forward_with_accuracy(&self, logits: &Tensor, targets: &[usize]) -> Result<XentOutput> {
         ops::check_targets(OP, logits, targets)?;
         ops::softmax_cross_entropy(logits, targets, self.label_smoothing)
+    }
+
+    /// `forward_with_accuracy` without reading the loss and count back: on a GPU-path
+    /// device nothing waits here (read them with `LossMetrics::read` / `read_all`).
+    pub fn forward_deferred(&self, logits: &Tensor, targets: &[usize]) -> Result<XentDeferred> {
+        ops::check_targets(OP, logits, targets)?;
+        ops::softmax_cross_entropy_deferred(logits, targets, self.label_smoothing)
     }
 }
 

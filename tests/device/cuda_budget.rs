@@ -11,14 +11,14 @@
 
 use std::collections::BTreeMap;
 
-use quadra::model::Model;
-use quadra::nn::spec::BuildOptions;
+use quadra::model::{Model, PendingStep};
+use quadra::nn::spec::{BuildOptions, ModelSpec};
 use quadra::nn::BackpropMode;
 use quadra::ops::counters::{self, LaunchCount};
 use quadra::optim::Sgd;
 use quadra::{Category, DType, Device, Tensor};
 
-use crate::support::{devices, serial, standin};
+use crate::support::{all_devices, devices, serial, standin, TINY_Q3};
 
 const BATCH: usize = 2;
 /// Small CIFAR-shaped inputs (an emulated step is then cheap): the zoo's ResNets end in a
@@ -237,5 +237,86 @@ fn training_step_budgets_on_cuda() {
             .map(|l| l.count)
             .sum();
         assert_eq!(c("gemms"), gemms, "{what}: GEMMs, cuBLAS vs counters");
+
+        // Metrics read every N steps: the steps between reads never wait for the device,
+        // and one read of N steps is one copy and one wait (after N device-side gathers).
+        const N: usize = 3;
+        assert!(standin::reset());
+        let pending: Vec<PendingStep> = (0..N)
+            .map(|_| s.model.train_step_deferred(&s.x, &s.y, &mut s.opt).unwrap())
+            .collect();
+        let t = standin::trace().unwrap();
+        let c = |k: &str| standin::count(&t, k);
+        assert_eq!(
+            (c("host_waits"), c("dtoh_copies")),
+            (0, 0),
+            "{what}: {N} deferred steps waited for the device: calls {}",
+            t["calls"]
+        );
+        assert!(standin::reset());
+        let read = PendingStep::read_all(pending).unwrap();
+        let t = standin::trace().unwrap();
+        let c = |k: &str| standin::count(&t, k);
+        assert_eq!(
+            (c("host_waits"), c("dtoh_copies"), c("dtoh_bytes")),
+            (1, 1, (N * BATCH * 12) as u64),
+            "{what}: reading {N} steps' metrics: calls {}",
+            t["calls"]
+        );
+        assert!(read
+            .iter()
+            .all(|o| o.loss.is_finite() && o.correct <= BATCH));
+        println!(
+            "{what}: {N} deferred steps, 0 host waits; their metrics read with {} DtoD + 1 DtoH copy, 1 host wait",
+            c("dtod_copies")
+        );
+    }
+}
+
+/// Deferred steps read together give exactly the losses and counts that reading each
+/// step gives, on the CPU engine and on every CUDA-backend device (a tiny quadratic CNN).
+#[test]
+fn deferred_step_metrics_equal_per_step_reads() {
+    let _g = serial();
+    let spec = ModelSpec::from_json(TINY_Q3).unwrap();
+    let build = |d: Device| {
+        let mut m = Model::build(
+            &spec,
+            BuildOptions {
+                dtype: DType::F32,
+                seed: 4,
+            },
+        )
+        .unwrap();
+        m.to_device(d).unwrap();
+        (m, Sgd::new(0.1, 0.9, 0.0, false).unwrap())
+    };
+    let x = Tensor::randn(&[4, 1, 8, 8], DType::F32, 1.0, 9).unwrap();
+    let y = vec![0, 1, 2, 1];
+    for d in all_devices() {
+        let (mut a, mut opt_a) = build(d);
+        let (mut b, mut opt_b) = build(d);
+        let each: Vec<(u64, usize)> = (0..4)
+            .map(|_| {
+                let o = a.train_step(&x, &y, &mut opt_a).unwrap();
+                (o.loss.to_bits(), o.correct)
+            })
+            .collect();
+        let pending: Vec<PendingStep> = (0..4)
+            .map(|_| b.train_step_deferred(&x, &y, &mut opt_b).unwrap())
+            .collect();
+        let together: Vec<(u64, usize)> = PendingStep::read_all(pending)
+            .unwrap()
+            .iter()
+            .map(|o| (o.loss.to_bits(), o.correct))
+            .collect();
+        assert_eq!(
+            together, each,
+            "{d}: deferred metrics differ from per-step reads"
+        );
+        assert_ne!(
+            each[0].0, each[3].0,
+            "{d}: the loss did not change: no training?"
+        );
     }
 }

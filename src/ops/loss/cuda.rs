@@ -4,9 +4,10 @@
 //!
 //! The class targets are uploaded for the launch as a device array of `int` (a `GpuBuf`
 //! charged to `Category::Data`, freed when the call returns); no tensor dtype is needed for
-//! them. The per-row losses (N doubles) and correct flags (N ints) share one buffer and come
-//! back to the host in ONE copy — the only device→host synchronisation of a training step —
-//! and are added there in row order, as the CPU engine (src/ops/loss/cpu.rs) adds them.
+//! them. The per-row losses (N doubles) and correct flags (N ints) share one buffer, which
+//! stays on the device until the caller reads it (`LossMetrics`): ONE copy per step — the
+//! step's only host wait — or one for many steps (`LossMetrics::read_all`). The losses are
+//! added on the host in row order, as the CPU engine (src/ops/loss/cpu.rs) adds them.
 
 use crate::device::alloc::Category;
 use crate::device::{GpuBuf, KArg};
@@ -14,7 +15,7 @@ use crate::ops::launch::{gpu_f32, int, kernel, launch, output, LaunchConfig, RED
 use crate::tensor::Tensor;
 use crate::Result;
 
-use super::XentOutput;
+use super::{LossMetrics, XentDeferred};
 
 /// Threads per row: the class count rounded up to a warp, at most `REDUCE_BLOCK`.
 fn row_block(k: usize) -> u32 {
@@ -22,10 +23,11 @@ fn row_block(k: usize) -> u32 {
 }
 
 /// logits (N, K) on a GPU-path device, `targets` N class indices < K, label smoothing
-/// `eps` → mean loss, correct rows, dL/dlogits (N, K) on the logits' device (Workspace).
+/// `eps` → the rows buffer the kernel writes (`LossMetrics::Device`, read later) and
+/// dL/dlogits (N, K) on the logits' device (Workspace).
 /// `eps` reaches the kernel as f32 (the loss then differs from the CPU engine's by about
 /// 1e-9 relative for ε = 0.1; nothing for ε = 0).
-pub fn softmax_cross_entropy(logits: &Tensor, targets: &[usize], eps: f64) -> Result<XentOutput> {
+pub fn softmax_cross_entropy(logits: &Tensor, targets: &[usize], eps: f64) -> Result<XentDeferred> {
     let kern = &kernel::SOFTMAX_XENT_F32;
 
     let op = kern.name;
@@ -61,9 +63,16 @@ pub fn softmax_cross_entropy(logits: &Tensor, targets: &[usize], eps: f64) -> Re
     // multiple of 32, ≤ 1024, as the block reductions require; grad and the two buffers are
     // fresh, so nothing aliases.
     unsafe { launch(rt, kern, cfg, &args)? };
-    let mut out = vec![0u8; n * 12];
-    rows.read(&mut out)?;
-    let (losses, flags) = out.split_at(n * 8);
+    Ok(XentDeferred {
+        metrics: LossMetrics::Device { rows, n },
+        grad,
+    })
+}
+
+/// (mean loss, correct rows) from the bytes of a rows buffer of N rows:
+/// [N f64 losses][N i32 flags], the losses added in row order as the CPU engine adds them.
+pub fn decode_rows(bytes: &[u8], n: usize) -> (f64, usize) {
+    let (losses, flags) = bytes.split_at(n * 8);
     let sum: f64 = losses
         .chunks_exact(8)
         .map(|c| f64::from_le_bytes(c.try_into().expect("8-byte chunk")))
@@ -72,10 +81,6 @@ pub fn softmax_cross_entropy(logits: &Tensor, targets: &[usize], eps: f64) -> Re
         .chunks_exact(4)
         .filter(|c| i32::from_le_bytes((*c).try_into().expect("4-byte chunk")) != 0)
         .count();
-    Ok(XentOutput {
-        // × 1/N, as the CPU engine does (not ÷ N: the same rounding)
-        loss: sum * (1.0 / n as f64),
-        correct,
-        grad,
-    })
+    // × 1/N, as the CPU engine does (not ÷ N: the same rounding)
+    (sum * (1.0 / n as f64), correct)
 }

@@ -10,6 +10,7 @@ pub mod cpu;
 pub mod cuda;
 
 use crate::device::alloc::Category;
+use crate::device::GpuBuf;
 use crate::tensor::{Float, Tensor};
 use crate::{with_dtype, Device, Error, Result};
 
@@ -50,6 +51,80 @@ pub struct XentOutput {
     pub grad: Tensor,
 }
 
+/// The same, with the loss and count not yet read: on a GPU-path device they stay in the
+/// buffer the kernel wrote until `LossMetrics::read`, so a training step can be queued
+/// whole and its metrics read later (every N steps, with one host wait for all).
+#[derive(Debug)]
+pub struct XentDeferred {
+    pub metrics: LossMetrics,
+    pub grad: Tensor,
+}
+
+/// A softmax cross-entropy's (mean loss, correct rows): on the host already (CPU engine),
+/// or in a device buffer of N rows [N f64 losses][N i32 correct flags] (GPU path), whose
+/// read waits for the device's work up to the loss kernel.
+#[derive(Debug)]
+pub enum LossMetrics {
+    Host { loss: f64, correct: usize },
+    Device { rows: GpuBuf, n: usize },
+}
+
+impl LossMetrics {
+    /// (mean loss, correct rows); one device→host copy for `Device`.
+    pub fn read(self) -> Result<(f64, usize)> {
+        match self {
+            LossMetrics::Host { loss, correct } => Ok((loss, correct)),
+            LossMetrics::Device { rows, n } => {
+                let mut bytes = vec![0u8; rows.len_bytes()];
+                rows.read(&mut bytes)?;
+                Ok(cuda::decode_rows(&bytes, n))
+            }
+        }
+    }
+
+    /// Every metric of `all`, in order, with one device→host copy (one host wait) for all
+    /// the device buffers of each device: they are first gathered into one buffer by
+    /// device-to-device copies, which queue without waiting.
+    pub fn read_all(all: Vec<LossMetrics>) -> Result<Vec<(f64, usize)>> {
+        let mut out: Vec<Option<(f64, usize)>> = vec![None; all.len()];
+        // per device: (index in `all`, rows, n) of each of its buffers
+        type OnDevice = (Device, Vec<(usize, GpuBuf, usize)>);
+        let mut on: Vec<OnDevice> = Vec::new();
+        for (i, m) in all.into_iter().enumerate() {
+            match m {
+                LossMetrics::Host { loss, correct } => out[i] = Some((loss, correct)),
+                LossMetrics::Device { rows, n } => {
+                    let d = rows.device();
+                    match on.iter_mut().find(|(dd, _)| *dd == d) {
+                        Some((_, v)) => v.push((i, rows, n)),
+                        None => on.push((d, vec![(i, rows, n)])),
+                    }
+                }
+            }
+        }
+        for (d, bufs) in on {
+            let total: usize = bufs.iter().map(|(_, b, _)| b.len_bytes()).sum();
+            let gathered = GpuBuf::new(d, total, Category::Workspace)?;
+            let mut at = 0usize;
+            for (_, b, _) in &bufs {
+                gathered.copy_from(at, b)?;
+                at += b.len_bytes();
+            }
+            let mut bytes = vec![0u8; total];
+            gathered.read(&mut bytes)?;
+            let mut at = 0usize;
+            for (i, b, n) in &bufs {
+                out[*i] = Some(cuda::decode_rows(&bytes[at..at + b.len_bytes()], *n));
+                at += b.len_bytes();
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|m| m.expect("every metric was read"))
+            .collect())
+    }
+}
+
 /// The mean loss over the batch, the correct rows and dL/dlogits (N, K) in the logits'
 /// dtype, on their device (charged to workspace); logits (N, K), targets: N class indices
 /// below K. On a GPU-path device loss and count come back in one device→host copy.
@@ -58,7 +133,23 @@ pub fn softmax_cross_entropy(
     targets: &[usize],
     label_smoothing: f64,
 ) -> Result<XentOutput> {
-    fn run<T: Float>(logits: &Tensor, targets: &[usize], ls: f64) -> Result<XentOutput> {
+    let d = softmax_cross_entropy_deferred(logits, targets, label_smoothing)?;
+    let (loss, correct) = d.metrics.read()?;
+    Ok(XentOutput {
+        loss,
+        correct,
+        grad: d.grad,
+    })
+}
+
+/// `softmax_cross_entropy` with the loss and count left where they were computed (read
+/// them with `LossMetrics::read` / `read_all`): nothing waits for the device here.
+pub fn softmax_cross_entropy_deferred(
+    logits: &Tensor,
+    targets: &[usize],
+    label_smoothing: f64,
+) -> Result<XentDeferred> {
+    fn run<T: Float>(logits: &Tensor, targets: &[usize], ls: f64) -> Result<XentDeferred> {
         let (n, k) = logits.dims2("softmax_cross_entropy")?;
         let mut grad = Tensor::zeros_in(&[n, k], logits.dtype(), Category::Workspace)?;
         let loss = cpu::softmax_cross_entropy(
@@ -69,9 +160,8 @@ pub fn softmax_cross_entropy(
             grad.data_mut::<T>()?,
         );
         let correct = cpu::accuracy_count(logits.as_slice::<T>()?, targets, k);
-        Ok(XentOutput {
-            loss,
-            correct,
+        Ok(XentDeferred {
+            metrics: LossMetrics::Host { loss, correct },
             grad,
         })
     }

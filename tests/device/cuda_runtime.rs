@@ -61,6 +61,8 @@ fn unusable_cuda_is_reported_not_panicked() {
             // a usable GPU: auto picks it
             assert_eq!(Device::auto(), Device::Cuda(0));
             assert_eq!(r.device(), Device::Cuda(0));
+            assert!(cuda::available(0));
+            assert_eq!(cuda::unavailable_reason(0), None);
         }
         Err(e) => {
             assert!(

@@ -211,4 +211,34 @@ mod tests {
             assert_eq!(ColMajor::of(&g).unwrap(), None);
         }
     }
+
+    /// A size past cuBLAS's 32-bit `int` is refused with its name, never truncated.
+    #[test]
+    fn sizes_past_32_bits_are_refused() {
+        let big = 1usize << 31;
+        let g = Gemm {
+            m: 1,
+            n: big,
+            k: 1,
+            a: 0,
+            lda: 1,
+            trans_a: false,
+            stride_a: 0,
+            b: 0,
+            ldb: big,
+            trans_b: false,
+            stride_b: 0,
+            c: 0,
+            ldc: big,
+            stride_c: 0,
+            batch: 1,
+            accumulate: false,
+        };
+        let e = ColMajor::of(&g).unwrap_err();
+        assert!(
+            matches!(&e, Error::Invalid { what, msg } if what == "gemm"
+                && msg.contains("n = 2147483648") && msg.contains("32-bit")),
+            "{e:?}"
+        );
+    }
 }

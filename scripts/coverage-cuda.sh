@@ -34,8 +34,7 @@ if [[ "${1:-}" == --report-only ]]; then
   shift
 fi
 if [[ $# -eq 0 ]]; then
-  set -- --lib --test ops --test device --test train --test models --test convert \
-    --test data --test serve -- --skip train_resume
+  set -- --lib --test ops --test device --test train -- --skip train_resume
 fi
 # the cargo arguments before `--` (the target selection), for the --no-run build
 build_args=()

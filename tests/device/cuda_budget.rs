@@ -12,13 +12,13 @@
 use std::collections::BTreeMap;
 
 use quadra::model::{Model, PendingStep};
-use quadra::nn::spec::{BuildOptions, ModelSpec};
+use quadra::nn::spec::ModelSpec;
 use quadra::nn::BackpropMode;
 use quadra::ops::counters::{self, LaunchCount};
 use quadra::optim::Sgd;
 use quadra::{Category, DType, Device, Tensor};
 
-use crate::support::{all_devices, devices, serial, standin, TINY_Q3};
+use crate::support::{all_devices, devices, f32_model_on, serial, standin, TINY_Q3};
 
 const BATCH: usize = 2;
 /// Small CIFAR-shaped inputs (an emulated step is then cheap): the zoo's ResNets end in a
@@ -38,15 +38,7 @@ fn setup(name: &str, mode: BackpropMode, device: Device) -> Setup {
     let mut spec = quadra::models::get(name, None, 10).unwrap();
     spec.input = INPUT.to_vec();
     spec.backprop = mode;
-    let mut model = Model::build(
-        &spec,
-        BuildOptions {
-            dtype: DType::F32,
-            seed: 1,
-        },
-    )
-    .unwrap();
-    model.to_device(device).unwrap();
+    let model = f32_model_on(&spec, 1, device);
     let mut shape = vec![BATCH];
     shape.extend(INPUT);
     let x = Tensor::randn(&shape, DType::F32, 1.0, 2).unwrap();
@@ -280,15 +272,7 @@ fn deferred_step_metrics_equal_per_step_reads() {
     let _g = serial();
     let spec = ModelSpec::from_json(TINY_Q3).unwrap();
     let build = |d: Device| {
-        let mut m = Model::build(
-            &spec,
-            BuildOptions {
-                dtype: DType::F32,
-                seed: 4,
-            },
-        )
-        .unwrap();
-        m.to_device(d).unwrap();
+        let m = f32_model_on(&spec, 4, d);
         (m, Sgd::new(0.1, 0.9, 0.0, false).unwrap())
     };
     let x = Tensor::randn(&[4, 1, 8, 8], DType::F32, 1.0, 9).unwrap();

@@ -8,9 +8,9 @@ use quadra::model::Model;
 use quadra::nn::spec::{BuildOptions, ModelSpec};
 use quadra::nn::BackpropMode;
 use quadra::optim::Sgd;
-use quadra::{Category, DType, Tensor};
+use quadra::{Category, DType, Device, Tensor};
 
-use crate::support::serial;
+use crate::support::{f32_model_on, serial};
 
 const SPEC: &str = r#"{
   "name": "tiny-qcnn", "input": [1, 8, 8], "num_classes": 3,
@@ -46,14 +46,7 @@ fn hand_count(mode: BackpropMode) -> u64 {
 fn step_saved_bytes(mode: BackpropMode) -> (u64, u64, u64) {
     let mut spec = ModelSpec::from_json(SPEC).unwrap();
     spec.backprop = mode;
-    let mut model = Model::build(
-        &spec,
-        BuildOptions {
-            dtype: DType::F32,
-            seed: 3,
-        },
-    )
-    .unwrap();
+    let mut model = f32_model_on(&spec, 3, Device::Cpu);
     let mut opt = Sgd::new(0.01, 0.9, 0.0, false).unwrap();
     let x = Tensor::randn(&[4, 1, 8, 8], DType::F32, 1.0, 5).unwrap();
     x.retag(Category::Data);

@@ -94,6 +94,27 @@ pub fn grads(m: &mut dyn Module) -> Vec<(String, Tensor)> {
     out
 }
 
+// ---- models --------------------------------------------------------------------------------
+
+/// `spec` built in f32 with fresh weights from `seed`, moved to `device`.
+pub fn f32_model_on(
+    spec: &quadra::nn::spec::ModelSpec,
+    seed: u64,
+    device: Device,
+) -> quadra::model::Model {
+    let mut m = quadra::model::Model::build(
+        spec,
+        quadra::nn::spec::BuildOptions {
+            dtype: DType::F32,
+            seed,
+        },
+    )
+    .unwrap_or_else(|e| panic!("building `{}`: {e}", spec.name));
+    m.to_device(device)
+        .unwrap_or_else(|e| panic!("`{}` to {device}: {e}", spec.name));
+    m
+}
+
 // ---- devices -------------------------------------------------------------------------------
 
 /// Whether this run must also test the real GPU (`QUADRA_TEST_CUDA=1`).

@@ -164,12 +164,13 @@ quadra_cuda_libs || true
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null \
   || echo "nvidia-smi: not available"
 
-cd "$REPO"
+cd "$REPO" || exit 2
 export CARGO_MANIFEST_DIR="$BUILD_ROOT" RUST_BACKTRACE=1
 LOGS="${LOGS:-$B/logs}"
 mkdir -p "$LOGS"
 declare -a rows
 fails=0
+ran=0
 for mode in $MODES; do
   for t in "$B"/tests/*; do
     name="$(basename "$t")"
@@ -181,6 +182,7 @@ for mode in $MODES; do
     fi
     log="$LOGS/$mode-$name.log"
     start=$SECONDS
+    ran=$((ran + 1))
     if [[ "$mode" == gpu ]]; then
       QUADRA_TEST_CUDA=1 "$t" ${TEST_ARGS[@]+"${TEST_ARGS[@]}"} >"$log" 2>&1
     else
@@ -202,10 +204,14 @@ echo
 echo "== summary ($(date -u +%H:%M:%S)); logs in $LOGS"
 printf '%s\n' "${rows[@]}"
 if [[ $fails -gt 0 ]]; then
-  echo "$fails run(s) FAILED"
+  echo "$fails of $ran run(s) FAILED"
   exit 1
 fi
-echo "all runs passed"
+if [[ $ran -eq 0 ]]; then
+  echo "no test binary ran (FILTER '$FILTER', SKIP '${SKIP:-}', MODES '$MODES')"
+  exit 1
+fi
+echo "all $ran runs passed"
 RUN
 chmod +x "$OUT/run.sh"
 

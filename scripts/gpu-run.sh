@@ -20,8 +20,9 @@
 # summary.txt: one line per part, PASSED / FAILED / NOT RUN, why, seconds. A part that did
 # not run is never PASSED. Exits 1 when a part FAILED, else 0.
 #
-# Environment: PYTHON (python with torch; default python3), SANITIZER (compute-sanitizer;
-# default: PATH, then /usr/local/cuda*/bin), TOTAL_S (540: the budgets must sum below it).
+# Environment: PARTS (default "tests bench memcheck racecheck": a part left out is NOT RUN),
+# PYTHON (python with torch; default python3), SANITIZER (compute-sanitizer; default: PATH,
+# then /usr/local/cuda*/bin), TOTAL_S (540: the budgets must sum below it).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 2
@@ -32,7 +33,7 @@ LOG="${OUT:-$ROOT/out/gpu-logs}"
 mkdir -p "$LOG" || { echo "gpu-run: cannot create the log folder $LOG" >&2; exit 2; }
 LOG="$(cd "$LOG" && pwd)"
 
-UNPACK_S="${UNPACK_S:-30}"
+UNPACK_S="${UNPACK_S:-15}"
 TESTS_S="${TESTS_S:-280}"
 BENCH_S="${BENCH_S:-110}"
 MEMCHECK_S="${MEMCHECK_S:-45}"
@@ -48,6 +49,12 @@ if ((budget > TOTAL_S)); then
   exit 2
 fi
 PY="${PYTHON:-python3}"
+PARTS="${PARTS:-tests bench memcheck racecheck}"
+for p in $PARTS; do
+  [[ " tests bench memcheck racecheck " == *" $p "* ]] \
+    || { echo "gpu-run: PARTS: '$p' is not one of tests bench memcheck racecheck" >&2; exit 2; }
+done
+wanted() { [[ " $PARTS " == *" $1 "* ]]; }
 SUMMARY="$LOG/summary.txt"
 : >"$SUMMARY"
 failed=0
@@ -70,7 +77,11 @@ why_rc() { # rc, budget
 {
   echo "gpu-run: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname 2>/dev/null), $(nproc) CPUs, repository $ROOT, bundle $DIR"
   echo "budgets (s): unpack $UNPACK_S, tests $TESTS_S, bench $BENCH_S, memcheck $MEMCHECK_S, racecheck $RACECHECK_S (sum with kill graces $budget, limit $TOTAL_S)"
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 || echo "nvidia-smi: not available"
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1
+  else
+    echo "nvidia-smi: not on PATH"
+  fi
   echo "LD_LIBRARY_PATH before: ${LD_LIBRARY_PATH:-}"
   echo "-- $DIR/manifest.txt"
   cat "$DIR/manifest.txt" 2>&1
@@ -84,7 +95,9 @@ cat "$LOG/env.txt"
 # ---- tests: the GPU pass of the bundle ----------------------------------------------------
 start=$SECONDS
 B="$DIR/gpu-bundle"
-if [[ ! -x "$B/run.sh" || "$DIR/tests.tar.xz" -nt "$B/run.sh" ]]; then
+if ! wanted tests; then
+  unpacked="not in PARTS"
+elif [[ ! -x "$B/run.sh" || "$DIR/tests.tar.xz" -nt "$B/run.sh" ]]; then
   if [[ ! -f "$DIR/tests.tar.xz" ]]; then
     unpacked="no $DIR/tests.tar.xz (build it with scripts/gpu-bundle.sh)"
   else
@@ -137,7 +150,9 @@ fi
 
 # ---- bench: quadra-bench against PyTorch --------------------------------------------------
 start=$SECONDS
-if ! torch_v="$("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null)"; then
+if ! wanted bench; then
+  record bench "NOT RUN" 0 "not in PARTS"
+elif ! torch_v="$("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null)"; then
   echo "bench: '$PY -c \"import torch\"' failed" >"$LOG/bench.log"
   record bench "NOT RUN" $((SECONDS - start)) "no torch ($PY cannot import torch; PYTHON names the python)"
 elif ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
@@ -176,6 +191,10 @@ step=("$DIR/quadra-bench" --device cuda --model qcnn --batch 2 --steps 1 --warmu
 for tool in memcheck racecheck; do
   start=$SECONDS
   log="$LOG/$tool.log"
+  if ! wanted "$tool"; then
+    record "$tool" "NOT RUN" 0 "not in PARTS"
+    continue
+  fi
   if [[ -z "$SAN" || ! -x "$SAN" ]]; then
     echo "$tool: no compute-sanitizer (SANITIZER=${SANITIZER:-}, PATH, /usr/local/cuda*/bin)" >"$log"
     record "$tool" "NOT RUN" 0 "no compute-sanitizer (not on PATH nor in /usr/local/cuda*/bin; SANITIZER names it)"

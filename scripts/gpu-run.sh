@@ -132,12 +132,22 @@ else
     echo "======== $(basename "$f" .log)"
     cat "$f"
   done 2>/dev/null | head -c 15000000 >"$LOG/tests-binaries.log"
-  ran="$(find "$tlogs" -name '*.log' 2>/dev/null | wc -l)"
+  # binaries that finished (a row of run.sh, printed as it goes and again in its summary)
+  # and those started but cut off by the timeout (a log, no row)
+  done_names="$(awk '$1 == "gpu" && ($2 == "ok" || $2 == "FAIL") {print $3}' "$LOG/tests.log" | sort -u)"
+  ran="$(grep -c . <<<"$done_names")"
+  cut=""
+  for f in "$tlogs"/gpu-*.log; do
+    [[ -e "$f" ]] || continue
+    n="$(basename "$f" .log)"
+    n="${n#gpu-}"
+    grep -qx "$n" <<<"$done_names" || cut+="$n "
+  done
   read -r np nf ni < <(sed -n 's/^test result: [A-Za-z]*\. \([0-9]*\) passed; \([0-9]*\) failed; \([0-9]*\) ignored.*/\1 \2 \3/p' \
     "$tlogs"/*.log 2>/dev/null | awk '{p += $1; f += $2; i += $3} END {print p + 0, f + 0, i + 0}')
   failing="$(awk '$2 == "FAIL" {print $3}' "$LOG/tests.log" | sort -u | tr '\n' ' ')"
   skipped="$(awk '$2 == "SKIP" {print $3}' "$LOG/tests.log" | sort -u | tr '\n' ' ')"
-  counts="$ran binaries ran, $np tests passed, $nf failed, $ni ignored${skipped:+; skipped binaries: ${skipped% }}${TESTS_FILTER:+; only binaries matching $TESTS_FILTER}${TESTS_ARGS:+; test args: $TESTS_ARGS}"
+  counts="$ran binaries ran${cut:+ (cut off: ${cut% })}, $np tests passed, $nf failed, $ni ignored${skipped:+; skipped binaries: ${skipped% }}${TESTS_FILTER:+; only binaries matching $TESTS_FILTER}${TESTS_ARGS:+; test args: $TESTS_ARGS}"
   tail -n 20 "$LOG/tests.log"
   if [[ $rc -eq 0 && $ran -gt 0 ]]; then
     record tests PASSED "$secs" "GPU pass (QUADRA_TEST_CUDA=1): $counts"

@@ -4,8 +4,8 @@
 #
 #   scripts/gpu-run.sh [DIR]          # DIR: the bundle folder (default out/gpu-run)
 #
-# Four parts, each under its own `timeout` (seconds; the defaults sum to 9 minutes with the
-# unpacking and each timeout's 5 s kill grace):
+# Four parts, each under its own `timeout` (seconds; with the unpacking, UNPACK_S=15, and
+# each timeout's 5 s kill grace the defaults sum to 535 s, under 9 minutes):
 #   tests      TESTS_S=280  the GPU pass of every bundled test binary (run.sh, MODES=gpu:
 #                           QUADRA_TEST_CUDA=1); SKIP="cli ..." leaves binaries out (said in
 #                           the summary), TESTS_FILTER / TESTS_ARGS go to run.sh
@@ -15,7 +15,7 @@
 #                           racecheck of one training step per backprop mode:
 #                           quadra-bench --device cuda --model qcnn --batch 2 --steps 1 --warmup 0
 # Logs go to $OUT when set (the device tool sets it), else out/gpu-logs: env.txt (GPU, driver,
-# cuBLAS, torch, sanitizer, manifests), tests.log (run.sh: one row per binary),
+# budgets, the bundle's manifest, where cuBLAS, torch and compute-sanitizer came from), tests.log (run.sh: one row per binary),
 # tests-binaries.log (every binary's output), bench.log, memcheck.log, racecheck.log, and
 # summary.txt: one line per part, PASSED / FAILED / NOT RUN, why, seconds. A part that did
 # not run is never PASSED. Exits 1 when a part FAILED, else 0.
@@ -162,7 +162,8 @@ fi
 start=$SECONDS
 if ! wanted bench; then
   record bench "NOT RUN" 0 "not in PARTS"
-elif ! torch_v="$("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null)"; then
+elif ! torch_v="$("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null)" \
+  || ! echo "torch: $torch_v ($PY)" >>"$LOG/env.txt"; then
   echo "bench: '$PY -c \"import torch\"' failed" >"$LOG/bench.log"
   record bench "NOT RUN" $((SECONDS - start)) "no torch ($PY cannot import torch; PYTHON names the python)"
 elif ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
@@ -196,6 +197,11 @@ if [[ -z "$SAN" ]]; then
   for s in /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda-*/bin/compute-sanitizer; do
     [[ -z "$SAN" && -x "$s" ]] && SAN="$s"
   done
+fi
+if [[ -n "$SAN" && -x "$SAN" ]]; then
+  echo "compute-sanitizer: $SAN, $("$SAN" --version 2>&1 | tail -n 1)" >>"$LOG/env.txt"
+else
+  echo "compute-sanitizer: none found" >>"$LOG/env.txt"
 fi
 step=("$DIR/quadra-bench" --device cuda --model qcnn --batch 2 --steps 1 --warmup 0 --backprop both)
 for tool in memcheck racecheck; do

@@ -10,6 +10,8 @@
 # ../shared/bench/torch_ref.py, else shared/bench/torch_ref.py), QUADRA_BENCH (the binary;
 # default out/gpu-bench/quadra-bench, else target/release/quadra-bench), MODELS
 # ("qresnet14 qvgg7"), BATCH (256), STEPS (20), WARMUP (3), DEVICE (cuda).
+# cuBLAS: when the loader does not find libcublas/libcublasLt, scripts/cuda-libs.sh looks in
+# a CUDA toolkit and in PYTHON's pip wheels (nvidia/cu13/lib, nvidia/cublas/lib, torch/lib).
 # Prints each engine's JSON line, then per model and mode: images/s and the ratio to
 # PyTorch, MiB kept for backward, peak device MiB. Exits 1 when a run fails.
 set -uo pipefail
@@ -27,7 +29,7 @@ if [[ "${1:-run}" == "build" ]]; then
   ls -l out/gpu-bench/quadra-bench
   exit 0
 fi
-[[ "${1:-run}" == "run" ]] || { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+[[ "${1:-run}" == "run" ]] || { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
 
 PY="${PYTHON:-python3}"
 REF="${TORCH_REF:-}"
@@ -51,6 +53,11 @@ WARMUP="${WARMUP:-3}"
 DEVICE="${DEVICE:-cuda}"
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
+if [[ "$DEVICE" == cuda* ]]; then
+  # shellcheck source=scripts/cuda-libs.sh
+  source "$ROOT/scripts/cuda-libs.sh"
+  quadra_cuda_libs || true
+fi
 echo "torch: $REF ($PY); quadra: $BIN; batch $BATCH, $STEPS steps after $WARMUP warm-up"
 status=0
 results="$(mktemp)"

@@ -799,9 +799,26 @@ int memset_any(const char* call, CUdeviceptr dst, unsigned value, size_t elem, s
 // The driver API
 // =========================================================================================
 
+// CUDA_VISIBLE_DEVICES as the driver reads it, for the one device there is: unset, or a
+// list whose first entry is 0, shows it; anything else ("" included) hides it, and cuInit
+// then fails with CUDA_ERROR_NO_DEVICE as the real driver's does.
+static bool device_visible() {
+    const char* v = std::getenv("CUDA_VISIBLE_DEVICES");
+    if (!v) return true;
+    std::string first(v, std::strcspn(v, ","));
+    first.erase(0, first.find_first_not_of(" \t"));
+    first.erase(first.find_last_not_of(" \t") + 1);
+    return first == "0";
+}
+
 API CUresult cuInit(unsigned flags) {
     TRACE_CALL();
     if (flags != 0) return CUDA_ERROR_INVALID_VALUE;
+    if (!device_visible()) {
+        complain("cuInit: CUDA_VISIBLE_DEVICES=\"%s\" hides the stand-in's only device (0)",
+                 std::getenv("CUDA_VISIBLE_DEVICES"));
+        return CUDA_ERROR_NO_DEVICE;
+    }
     Global& g = global();
     std::lock_guard<std::mutex> lk(g.mu);
     g.initialized = true;

@@ -4,7 +4,38 @@
 use quadra::checkpoint::Checkpoint;
 use quadra::nn::spec::ModelSpec;
 
-use crate::support::{argv, ok_json_last, run, tempdir};
+use crate::support::{argv, bin, ok_json_last, run, s, tempdir};
+
+/// `CUDA_VISIBLE_DEVICES=` (empty) hides every GPU from the driver (and from the stand-in of
+/// cuda/standin/), so `--device auto` is the CPU: the emu pass of scripts/gpu-tests.sh's
+/// run.sh relies on it to run, on a GPU machine, as CI runs.
+#[test]
+fn hidden_gpu_makes_auto_the_cpu() {
+    let d = tempdir("cli-tools-hidden-gpu");
+    let out = d.join("mem");
+    let o = bin()
+        .env("CUDA_VISIBLE_DEVICES", "")
+        .args(argv(
+            "memory --model qcnn --batch 2 --steps 1 --threads 1 --device auto --out {}",
+            &[s(&out)],
+        ))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "memory --device auto failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        stdout
+            .lines()
+            .next()
+            .unwrap_or("")
+            .ends_with("available on cpu"),
+        "with the GPU hidden, auto should be the CPU: {stdout}"
+    );
+}
 
 #[test]
 fn memory_writes_charts_report_and_plans() {

@@ -1,7 +1,8 @@
 // runtime.cpp — the emulator's launch engine (see cuda_emu.h and README.md).
 //
 // A launch runs its blocks one after another on the calling OS thread. Inside a block every
-// GPU thread is a ucontext fiber with its own stack; a fiber runs until it reaches a barrier
+// GPU thread is a fiber with its own stack (switched by quadra_emu_switch, or ucontext); a
+// fiber runs until it reaches a barrier
 // (__syncthreads, or the warp barrier inside __syncwarp / shuffles / votes) or returns from
 // the kernel, then control goes back to the scheduler, which sweeps the fibers in the
 // launch's schedule order (thread order by default; reversed or a seeded random

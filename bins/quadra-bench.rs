@@ -126,21 +126,14 @@ fn run(args: &Args, device: Device, mode: BackpropMode) -> Result<serde_json::Va
         // what the caching pool held from the device at its peak (GPU-path devices)
         "peak_reserved_mib": reserved.map(|b| b as f64 / 1048576.0),
         // kernel launches + GEMMs of the last step (0 on the CPU engine)
-        "launches_per_step": launches.iter().map(|c| c.count).sum::<u64>(),
+        "launches_per_step": counters::total(&launches),
     });
     if args.launches {
         eprintln!(
             "launches of one {mode} step of {} on {device}, per layer:",
             args.model
         );
-        for (layer, phase, n) in counters::launches_per_layer(&launches) {
-            let layer = if layer.is_empty() {
-                "(no layer)"
-            } else {
-                &layer
-            };
-            eprintln!("  {layer:<28} {:<10} {n:>5}", format!("{phase:?}"));
-        }
+        eprint!("{}", counters::per_layer_table(&launches));
         eprintln!("  total {}", out["launches_per_step"]);
     }
     Ok(out)

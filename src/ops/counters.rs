@@ -56,10 +56,18 @@ pub fn launch_counts() -> Vec<LaunchCount> {
         .collect()
 }
 
-/// The total of `launch_counts`, GEMMs included.
-pub fn total_launches() -> u64 {
-    let c = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
-    c.iter().flat_map(|m| m.values()).sum()
+/// The launches in `counts`, GEMMs included.
+pub fn total(counts: &[LaunchCount]) -> u64 {
+    counts.iter().map(|c| c.count).sum()
+}
+
+/// The GEMMs in `counts`.
+pub fn gemms(counts: &[LaunchCount]) -> u64 {
+    counts
+        .iter()
+        .filter(|c| c.kernel == GEMM)
+        .map(|c| c.count)
+        .sum()
 }
 
 /// Forgets every count (e.g. before the step to be measured).
@@ -68,7 +76,7 @@ pub fn reset_launch_counts() {
 }
 
 /// Per layer and phase: (layer, phase, launches), summed over kernels, in
-/// `launch_counts`' order — the table the budget tests and `quadra-bench --launches` print.
+/// `launch_counts`' order.
 pub fn launches_per_layer(counts: &[LaunchCount]) -> Vec<(String, Phase, u64)> {
     let mut out: Vec<(String, Phase, u64)> = Vec::new();
     for c in counts {
@@ -78,6 +86,22 @@ pub fn launches_per_layer(counts: &[LaunchCount]) -> Vec<(String, Phase, u64)> {
         }
     }
     out
+}
+
+/// `launches_per_layer` as text, one "  layer  phase  launches" line each ("(no layer)"
+/// for launches outside any layer: the loss) — what the budget tests and
+/// `quadra-bench --launches` print.
+pub fn per_layer_table(counts: &[LaunchCount]) -> String {
+    let mut s = String::new();
+    for (layer, phase, n) in launches_per_layer(counts) {
+        let layer = if layer.is_empty() {
+            "(no layer)"
+        } else {
+            &layer
+        };
+        s += &format!("  {layer:<28} {:<10} {n:>5}\n", format!("{phase:?}"));
+    }
+    s
 }
 
 #[cfg(test)]
@@ -109,6 +133,12 @@ mod tests {
         assert_eq!(
             launches_per_layer(&mine),
             vec![(layer.to_string(), Phase::Backward, 3)]
+        );
+        assert_eq!((total(&mine), gemms(&mine)), (3, 1));
+        assert!(
+            per_layer_table(&mine).contains("counters-test-layer"),
+            "{}",
+            per_layer_table(&mine)
         );
     }
 }

@@ -69,21 +69,12 @@ impl Setup {
 }
 
 fn print_per_layer(what: &str, counts: &[LaunchCount]) {
-    let total: u64 = counts.iter().map(|c| c.count).sum();
-    let gemms: u64 = counts
-        .iter()
-        .filter(|c| c.kernel == counters::GEMM)
-        .map(|c| c.count)
-        .sum();
-    println!("{what}: {total} launches per step ({gemms} of them GEMMs)");
-    for (layer, phase, n) in counters::launches_per_layer(counts) {
-        let layer = if layer.is_empty() {
-            "(no layer)"
-        } else {
-            &layer
-        };
-        println!("  {layer:<24} {:<10} {n:>4}", format!("{phase:?}"));
-    }
+    println!(
+        "{what}: {} launches per step ({} of them GEMMs)\n{}",
+        counters::total(counts),
+        counters::gemms(counts),
+        counters::per_layer_table(counts)
+    );
 }
 
 /// The same step launches the same kernels, layer by layer, every time and on every
@@ -223,12 +214,11 @@ fn training_step_budgets_on_cuda() {
             driver, by_kernel,
             "{what}: launches by kernel, driver vs counters"
         );
-        let gemms: u64 = ours
-            .iter()
-            .filter(|l| l.kernel == counters::GEMM)
-            .map(|l| l.count)
-            .sum();
-        assert_eq!(c("gemms"), gemms, "{what}: GEMMs, cuBLAS vs counters");
+        assert_eq!(
+            c("gemms"),
+            counters::gemms(&ours),
+            "{what}: GEMMs, cuBLAS vs counters"
+        );
 
         // Metrics read every N steps: the steps between reads never wait for the device,
         // and one read of N steps is one copy and one wait (after N device-side gathers).

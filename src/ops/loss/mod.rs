@@ -72,18 +72,12 @@ pub enum LossMetrics {
 impl LossMetrics {
     /// (mean loss, correct rows); one device→host copy for `Device`.
     pub fn read(self) -> Result<(f64, usize)> {
-        match self {
-            LossMetrics::Host { loss, correct } => Ok((loss, correct)),
-            LossMetrics::Device { rows, n } => {
-                let mut bytes = vec![0u8; rows.len_bytes()];
-                rows.read(&mut bytes)?;
-                Ok(cuda::decode_rows(&bytes, n))
-            }
-        }
+        let mut one = Self::read_all(vec![self])?;
+        Ok(one.pop().expect("one metric in, one out"))
     }
 
     /// Every metric of `all`, in order, with one device→host copy (one host wait) for all
-    /// the device buffers of each device: they are first gathered into one buffer by
+    /// the device buffers of each device: two or more are first gathered into one buffer by
     /// device-to-device copies, which queue without waiting.
     pub fn read_all(all: Vec<LossMetrics>) -> Result<Vec<(f64, usize)>> {
         let mut out: Vec<Option<(f64, usize)>> = vec![None; all.len()];
@@ -104,14 +98,18 @@ impl LossMetrics {
         }
         for (d, bufs) in on {
             let total: usize = bufs.iter().map(|(_, b, _)| b.len_bytes()).sum();
-            let gathered = GpuBuf::new(d, total, Category::Workspace)?;
-            let mut at = 0usize;
-            for (_, b, _) in &bufs {
-                gathered.copy_from(at, b)?;
-                at += b.len_bytes();
-            }
             let mut bytes = vec![0u8; total];
-            gathered.read(&mut bytes)?;
+            if let [(_, only, _)] = bufs.as_slice() {
+                only.read(&mut bytes)?;
+            } else {
+                let gathered = GpuBuf::new(d, total, Category::Workspace)?;
+                let mut at = 0usize;
+                for (_, b, _) in &bufs {
+                    gathered.copy_from(at, b)?;
+                    at += b.len_bytes();
+                }
+                gathered.read(&mut bytes)?;
+            }
             let mut at = 0usize;
             for (i, b, n) in &bufs {
                 out[*i] = Some(cuda::decode_rows(&bytes[at..at + b.len_bytes()], *n));

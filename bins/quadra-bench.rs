@@ -7,11 +7,15 @@
 //!                                       runs the same code on the kernel emulator)
 //!     quadra-bench --device emu --model qresnet10 --batch 2 --steps 1 --launches
 //!                                       (+ kernel launches per layer of one step, on stderr)
+//!     LD_LIBRARY_PATH=target/cuda-standin quadra-bench --device cuda --batch 32 --steps 1
+//!                                       (on the CUDA driver stand-in: "driver_per_step"
+//!                                       counts the last step's launches, copies, waits)
 
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
+use quadra::device::standin;
 use quadra::model::Model;
 use quadra::nn::spec::BuildOptions;
 use quadra::nn::BackpropMode;
@@ -100,10 +104,13 @@ fn run(args: &Args, device: Device, mode: BackpropMode) -> Result<serde_json::Va
     let mut loss = 0.0;
     for _ in 0..args.steps {
         counters::reset_launch_counts();
+        // the driver stand-in's counters, when cuda:N is it, cover the last step only
+        standin::reset();
         // the loss is read back every step, which waits for the step's kernels
         loss = model.train_step(&x, &y, &mut opt)?.loss;
     }
     let launches = counters::launch_counts();
+    let driver = driver_counters()?;
     if let Some(rt) = rt {
         rt.synchronize()?;
     }
@@ -127,6 +134,8 @@ fn run(args: &Args, device: Device, mode: BackpropMode) -> Result<serde_json::Va
         "peak_reserved_mib": reserved.map(|b| b as f64 / 1048576.0),
         // kernel launches + GEMMs of the last step (0 on the CPU engine)
         "launches_per_step": counters::total(&launches),
+        // what the CUDA driver stand-in saw in the last step (null on anything else)
+        "driver_per_step": driver,
     });
     if args.launches {
         eprintln!(
@@ -137,6 +146,35 @@ fn run(args: &Args, device: Device, mode: BackpropMode) -> Result<serde_json::Va
         eprintln!("  total {}", out["launches_per_step"]);
     }
     Ok(out)
+}
+
+/// The stand-in's counters of the driver calls since its last reset (launches, GEMMs,
+/// copies and bytes each way, memsets, host waits, allocations), when cuda:N runs on the
+/// CUDA stand-in (cuda/standin); `null` on a real driver, the emulator and the CPU.
+fn driver_counters() -> Result<serde_json::Value> {
+    let Some(t) = standin::trace()? else {
+        return Ok(serde_json::Value::Null);
+    };
+    const KEYS: [&str; 13] = [
+        "launches",
+        "gemms",
+        "htod_copies",
+        "htod_bytes",
+        "dtoh_copies",
+        "dtoh_bytes",
+        "dtod_copies",
+        "dtod_bytes",
+        "memsets",
+        "host_waits",
+        "syncs",
+        "allocs",
+        "frees",
+    ];
+    let mut out = serde_json::Map::new();
+    for k in KEYS {
+        out.insert(k.into(), standin::count(&t, k).into());
+    }
+    Ok(out.into())
 }
 
 fn main() -> Result<()> {

@@ -281,4 +281,13 @@ impl Model {
         self.net.visit_params(&mut |_, p| n += p.value.numel());
         n
     }
+
+    /// Number of parameter segments (slices with one parameter kind; a stacked quadratic
+    /// weight has several): the rows of the optimizer's multi-tensor update table.
+    pub fn num_param_segments(&mut self) -> usize {
+        let mut n = 0;
+        self.net
+            .visit_params(&mut |_, p| n += p.segments.len().max(1));
+        n
+    }
 }

@@ -98,6 +98,24 @@ impl GpuBuf {
         Ok(buf)
     }
 
+    /// Overwrites the whole buffer with `src` (whose length must be the buffer's), queued
+    /// in stream order: after every kernel queued before that reads the buffer.
+    pub fn write(&self, src: &[u8]) -> Result<()> {
+        crate::ensure_shape!(
+            src.len() == self.bytes,
+            "host-to-device copy",
+            "{} bytes into a {}-byte buffer on {}",
+            src.len(),
+            self.bytes,
+            self.device()
+        );
+        if !src.is_empty() {
+            // SAFETY: the buffer has exactly src.len() bytes (checked above).
+            unsafe { self.rt.htod(src, self.ptr)? };
+        }
+        Ok(())
+    }
+
     /// A device-side copy of this buffer, charged to `category`.
     pub fn duplicate(&self, category: Category) -> Result<GpuBuf> {
         let out = GpuBuf::new(self.device(), self.bytes, category)?;

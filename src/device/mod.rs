@@ -8,7 +8,8 @@
 //!   tensor storage's block of it;
 //! - [`cuda`]: `Device::Cuda(n)` through cudarc (driver, cuBLAS, the embedded fatbin);
 //! - [`emu`]: `Device::Emu`, the same kernels through the CPU emulator (FFI);
-//! - [`alloc`]: the tracking allocator that counts every byte on every device.
+//! - [`alloc`]: the tracking allocator that counts every byte on every device;
+//! - [`standin`]: the counters of the CUDA driver stand-in (cuda/standin), when cuda:0 is it.
 //!
 //! Dependencies point one way: `pool` needs nothing of the others; `runtime` the pool;
 //! `buf`, `cuda` and `emu` the runtime layer; this file ties the runtimes to `Device`.
@@ -20,6 +21,7 @@ pub mod emu;
 mod fatbin;
 mod pool;
 mod runtime;
+pub mod standin;
 
 use std::fmt;
 use std::str::FromStr;

@@ -14,11 +14,12 @@
 //! groups, lr (group `lr_scale`·lr), weight decay and betas are taken per segment of each
 //! parameter; the step count is per parameter.
 //!
-//! A parameter on a GPU-path device is updated there by a fused kernel per segment
-//! (cuda/optim.cu, the same f32 operations with the same f32 scalars), with its moments on
-//! the same device.
+//! Parameters on a GPU-path device are updated there by one multi-tensor launch per set of
+//! scalars — per group — of cuda/optim.cu (the same f32 operations with the same f32
+//! scalars), with their moments on the same device.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use super::{
     check_betas, check_lr, check_weight_decay, group_of, segments_of, split_name, state_copy,
@@ -26,7 +27,7 @@ use super::{
 };
 use crate::device::alloc::Category;
 use crate::nn::{Module, Param, Segment};
-use crate::ops::optim::{self as ops, AdamHyper};
+use crate::ops::optim::{AdamHyper, AdamUpdates, SegmentTables};
 use crate::tensor::Tensor;
 use crate::{ensure_valid, Error, Result};
 
@@ -88,6 +89,8 @@ pub struct Adam {
     cfg: AdamConfig,
     groups: Vec<ParamGroup>,
     state: HashMap<String, State>,
+    /// The CUDA backend's segment tables of the multi-tensor update (not state).
+    tables: SegmentTables,
 }
 
 impl Adam {
@@ -97,6 +100,7 @@ impl Adam {
             cfg,
             groups: Vec::new(),
             state: HashMap::new(),
+            tables: SegmentTables::default(),
         })
     }
 
@@ -192,32 +196,35 @@ impl Adam {
         Ok((st, hyper))
     }
 
-    /// One step of parameter `name`: per segment, `ops::optim::adam_step` (a fused kernel
-    /// launch per segment on the CUDA backend) on the parameter, its gradient and moments.
-    fn update(&mut self, name: &str, p: &mut Param) -> Result<()> {
+    /// Adds the update of parameter `name` to this step's `updates` (per segment, its
+    /// group's scalars) on the parameter, its gradient and moments.
+    fn update(&mut self, updates: &mut AdamUpdates, name: &str, p: &mut Param) -> Result<()> {
         let Some(g) = p.grad.take() else {
             return Ok(());
         };
         let segs = segments_of(&p.segments, g.numel());
         let (st, hyper) = self.advance(name, &g, &segs)?;
-        for (s, &h) in segs.iter().zip(&hyper) {
-            ops::adam_step(
-                &mut p.value,
-                &g,
-                &mut st.m,
-                &mut st.v,
-                st.vmax.as_mut(),
-                s.range.clone(),
-                h,
-            )?;
-        }
-        Ok(())
+        let segs: Vec<(Range<usize>, AdamHyper)> = segs
+            .iter()
+            .zip(hyper)
+            .map(|(s, h)| (s.range.clone(), h))
+            .collect();
+        updates.add(
+            &mut p.value,
+            g,
+            &mut st.m,
+            &mut st.v,
+            st.vmax.as_mut(),
+            &segs,
+        )
     }
 }
 
 impl Optimizer for Adam {
     fn step(&mut self, net: &mut dyn Module) -> Result<()> {
-        super::try_for_each_param(net, |name, p| self.update(name, p))
+        let mut updates = AdamUpdates::new();
+        super::try_for_each_param(net, |name, p| self.update(&mut updates, name, p))?;
+        updates.finish(&mut self.tables)
     }
     fn lr(&self) -> f64 {
         self.cfg.lr

@@ -6,10 +6,12 @@
 //! With parameter groups, `lr` and `wd` are taken per segment of each parameter (the
 //! group's `lr_scale`·lr and weight decay); momentum, dampening and Nesterov are global.
 //!
-//! A parameter on a GPU-path device is updated there by a fused kernel per segment
-//! (cuda/optim.cu, the same f32 operations), with its momentum buffer on the same device.
+//! Parameters on a GPU-path device are updated there by one multi-tensor launch per
+//! (lr, weight decay) set — per group — of cuda/optim.cu (the same f32 operations), with
+//! their momentum buffers on the same device.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use super::{
     check_lr, check_weight_decay, group_of, segments_of, split_name, state_copy, to_param_device,
@@ -17,7 +19,7 @@ use super::{
 };
 use crate::device::alloc::Category;
 use crate::nn::{Module, Param, Segment};
-use crate::ops::optim::{self as ops, SgdHyper};
+use crate::ops::optim::{SegmentTables, SgdHyper, SgdUpdates};
 use crate::tensor::Tensor;
 use crate::{ensure_valid, Error, Result};
 
@@ -31,6 +33,9 @@ pub struct Sgd {
     groups: Vec<ParamGroup>,
     /// Momentum buffer per parameter name.
     buffers: HashMap<String, Tensor>,
+    /// The CUDA backend's segment tables of the multi-tensor update (not state: rebuilt
+    /// from the parameters when they change).
+    tables: SegmentTables,
 }
 
 impl Sgd {
@@ -55,6 +60,7 @@ impl Sgd {
             nesterov,
             groups: Vec::new(),
             buffers: HashMap::new(),
+            tables: SegmentTables::default(),
         })
     }
 
@@ -119,39 +125,45 @@ impl Sgd {
         Ok((buf, first))
     }
 
-    /// One step of parameter `name`: per segment, `ops::optim::sgd_step` (a fused kernel
-    /// launch per segment on the CUDA backend).
-    fn update(&mut self, name: &str, p: &mut Param) -> Result<()> {
+    /// Adds the update of parameter `name` to this step's `updates` (per segment, its
+    /// group's lr and weight decay).
+    fn update(&mut self, updates: &mut SgdUpdates, name: &str, p: &mut Param) -> Result<()> {
         let Some(g) = p.grad.take() else {
             return Ok(());
         };
         let segs = segments_of(&p.segments, g.numel());
         let hyper = self.segment_hyper(&segs);
         let (momentum, dampening, nesterov) = (self.momentum, self.dampening, self.nesterov);
-        let mut buf = if momentum == 0.0 {
+        let buf = if momentum == 0.0 {
             None
         } else {
             Some(self.buffer(name, &g)?)
         };
         let first = buf.as_ref().is_some_and(|b| b.1);
-        for (s, &(lr, weight_decay)) in segs.iter().zip(&hyper) {
-            let h = SgdHyper {
-                lr,
-                weight_decay,
-                momentum,
-                dampening,
-                nesterov,
-            };
-            let b = buf.as_mut().map(|b| &mut *b.0);
-            ops::sgd_step(&mut p.value, &g, b, s.range.clone(), h, first)?;
-        }
-        Ok(())
+        let segs: Vec<(Range<usize>, SgdHyper)> = segs
+            .iter()
+            .zip(&hyper)
+            .map(|(s, &(lr, weight_decay))| {
+                let h = SgdHyper {
+                    lr,
+                    weight_decay,
+                    momentum,
+                    dampening,
+                    nesterov,
+                };
+                (s.range.clone(), h)
+            })
+            .collect();
+        let b = buf.map(|b| b.0);
+        updates.add(&mut p.value, g, b, &segs, first)
     }
 }
 
 impl Optimizer for Sgd {
     fn step(&mut self, net: &mut dyn Module) -> Result<()> {
-        super::try_for_each_param(net, |name, p| self.update(name, p))
+        let mut updates = SgdUpdates::new();
+        super::try_for_each_param(net, |name, p| self.update(&mut updates, name, p))?;
+        updates.finish(&mut self.tables)
     }
     fn lr(&self) -> f64 {
         self.lr

@@ -18,7 +18,8 @@ use quadra::ops::counters::{self, LaunchCount};
 use quadra::optim::Sgd;
 use quadra::{Category, DType, Device, Tensor};
 
-use crate::support::{all_devices, devices, f32_model_on, serial, standin, TINY_Q3};
+use crate::support::{all_devices, devices, f32_model_on, serial, TINY_Q3};
+use quadra::device::standin;
 
 const BATCH: usize = 2;
 /// Small CIFAR-shaped inputs (an emulated step is then cheap): the zoo's ResNets end in a
@@ -78,7 +79,8 @@ fn print_per_layer(what: &str, counts: &[LaunchCount]) {
 }
 
 /// The same step launches the same kernels, layer by layer, every time and on every
-/// CUDA-backend device; every launch is attributed to a layer except the loss. (qresnet10
+/// CUDA-backend device; every launch is attributed to a layer except the loss and the
+/// optimizer's multi-tensor update (one launch for all layers' parameters). (qresnet10
 /// only: an emulated step of qresnet14 costs about as much again; its counts are printed by
 /// the stand-in test below.)
 #[test]
@@ -99,13 +101,21 @@ fn launches_per_layer_of_a_training_step() {
             print_per_layer(&format!("{model} on {d}, batch {BATCH}"), &counts);
             for c in &counts {
                 assert!(
-                    !c.layer.is_empty() || c.kernel == "softmax_xent_f32",
+                    !c.layer.is_empty()
+                        || ["softmax_xent_f32", "sgd_multi_f32"].contains(&c.kernel),
                     "{model} on {d}: {} launches of `{}` in {:?} are outside any layer",
                     c.count,
                     c.kernel,
                     c.phase
                 );
             }
+            // one SGD without parameter groups: every segment of every layer in one launch
+            let sgd: u64 = counts
+                .iter()
+                .filter(|c| c.kernel == "sgd_multi_f32")
+                .map(|c| c.count)
+                .sum();
+            assert_eq!(sgd, 1, "{model} on {d}: optimizer launches per step");
             match &first {
                 None => first = Some(counts),
                 Some(f) => assert_eq!(&counts, f, "{model}: {d} launches differently"),
@@ -148,7 +158,7 @@ fn training_step_budgets_on_cuda() {
         assert!(standin::reset());
         s.step();
         // read before anything else waits: the step's own host waits only
-        let t = standin::trace().expect("the stand-in's trace");
+        let t = standin::trace().unwrap().expect("the stand-in's trace");
         let ours = counters::launch_counts();
         let what = format!("{model} ({mode}) on cuda:0, batch {BATCH}");
         let c = |k: &str| standin::count(&t, k);
@@ -171,15 +181,18 @@ fn training_step_budgets_on_cuda() {
         );
         print_per_layer(&what, &ours);
 
-        // Host → device: the batch (f32) and its targets (i32), nothing else — no
-        // parameter, gradient or optimizer-state bytes.
+        // Host → device: the batch (f32), its targets (i32) and the optimizer's segment
+        // table (one launch: 4 addresses/sizes per parameter segment; its gradient
+        // addresses change from step to step) — no parameter, gradient or state bytes.
         let x_bytes = (s.x.numel() * 4) as u64;
         let y_bytes = (BATCH * 4) as u64;
+        let table_bytes = (s.model.num_param_segments() * 32) as u64;
         assert_eq!(
-                (c("htod_copies"), c("htod_bytes")),
-                (2, x_bytes + y_bytes),
-                "{what}: host→device copies other than the batch ({x_bytes} B) and its targets ({y_bytes} B)"
-            );
+            (c("htod_copies"), c("htod_bytes")),
+            (3, x_bytes + y_bytes + table_bytes),
+            "{what}: host→device copies other than the batch ({x_bytes} B), its targets \
+             ({y_bytes} B) and the SGD segment table ({table_bytes} B)"
+        );
         // Device → host: one copy of the loss/accuracy rows (N f64 losses + N i32
         // flags), which is the step's only wait for the device.
         assert_eq!(
@@ -227,7 +240,7 @@ fn training_step_budgets_on_cuda() {
         let pending: Vec<PendingStep> = (0..N)
             .map(|_| s.model.train_step_deferred(&s.x, &s.y, &mut s.opt).unwrap())
             .collect();
-        let t = standin::trace().unwrap();
+        let t = standin::trace().unwrap().unwrap();
         let c = |k: &str| standin::count(&t, k);
         assert_eq!(
             (c("host_waits"), c("dtoh_copies")),
@@ -237,7 +250,7 @@ fn training_step_budgets_on_cuda() {
         );
         assert!(standin::reset());
         let read = PendingStep::read_all(pending).unwrap();
-        let t = standin::trace().unwrap();
+        let t = standin::trace().unwrap().unwrap();
         let c = |k: &str| standin::count(&t, k);
         assert_eq!(
             (c("host_waits"), c("dtoh_copies"), c("dtoh_bytes")),

@@ -28,9 +28,6 @@ use quadra::ops::conv::ConvGeom;
 use quadra::{DType, Device, Tensor};
 use serde_json::Value;
 
-/// The CUDA stand-in's trace of driver calls (only the `device` crate reads it).
-pub mod standin;
-
 // ---- process-global state ------------------------------------------------------------------
 
 /// The tests of one binary run in parallel threads of one process. A test that reads or

@@ -1,12 +1,13 @@
 //! Optimizer updates: SGD (momentum, dampening, Nesterov, weight decay), Adam / AdamW /
 //! AMSGrad, and the reductions of gradient-norm clipping. The optimizers in `optim/` hold
-//! the state and the per-group hyper-parameters; the arithmetic of one parameter segment
-//! is here.
+//! the state and the per-group hyper-parameters; the arithmetic of a step's updates is
+//! here ([`SgdUpdates`], [`AdamUpdates`]: added parameter by parameter, finished once).
 //!
 //! This file is the family's tensor-level API and its one `match` on the device: `cpu.rs`
 //! holds the CPU engine's math (generic over f32/f64), `cuda.rs` the launch wrappers of
-//! `cuda/optim.cu` (one fused kernel per segment; run on `Device::Cuda(n)` and
-//! `Device::Emu`), which take the same scalars rounded to f32.
+//! `cuda/optim.cu` (multi-tensor kernels: every segment sharing one set of scalars — a
+//! parameter group — in one launch; run on `Device::Cuda(n)` and `Device::Emu`), which take
+//! the same scalars rounded to f32.
 
 pub mod cpu;
 pub mod cuda;
@@ -43,80 +44,170 @@ pub struct AdamHyper {
     pub decoupled: bool,
 }
 
-/// One SGD step on the elements `range` of parameter p (in place) from its gradient g,
-/// with the momentum buffer `buf` (all p's element count, p's device and dtype) when
-/// momentum ≠ 0; `first`: the buffer's first step (buf = d).
-pub fn sgd_step(
-    p: &mut Tensor,
-    g: &Tensor,
-    buf: Option<&mut Tensor>,
-    range: Range<usize>,
-    h: SgdHyper,
-    first: bool,
-) -> Result<()> {
-    match p.device() {
-        Device::Cpu => with_dtype!(p.dtype(), T => {
-            let buf = match buf {
-                Some(b) => Some(b.data_mut::<T>()?),
-                None => None,
-            };
-            cpu::sgd(p.data_mut::<T>()?, g.as_slice::<T>()?, buf, range, &h, first);
-            Ok(())
-        }),
-        Device::Cuda(_) | Device::Emu => {
-            let sc = cuda::SgdScalars {
-                lr: h.lr as f32,
-                weight_decay: h.weight_decay as f32,
-                momentum: h.momentum as f32,
-                one_minus_dampening: 1.0f32 - h.dampening as f32,
-                nesterov: h.nesterov,
-            };
-            cuda::sgd_step(p, g, buf, range, sc, first)
+/// One optimizer step's SGD updates, added parameter by parameter: on the CPU engine each
+/// parameter is updated when it is added; on the CUDA backend the segments are gathered
+/// and [`SgdUpdates::finish`] updates all of them with one multi-tensor launch per distinct
+/// (lr, weight decay) — per parameter group — from tables kept in `SegmentTables`.
+pub struct SgdUpdates {
+    gpu: Option<cuda::SgdGather>,
+}
+
+pub use cuda::SegmentTables;
+
+impl SgdUpdates {
+    pub fn new() -> SgdUpdates {
+        SgdUpdates { gpu: None }
+    }
+
+    /// The update of parameter p (in place) from its gradient g, segment by segment
+    /// (`segs`: each segment's elements and scalars), with the momentum buffer `buf` (p's
+    /// element count, device and dtype) when momentum ≠ 0; `first`: the buffer's first step
+    /// (buf = d). The scalars' momentum, dampening and Nesterov flag must be the same in
+    /// every segment.
+    pub fn add(
+        &mut self,
+        p: &mut Tensor,
+        g: Tensor,
+        buf: Option<&mut Tensor>,
+        segs: &[(Range<usize>, SgdHyper)],
+        first: bool,
+    ) -> Result<()> {
+        match p.device() {
+            Device::Cpu => with_dtype!(p.dtype(), T => {
+                let mut buf = match buf {
+                    Some(b) => Some(b.data_mut::<T>()?),
+                    None => None,
+                };
+                let (pv, gv) = (p.data_mut::<T>()?, g.as_slice::<T>()?);
+                for (r, h) in segs {
+                    crate::ensure_shape!(
+                        r.end <= pv.len() && r.end <= gv.len() && r.start <= r.end,
+                        "sgd",
+                        "segment {r:?} is outside the parameter's {} elements",
+                        pv.len()
+                    );
+                    cpu::sgd(pv, gv, buf.as_deref_mut(), r.clone(), h, first);
+                }
+                Ok(())
+            }),
+            Device::Cuda(_) | Device::Emu => {
+                let segs: Vec<(Range<usize>, cuda::SgdScalars)> = segs
+                    .iter()
+                    .map(|(r, h)| {
+                        let sc = cuda::SgdScalars {
+                            lr: h.lr as f32,
+                            weight_decay: h.weight_decay as f32,
+                            momentum: h.momentum as f32,
+                            one_minus_dampening: 1.0f32 - h.dampening as f32,
+                            nesterov: h.nesterov,
+                            first,
+                        };
+                        (r.clone(), sc)
+                    })
+                    .collect();
+                self.gpu
+                    .get_or_insert_with(cuda::SgdGather::new)
+                    .add(p, g, buf, &segs)
+            }
+        }
+    }
+
+    /// Queues the gathered CUDA-backend updates (nothing on the CPU engine, whose updates
+    /// are done).
+    pub fn finish(self, tables: &mut SegmentTables) -> Result<()> {
+        match self.gpu {
+            Some(g) => g.finish(tables),
+            None => Ok(()),
         }
     }
 }
 
-/// One Adam step on the elements `range` of parameter p (in place) from its gradient g and
-/// the moments m, v (and vmax for AMSGrad), all of p's element count, device and dtype.
-pub fn adam_step(
-    p: &mut Tensor,
-    g: &Tensor,
-    m: &mut Tensor,
-    v: &mut Tensor,
-    vmax: Option<&mut Tensor>,
-    range: Range<usize>,
-    h: AdamHyper,
-) -> Result<()> {
-    match p.device() {
-        Device::Cpu => with_dtype!(p.dtype(), T => {
-            let vmax = match vmax {
-                Some(t) => Some(t.data_mut::<T>()?),
-                None => None,
-            };
-            cpu::adam(
-                p.data_mut::<T>()?,
-                g.as_slice::<T>()?,
-                m.data_mut::<T>()?,
-                v.data_mut::<T>()?,
-                vmax,
-                range,
-                &h,
-            );
-            Ok(())
-        }),
-        Device::Cuda(_) | Device::Emu => {
-            let sc = cuda::AdamScalars {
-                step_size: (h.lr / h.bc1) as f32,
-                beta1: h.beta1 as f32,
-                beta2: h.beta2 as f32,
-                bc2_sqrt: h.bc2_sqrt as f32,
-                eps: h.eps as f32,
-                weight_decay: h.weight_decay as f32,
-                decay: h.decay as f32,
-                decoupled: h.decoupled,
-            };
-            cuda::adam_step(p, g, m, v, vmax, range, sc)
+impl Default for SgdUpdates {
+    fn default() -> Self {
+        SgdUpdates::new()
+    }
+}
+
+/// One optimizer step's Adam updates, added parameter by parameter, as [`SgdUpdates`]: on
+/// the CUDA backend one multi-tensor launch per distinct set of scalars (per group).
+pub struct AdamUpdates {
+    gpu: Option<cuda::AdamGather>,
+}
+
+impl AdamUpdates {
+    pub fn new() -> AdamUpdates {
+        AdamUpdates { gpu: None }
+    }
+
+    /// The update of parameter p (in place) from its gradient g and the moments m, v (and
+    /// vmax for AMSGrad), all of p's element count, device and dtype, segment by segment.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add(
+        &mut self,
+        p: &mut Tensor,
+        g: Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        vmax: Option<&mut Tensor>,
+        segs: &[(Range<usize>, AdamHyper)],
+    ) -> Result<()> {
+        match p.device() {
+            Device::Cpu => with_dtype!(p.dtype(), T => {
+                let mut vmax = match vmax {
+                    Some(t) => Some(t.data_mut::<T>()?),
+                    None => None,
+                };
+                let (pv, gv) = (p.data_mut::<T>()?, g.as_slice::<T>()?);
+                let (mv, vv) = (m.data_mut::<T>()?, v.data_mut::<T>()?);
+                for (r, h) in segs {
+                    crate::ensure_shape!(
+                        r.end <= pv.len() && r.end <= gv.len() && r.start <= r.end,
+                        "adam",
+                        "segment {r:?} is outside the parameter's {} elements",
+                        pv.len()
+                    );
+                    cpu::adam(pv, gv, mv, vv, vmax.as_deref_mut(), r.clone(), h);
+                }
+                Ok(())
+            }),
+            Device::Cuda(_) | Device::Emu => {
+                let amsgrad = vmax.is_some();
+                let segs: Vec<(Range<usize>, cuda::AdamScalars)> = segs
+                    .iter()
+                    .map(|(r, h)| {
+                        let sc = cuda::AdamScalars {
+                            step_size: (h.lr / h.bc1) as f32,
+                            beta1: h.beta1 as f32,
+                            beta2: h.beta2 as f32,
+                            bc2_sqrt: h.bc2_sqrt as f32,
+                            eps: h.eps as f32,
+                            weight_decay: h.weight_decay as f32,
+                            decay: h.decay as f32,
+                            decoupled: h.decoupled,
+                            amsgrad,
+                        };
+                        (r.clone(), sc)
+                    })
+                    .collect();
+                self.gpu
+                    .get_or_insert_with(cuda::AdamGather::new)
+                    .add(p, g, m, v, vmax, &segs)
+            }
         }
+    }
+
+    /// Queues the gathered CUDA-backend updates (nothing on the CPU engine).
+    pub fn finish(self, tables: &mut SegmentTables) -> Result<()> {
+        match self.gpu {
+            Some(g) => g.finish(tables),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Default for AdamUpdates {
+    fn default() -> Self {
+        AdamUpdates::new()
     }
 }
 

@@ -1,11 +1,13 @@
-//! The CUDA stand-in's trace (cuda/standin/README.md, "The trace"), read from the test
-//! process: `libcuda.so.1` of `target/cuda-standin/` exports `quadra_standin_trace_json`
+//! The CUDA stand-in's trace (cuda/standin/README.md, "The trace"), read from inside the
+//! process that uses cuda:0 (the budget tests, `quadra-bench`): `libcuda.so.1` of `target/cuda-standin/` exports `quadra_standin_trace_json`
 //! and `quadra_standin_trace_reset`. cudarc has already loaded the library when cuda:0 is
 //! in use, so it is looked up with `RTLD_NOLOAD` (never loaded a second time); a real
 //! driver has no such symbols, and then there is no trace (`None`).
 
-use libloading::os::unix::{Library, Symbol, RTLD_NOW};
+use libloading::os::unix::{Library, RTLD_NOW};
 use serde_json::Value;
+
+use crate::{Error, Result};
 
 /// glibc's RTLD_NOLOAD: return the library only if it is already loaded.
 const RTLD_NOLOAD: i32 = 0x4;
@@ -34,21 +36,27 @@ pub fn active() -> bool {
     loaded_standin().is_some()
 }
 
-/// The trace as one JSON object, or None when the driver is not the stand-in.
-pub fn trace() -> Option<Value> {
-    let lib = loaded_standin()?;
+/// The trace as one JSON object; `Ok(None)` when the driver is not the stand-in.
+pub fn trace() -> Result<Option<Value>> {
+    let Some(lib) = loaded_standin() else {
+        return Ok(None);
+    };
     // SAFETY: the symbol is `size_t quadra_standin_trace_json(char* buf, size_t len)`:
     // it writes at most `len` bytes (NUL included) into `buf` and returns the JSON's length.
     let json = unsafe {
-        let f: Symbol<TraceJson> = lib.get(b"quadra_standin_trace_json").ok()?;
+        let Ok(f) = lib.get::<TraceJson>(b"quadra_standin_trace_json") else {
+            return Ok(None);
+        };
         let need = f(std::ptr::null_mut(), 0);
         let mut buf = vec![0u8; need + 1];
         f(buf.as_mut_ptr().cast(), buf.len());
         buf.truncate(need);
         buf
     };
-    let text = String::from_utf8(json).expect("the stand-in's trace is UTF-8");
-    Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("stand-in trace `{text}`: {e}")))
+    let text = String::from_utf8_lossy(&json);
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::state(format!("the CUDA stand-in's trace `{text}`: {e}")))
 }
 
 /// Zeroes the trace's counters; false when the driver is not the stand-in.

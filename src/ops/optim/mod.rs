@@ -44,6 +44,17 @@ pub struct AdamHyper {
     pub decoupled: bool,
 }
 
+/// Error unless the segment `r` lies inside every slice of the update (`lens`: the
+/// parameter's, its gradient's and its state's element counts).
+fn check_segment(op: &str, r: &Range<usize>, lens: &[usize]) -> Result<()> {
+    crate::ensure_shape!(
+        r.start <= r.end && lens.iter().all(|&n| r.end <= n),
+        op,
+        "segment {r:?} is outside the parameter or its gradient or state ({lens:?} elements)"
+    );
+    Ok(())
+}
+
 /// One optimizer step's SGD updates, added parameter by parameter: on the CPU engine each
 /// parameter is updated when it is added; on the CUDA backend the segments are gathered
 /// and [`SgdUpdates::finish`] updates all of them with one multi-tensor launch per distinct
@@ -79,13 +90,9 @@ impl SgdUpdates {
                     None => None,
                 };
                 let (pv, gv) = (p.data_mut::<T>()?, g.as_slice::<T>()?);
+                let lens = [pv.len(), gv.len(), buf.as_ref().map_or(pv.len(), |b| b.len())];
                 for (r, h) in segs {
-                    crate::ensure_shape!(
-                        r.end <= pv.len() && r.end <= gv.len() && r.start <= r.end,
-                        "sgd",
-                        "segment {r:?} is outside the parameter's {} elements",
-                        pv.len()
-                    );
+                    check_segment("sgd", r, &lens)?;
                     cpu::sgd(pv, gv, buf.as_deref_mut(), r.clone(), h, first);
                 }
                 Ok(())
@@ -159,13 +166,10 @@ impl AdamUpdates {
                 };
                 let (pv, gv) = (p.data_mut::<T>()?, g.as_slice::<T>()?);
                 let (mv, vv) = (m.data_mut::<T>()?, v.data_mut::<T>()?);
+                let vm_len = vmax.as_ref().map_or(pv.len(), |t| t.len());
+                let lens = [pv.len(), gv.len(), mv.len(), vv.len(), vm_len];
                 for (r, h) in segs {
-                    crate::ensure_shape!(
-                        r.end <= pv.len() && r.end <= gv.len() && r.start <= r.end,
-                        "adam",
-                        "segment {r:?} is outside the parameter's {} elements",
-                        pv.len()
-                    );
+                    check_segment("adam", r, &lens)?;
                     cpu::adam(pv, gv, mv, vv, vmax.as_deref_mut(), r.clone(), h);
                 }
                 Ok(())

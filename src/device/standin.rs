@@ -1,6 +1,7 @@
 //! The CUDA stand-in's trace (cuda/standin/README.md, "The trace"), read from inside the
-//! process that uses cuda:0 (the budget tests, `quadra-bench`): `libcuda.so.1` of `target/cuda-standin/` exports `quadra_standin_trace_json`
-//! and `quadra_standin_trace_reset`. cudarc has already loaded the library when cuda:0 is
+//! process that uses cuda:0 (the budget tests, `quadra-bench`): `libcuda.so.1` of
+//! `target/cuda-standin/` exports `quadra_standin_trace_json` and
+//! `quadra_standin_trace_reset`. cudarc has already loaded the library when cuda:0 is
 //! in use, so it is looked up with `RTLD_NOLOAD` (never loaded a second time); a real
 //! driver has no such symbols, and then there is no trace (`None`).
 

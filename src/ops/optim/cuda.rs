@@ -114,93 +114,133 @@ impl SegmentTables {
     }
 }
 
-/// The segments of one multi-tensor launch: its scalars and its table's rows (`W` words each).
-struct Launch<K, const W: usize> {
+/// The segments of one multi-tensor launch: its scalars and its table's rows, flattened
+/// (one device address per column, then the segment's element count).
+struct Launch<K> {
     scalars: K,
-    rows: Vec<[u64; W]>,
+    words: Vec<u64>,
+    rows: usize,
     /// The largest segment (sizes the grid).
     max_len: usize,
 }
+
+/// One column of a table row: the tensor (`None`: a null address, a state the launch does
+/// not use), its name in errors, and whether the kernel writes it.
+type Column<'a> = (&'static str, Option<&'a mut Tensor>, bool);
 
 /// One optimizer step's segments on a CUDA-backend device, gathered parameter by
 /// parameter and issued as one launch per distinct set of scalars, in first-seen order.
 /// Every address in a row is checked against its tensor when added, and the tensors stay
 /// alive here (their storages held) until the launches are queued.
-struct Gather<K, const W: usize> {
+struct Gather<K> {
+    kern: &'static Kernel,
     device: Option<Device>,
-    launches: Vec<Launch<K, W>>,
+    launches: Vec<Launch<K>>,
     /// The storages the rows point into.
     keep: Vec<Tensor>,
 }
 
-impl<K: Copy + PartialEq, const W: usize> Gather<K, W> {
-    fn new() -> Self {
+impl<K: Copy + PartialEq> Gather<K> {
+    fn new(kern: &'static Kernel) -> Self {
         Gather {
+            kern,
             device: None,
             launches: Vec::new(),
             keep: Vec::new(),
         }
     }
 
-    /// Error unless `device` is the device of the segments gathered so far.
-    fn same_device(&mut self, op: &str, device: Device) -> Result<()> {
+    /// Adds one parameter's segments `segs` (range, scalars): a row per segment, holding
+    /// the address of its first element in each of `cols` (the parameter first, in the
+    /// kernel's column order), then its length. Every tensor must be f32 on the device of
+    /// the segments gathered so far, with the parameter's element count; written ones
+    /// must not share their storage.
+    fn add(&mut self, cols: &mut [Column<'_>], segs: &[(Range<usize>, K)]) -> Result<()> {
+        let op = self.kern.name;
+        let (n, dev) = match &cols[0].1 {
+            Some(p) => {
+                gpu_f32(op, cols[0].0, p)?;
+                (p.numel(), p.device())
+            }
+            None => return Err(Error::state(format!("{op}: a row without its parameter"))),
+        };
         match self.device {
-            None => self.device = Some(device),
-            Some(d) if d == device => {}
+            None => self.device = Some(dev),
+            Some(d) if d == dev => {}
             Some(d) => {
                 return Err(Error::dtype(
                     op,
-                    format!("a parameter lives on {device}, the others on {d}"),
+                    format!("a parameter lives on {dev}, the others on {d}"),
                 ))
             }
         }
+        for (what, t, _) in cols.iter() {
+            if let Some(t) = t.as_deref() {
+                check_all(op, dev, &[(what, t)])?;
+                for (r, _) in segs {
+                    check_slices(op, n, r, &[(what, t)])?;
+                }
+            }
+        }
+        let mut base = Vec::with_capacity(cols.len());
+        for (_, t, written) in cols.iter_mut() {
+            base.push(match t.as_deref_mut() {
+                Some(t) if *written => Some(t.dev_ptr_mut()?),
+                Some(t) => Some(t.dev_ptr()?),
+                None => None,
+            });
+        }
+        for (r, scalars) in segs {
+            if r.is_empty() {
+                continue;
+            }
+            let i = match self.launches.iter().position(|l| l.scalars == *scalars) {
+                Some(i) => i,
+                None => {
+                    self.launches.push(Launch {
+                        scalars: *scalars,
+                        words: Vec::new(),
+                        rows: 0,
+                        max_len: 0,
+                    });
+                    self.launches.len() - 1
+                }
+            };
+            let l = &mut self.launches[i];
+            l.words
+                .extend(base.iter().map(|b| b.map_or(0, |p| at(p, r.start))));
+            l.words.push(r.len() as u64);
+            l.rows += 1;
+            l.max_len = l.max_len.max(r.len());
+        }
+        self.keep
+            .extend(cols.iter().filter_map(|(_, t, _)| t.as_deref().cloned()));
         Ok(())
     }
 
-    fn push(&mut self, scalars: K, row: [u64; W], len: usize) {
-        if len == 0 {
-            return;
-        }
-        match self.launches.iter_mut().find(|l| l.scalars == scalars) {
-            Some(l) => {
-                l.rows.push(row);
-                l.max_len = l.max_len.max(len);
-            }
-            None => self.launches.push(Launch {
-                scalars,
-                rows: vec![row],
-                max_len: len,
-            }),
-        }
-    }
-
-    /// Uploads (or reuses) each launch's table and launches `kern` with (table, nseg,
+    /// Uploads (or reuses) each launch's table and launches the kernel with (table, nseg,
     /// args(scalars)…).
-    fn finish(
-        self,
-        kern: &Kernel,
-        tables: &mut SegmentTables,
-        args: impl Fn(&K) -> Vec<KArg>,
-    ) -> Result<()> {
+    fn finish(self, tables: &mut SegmentTables, args: impl Fn(&K) -> Vec<KArg>) -> Result<()> {
         let Some(device) = self.device else {
             return Ok(());
         };
         let rt = crate::device::runtime(device)?;
         for (slot, l) in self.launches.iter().enumerate() {
-            let words: Vec<u64> = l.rows.iter().flatten().copied().collect();
-            let table = tables.upload(slot, device, &words)?;
+            let table = tables.upload(slot, device, &l.words)?;
             let mut a = vec![
                 KArg::Ptr(table),
-                KArg::I32(int(kern.name, "segments", l.rows.len())?),
+                KArg::I32(int(self.kern.name, "segments", l.rows)?),
             ];
             a.extend(args(&l.scalars));
-            // SAFETY: the table holds `nseg` rows of the kernel's segment struct (W 8-byte
-            // words each: device addresses and element counts); every address was computed
-            // from a tensor of this device that `keep` holds alive, checked in `push`'s
-            // callers to cover its segment (numel and range), with the written tensors'
+            // SAFETY: the table holds `nseg` rows of the kernel's segment struct (8-byte
+            // words: one device address per column, then the element count); every address
+            // was computed in `add` from a tensor of this device that `keep` holds alive,
+            // checked to cover its segment (numel and range), with the written tensors'
             // storages unshared (dev_ptr_mut) and distinct, so no row aliases another's
-            // outputs; the table itself is a live pool block of the same device.
-            unsafe { launch(rt, kern, LaunchConfig::elementwise(l.max_len), &a)? };
+            // outputs; a null column only where the kernel does not read it (no momentum
+            // buffer without momentum, no max_exp_avg_sq without AMSGrad); the table itself
+            // is a live pool block of the same device.
+            unsafe { launch(rt, self.kern, LaunchConfig::elementwise(l.max_len), &a)? };
         }
         drop(self.keep);
         Ok(())
@@ -208,12 +248,13 @@ impl<K: Copy + PartialEq, const W: usize> Gather<K, W> {
 }
 
 /// The SGD segments of one optimizer step on a CUDA-backend device (see
-/// `ops::optim::SgdUpdates`): one `sgd_multi_f32` launch per (lr, weight decay) set.
-pub(crate) struct SgdGather(Gather<SgdScalars, 4>);
+/// `ops::optim::SgdUpdates`): one `sgd_multi_f32` launch per (lr, weight decay) set; rows
+/// (p, g, buf, n).
+pub(crate) struct SgdGather(Gather<SgdScalars>);
 
 impl SgdGather {
     pub(crate) fn new() -> Self {
-        SgdGather(Gather::new())
+        SgdGather(Gather::new(&kernel::SGD_MULTI_F32))
     }
 
     /// Adds the segments `segs` (range, scalars) of parameter `p`, its gradient `g` and its
@@ -221,58 +262,27 @@ impl SgdGather {
     pub(crate) fn add(
         &mut self,
         p: &mut Tensor,
-        g: Tensor,
+        mut g: Tensor,
         buf: Option<&mut Tensor>,
         segs: &[(Range<usize>, SgdScalars)],
     ) -> Result<()> {
-        let op = kernel::SGD_MULTI_F32.name;
-        gpu_f32(op, "parameter", p)?;
-        let dev = p.device();
-        self.0.same_device(op, dev)?;
-        check_all(op, dev, &[("gradient", &g)])?;
-        let n = p.numel();
         let momentum = segs.iter().any(|(_, s)| s.momentum != 0.0);
         let buf = match (momentum, buf) {
             (false, _) => None,
             (true, Some(b)) => Some(b),
             (true, None) => return Err(Error::state("sgd: momentum without a momentum buffer")),
         };
-        if let Some(b) = buf.as_deref() {
-            check_all(op, dev, &[("momentum buffer", b)])?;
-        }
-        for (r, _) in segs {
-            check_slices(op, n, r, &[("gradient", &g)])?;
-            if let Some(b) = buf.as_deref() {
-                check_slices(op, n, r, &[("momentum buffer", b)])?;
-            }
-        }
-        let pp = p.dev_ptr_mut()?;
-        let gp = g.dev_ptr()?;
-        let bp = match buf {
-            Some(b) => {
-                let bp = b.dev_ptr_mut()?;
-                self.0.keep.push(b.clone());
-                Some(bp)
-            }
-            None => None,
-        };
-        for (r, s) in segs {
-            let row = [
-                at(pp, r.start),
-                at(gp, r.start),
-                bp.map_or(0, |b| at(b, r.start)),
-                r.len() as u64,
-            ];
-            self.0.push(*s, row, r.len());
-        }
-        self.0.keep.push(p.clone());
-        self.0.keep.push(g);
-        Ok(())
+        let mut cols = [
+            ("parameter", Some(p), true),
+            ("gradient", Some(&mut g), false),
+            ("momentum buffer", buf, true),
+        ];
+        self.0.add(&mut cols, segs)
     }
 
     /// Issues the gathered launches, their tables from (or into) `tables`.
     pub(crate) fn finish(self, tables: &mut SegmentTables) -> Result<()> {
-        self.0.finish(&kernel::SGD_MULTI_F32, tables, |s| {
+        self.0.finish(tables, |s| {
             vec![
                 KArg::F32(s.lr),
                 KArg::F32(s.weight_decay),
@@ -286,12 +296,13 @@ impl SgdGather {
 }
 
 /// The Adam segments of one optimizer step on a CUDA-backend device (see
-/// `ops::optim::AdamUpdates`): one `adam_multi_f32` launch per set of scalars.
-pub(crate) struct AdamGather(Gather<AdamScalars, 6>);
+/// `ops::optim::AdamUpdates`): one `adam_multi_f32` launch per set of scalars; rows
+/// (p, g, m, v, vmax, n).
+pub(crate) struct AdamGather(Gather<AdamScalars>);
 
 impl AdamGather {
     pub(crate) fn new() -> Self {
-        AdamGather(Gather::new())
+        AdamGather(Gather::new(&kernel::ADAM_MULTI_F32))
     }
 
     /// Adds the segments `segs` of parameter `p` with its gradient `g` and moments `m`, `v`
@@ -300,64 +311,31 @@ impl AdamGather {
     pub(crate) fn add(
         &mut self,
         p: &mut Tensor,
-        g: Tensor,
+        mut g: Tensor,
         m: &mut Tensor,
         v: &mut Tensor,
         vmax: Option<&mut Tensor>,
         segs: &[(Range<usize>, AdamScalars)],
     ) -> Result<()> {
-        let op = kernel::ADAM_MULTI_F32.name;
-        gpu_f32(op, "parameter", p)?;
-        let dev = p.device();
-        self.0.same_device(op, dev)?;
-        let n = p.numel();
-        let ts = [("gradient", &g), ("exp_avg", &*m), ("exp_avg_sq", &*v)];
-        check_all(op, dev, &ts)?;
         let amsgrad = segs.iter().any(|(_, s)| s.amsgrad);
         let vmax = match (amsgrad, vmax) {
             (false, _) => None,
             (true, Some(t)) => Some(t),
             (true, None) => return Err(Error::state("adam: AMSGrad without max_exp_avg_sq")),
         };
-        if let Some(vm) = vmax.as_deref() {
-            check_all(op, dev, &[("max_exp_avg_sq", vm)])?;
-        }
-        for (r, _) in segs {
-            check_slices(op, n, r, &ts)?;
-            if let Some(vm) = vmax.as_deref() {
-                check_slices(op, n, r, &[("max_exp_avg_sq", vm)])?;
-            }
-        }
-        let pp = p.dev_ptr_mut()?;
-        let gp = g.dev_ptr()?;
-        let mp = m.dev_ptr_mut()?;
-        let vp = v.dev_ptr_mut()?;
-        let vmp = match vmax {
-            Some(t) => {
-                let a = t.dev_ptr_mut()?;
-                self.0.keep.push(t.clone());
-                Some(a)
-            }
-            None => None,
-        };
-        for (r, s) in segs {
-            let row = [
-                at(pp, r.start),
-                at(gp, r.start),
-                at(mp, r.start),
-                at(vp, r.start),
-                vmp.map_or(0, |a| at(a, r.start)),
-                r.len() as u64,
-            ];
-            self.0.push(*s, row, r.len());
-        }
-        self.0.keep.extend([p.clone(), g, m.clone(), v.clone()]);
-        Ok(())
+        let mut cols = [
+            ("parameter", Some(p), true),
+            ("gradient", Some(&mut g), false),
+            ("exp_avg", Some(m), true),
+            ("exp_avg_sq", Some(v), true),
+            ("max_exp_avg_sq", vmax, true),
+        ];
+        self.0.add(&mut cols, segs)
     }
 
     /// Issues the gathered launches, their tables from (or into) `tables`.
     pub(crate) fn finish(self, tables: &mut SegmentTables) -> Result<()> {
-        self.0.finish(&kernel::ADAM_MULTI_F32, tables, |s| {
+        self.0.finish(tables, |s| {
             vec![
                 KArg::F32(s.step_size),
                 KArg::F32(s.beta1),

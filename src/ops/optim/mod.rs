@@ -59,6 +59,7 @@ fn check_segment(op: &str, r: &Range<usize>, lens: &[usize]) -> Result<()> {
 /// parameter is updated when it is added; on the CUDA backend the segments are gathered
 /// and [`SgdUpdates::finish`] updates all of them with one multi-tensor launch per distinct
 /// (lr, weight decay) — per parameter group — from tables kept in `SegmentTables`.
+#[derive(Default)]
 pub struct SgdUpdates {
     gpu: Option<cuda::SgdGather>,
 }
@@ -129,14 +130,9 @@ impl SgdUpdates {
     }
 }
 
-impl Default for SgdUpdates {
-    fn default() -> Self {
-        SgdUpdates::new()
-    }
-}
-
 /// One optimizer step's Adam updates, added parameter by parameter, as [`SgdUpdates`]: on
 /// the CUDA backend one multi-tensor launch per distinct set of scalars (per group).
+#[derive(Default)]
 pub struct AdamUpdates {
     gpu: Option<cuda::AdamGather>,
 }
@@ -206,12 +202,6 @@ impl AdamUpdates {
             Some(g) => g.finish(tables),
             None => Ok(()),
         }
-    }
-}
-
-impl Default for AdamUpdates {
-    fn default() -> Self {
-        AdamUpdates::new()
     }
 }
 

@@ -27,6 +27,10 @@ pub struct ImportArgs {
     /// f32 or f64.
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// Widen F16/BF16 tensors of the state dict to f32 (exact); without it they are an
+    /// error, so a dtype never changes unasked.
+    #[arg(long)]
+    widen_half: bool,
     /// The PyTorch state dict (safetensors).
     input: PathBuf,
     #[arg(short = 'o', long = "output")]
@@ -49,7 +53,19 @@ pub fn run(a: &ImportArgs) -> Result<()> {
         d => bail!("--dtype {d}: expected f32 or f64"),
     };
     let spec = quadra::models::get(&a.model, neuron, a.classes)?;
-    let mut model = checkpoint::import_torch(&a.input, &spec, dtype)?;
+    let widen = if a.widen_half {
+        checkpoint::Widen::Half
+    } else {
+        checkpoint::Widen::Refuse
+    };
+    let half = checkpoint::list_tensors(&a.input)?
+        .values()
+        .filter(|(d, _)| d == "F16" || d == "BF16")
+        .count();
+    let mut model = checkpoint::import_torch(&a.input, &spec, dtype, widen)?;
+    if half > 0 {
+        eprintln!("note: widened {half} F16/BF16 tensors to f32 (exact)");
+    }
     let mut ck = Checkpoint::from_model(&model)?;
     ck.config =
         Some(json!({ "imported_from": a.input.display().to_string(), "framework": "torch" }));

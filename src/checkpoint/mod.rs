@@ -18,8 +18,11 @@
 //! failure the target is left as it was. Loading validates everything before a model
 //! exists: the safetensors framing (a truncated file or a tampered header is an error), the
 //! metadata, the spec (it must type-check), and every tensor against the spec's state
-//! dict (missing, extra, wrong shape, wrong dtype) — each error names the file and, where
-//! there is one, the tensor.
+//! dict (missing, extra, wrong shape, wrong dtype — a tensor stored in another dtype than
+//! the declared one is refused, never converted), and every value: weights, statistics
+//! and optimizer state must be finite and a `running_var` non-negative, since a model
+//! built from them would answer every input with NaN or garbage — each error names the
+//! file and, where there is one, the tensor.
 //!
 //! # PyTorch interop
 //!
@@ -27,7 +30,8 @@
 //! (`safetensors.torch.save_file(model.state_dict())`) into a zoo (or any spec) model:
 //! missing, extra and misshapen entries are errors naming them; `num_batches_tracked`
 //! entries are ignored and a DataParallel `module.` prefix is stripped. F16/BF16 entries are
-//! widened. [`export_torch`] writes the model's state dict back, F32, with PyTorch names
+//! refused unless the caller asks for them to be widened ([`Widen::Half`]; exact), and the
+//! values are checked as a checkpoint's are. [`export_torch`] writes the model's state dict back, F32, with PyTorch names
 //! (PyTorch's `load_state_dict(strict=True)` accepts it: BatchNorm fills in its missing
 //! `num_batches_tracked`).
 
@@ -43,8 +47,8 @@ use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
 
 pub use tensors::{
-    list_tensors, parse_tensors, read_tensors, read_tensors_filtered, tensors_to_bytes,
-    write_atomic, write_tensors, TensorFile,
+    list_tensors, parse_tensors, parse_tensors_widening, read_tensors, read_tensors_filtered,
+    read_tensors_widening, tensors_to_bytes, write_atomic, write_tensors, TensorFile, Widen,
 };
 
 /// The value of the `format` metadata key.
@@ -321,6 +325,11 @@ fn load_impl(path: &Path) -> Result<(Checkpoint, Model)> {
             }
         }
     }
+    for (k, t) in &optim_tensors {
+        if let Some(problem) = bad_values(&format!("{OPTIM_PREFIX}{k}"), t) {
+            return Err(file_err(path, problem));
+        }
+    }
     let optim = match meta.get("optim.kind") {
         Some(kind) => Some(OptimState {
             kind: kind.clone(),
@@ -385,6 +394,7 @@ fn load_checked(
                         ));
                     }
                 }
+                problems.extend(bad_values(k, got));
             }
         }
     }
@@ -438,12 +448,41 @@ fn load_checked(
     Ok(())
 }
 
+/// What is wrong with a loaded tensor's values, if anything: every value must be finite,
+/// and a batch-norm `running_var` (plain or a quadratic layer's) non-negative. The message
+/// names the tensor, the first bad index, its value and how many are bad.
+fn bad_values(name: &str, t: &Tensor) -> Option<String> {
+    let variance = name.ends_with("running_var");
+    let is_bad = |x: f64| !x.is_finite() || (variance && x < 0.0);
+    let v = t.to_f64_vec();
+    let i = v.iter().position(|&x| is_bad(x))?;
+    let what = if v[i].is_finite() {
+        "a negative variance"
+    } else {
+        "a non-finite value"
+    };
+    let count = v.iter().filter(|&&x| is_bad(x)).count();
+    Some(format!(
+        "tensor `{name}` holds {what} ({} at flat index {i}; {count} of {} values are bad): a \
+         model built from it would answer every input with NaN or garbage",
+        v[i],
+        v.len()
+    ))
+}
+
 /// Import a PyTorch state dict (safetensors, PyTorch names) into a model built from
 /// `spec` in `dtype`. `num_batches_tracked` entries are ignored; a leading `module.`
-/// (DataParallel) is stripped; missing/extra/misshapen entries are errors naming them.
-pub fn import_torch(path: impl AsRef<Path>, spec: &ModelSpec, dtype: DType) -> Result<Model> {
+/// (DataParallel) is stripped; missing/extra/misshapen entries and non-finite values are
+/// errors naming them; F16/BF16 entries are read as `widen` says.
+pub fn import_torch(
+    path: impl AsRef<Path>,
+    spec: &ModelSpec,
+    dtype: DType,
+    widen: Widen,
+) -> Result<Model> {
     let path = path.as_ref();
-    let (entries, _) = read_tensors_filtered(path, &|k: &str| !k.ends_with("num_batches_tracked"))?;
+    let (entries, _) =
+        read_tensors_widening(path, &|k: &str| !k.ends_with("num_batches_tracked"), widen)?;
     let map: HashMap<String, Tensor> = entries
         .into_iter()
         .map(|(k, t)| {

@@ -1,6 +1,7 @@
 //! The safetensors file layer under checkpoints and PyTorch interop: named tensors to and
-//! from bytes and files (every float dtype PyTorch writes, F16/BF16 widened on read), the
-//! header alone ([`list_tensors`]), and atomic writes ([`write_atomic`]).
+//! from bytes and files (F32 and F64; F16/BF16, which PyTorch also writes, only when the
+//! caller asks for them to be widened to F32 — [`Widen`] — so no dtype changes silently),
+//! the header alone ([`list_tensors`]), and atomic writes ([`write_atomic`]).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -106,9 +107,37 @@ fn describe_st_error(e: &SafeTensorError, len: usize) -> String {
     }
 }
 
-fn to_tensor(path: &Path, name: &str, v: &safetensors::tensor::TensorView<'_>) -> Result<Tensor> {
+/// Whether a reader widens F16/BF16 tensors to F32 (exact: every half value is an f32) or
+/// refuses them. Checkpoints store their declared dtype, so only PyTorch imports widen,
+/// and only when asked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Widen {
+    /// F16/BF16 tensors are an error naming the tensor.
+    #[default]
+    Refuse,
+    /// F16/BF16 tensors are read as F32.
+    Half,
+}
+
+fn to_tensor(
+    path: &Path,
+    name: &str,
+    v: &safetensors::tensor::TensorView<'_>,
+    widen: Widen,
+) -> Result<Tensor> {
     let shape = v.shape();
     let d = v.data();
+    if matches!(v.dtype(), StDtype::F16 | StDtype::BF16) && widen == Widen::Refuse {
+        return Err(file_err(
+            path,
+            format!(
+                "tensor `{name}` is stored as {:?}; it is read only as F32 or F64 (convert \
+                 the file, or import PyTorch weights with `quadra-train import --widen-half`, \
+                 which widens F16/BF16 to f32 exactly)",
+                v.dtype()
+            ),
+        ));
+    }
     let t = match v.dtype() {
         StDtype::F32 => Tensor::from_vec_in(
             d.chunks_exact(4)
@@ -156,8 +185,18 @@ fn to_tensor(path: &Path, name: &str, v: &safetensors::tensor::TensorView<'_>) -
 pub type TensorFile = (Vec<(String, Tensor)>, Option<HashMap<String, String>>);
 
 /// Parse safetensors bytes (read from `path`, for messages) into named tensors, keeping
-/// those `keep` accepts, and the metadata.
+/// those `keep` accepts, and the metadata. F16/BF16 tensors are refused.
 pub fn parse_tensors(path: &Path, bytes: &[u8], keep: &dyn Fn(&str) -> bool) -> Result<TensorFile> {
+    parse_tensors_widening(path, bytes, keep, Widen::Refuse)
+}
+
+/// [`parse_tensors`], F16/BF16 tensors read as `widen` says.
+pub fn parse_tensors_widening(
+    path: &Path,
+    bytes: &[u8],
+    keep: &dyn Fn(&str) -> bool,
+    widen: Widen,
+) -> Result<TensorFile> {
     let (_, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| file_err(path, describe_st_error(&e, bytes.len())))?;
     let st = SafeTensors::deserialize(bytes)
@@ -172,7 +211,7 @@ pub fn parse_tensors(path: &Path, bytes: &[u8], keep: &dyn Fn(&str) -> bool) -> 
         let v = st
             .tensor(name)
             .map_err(|e| file_err(path, format!("tensor `{name}`: {e}")))?;
-        out.push((name.to_string(), to_tensor(path, name, &v)?));
+        out.push((name.to_string(), to_tensor(path, name, &v, widen)?));
     }
     Ok((out, meta.metadata().clone()))
 }
@@ -184,8 +223,17 @@ pub fn read_tensors(path: impl AsRef<Path>) -> Result<TensorFile> {
 
 /// [`read_tensors`], keeping only the tensors `keep` accepts (others are not decoded).
 pub fn read_tensors_filtered(path: &Path, keep: &dyn Fn(&str) -> bool) -> Result<TensorFile> {
+    read_tensors_widening(path, keep, Widen::Refuse)
+}
+
+/// [`read_tensors_filtered`], F16/BF16 tensors read as `widen` says.
+pub fn read_tensors_widening(
+    path: &Path,
+    keep: &dyn Fn(&str) -> bool,
+    widen: Widen,
+) -> Result<TensorFile> {
     let bytes = std::fs::read(path).map_err(|e| io_err(path, "cannot read", e))?;
-    parse_tensors(path, &bytes, keep)
+    parse_tensors_widening(path, &bytes, keep, widen)
 }
 
 /// Names, dtypes and shapes of a safetensors file's tensors, without decoding them.

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use quadra::checkpoint::{self, export_torch, import_torch, read_tensors, write_tensors};
+use quadra::checkpoint::{self, export_torch, import_torch, read_tensors, write_tensors, Widen};
 use quadra::model::Model;
 use quadra::nn::spec::ModelSpec;
 use quadra::{models, DType, Tensor};
@@ -41,7 +41,13 @@ const TOL: f64 = 1e-5;
 
 /// qresnet14 with PyTorch's weights (the fixture), in `dtype`.
 fn torch_qresnet14(spec: &ModelSpec, dtype: DType) -> Model {
-    import_torch(fixture("torch_qresnet14_weights.safetensors"), spec, dtype).unwrap()
+    import_torch(
+        fixture("torch_qresnet14_weights.safetensors"),
+        spec,
+        dtype,
+        Widen::Refuse,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -106,7 +112,7 @@ fn import_err(entries: &[(String, Tensor)], tag: &str) -> String {
     let p = dir.join("w.safetensors");
     write_tensors(&p, entries, None).unwrap();
     let spec = models::get("qresnet14", None, 10).unwrap();
-    let e = import_torch(&p, &spec, DType::F32)
+    let e = import_torch(&p, &spec, DType::F32, Widen::Refuse)
         .err()
         .expect("import should fail")
         .to_string();
@@ -171,7 +177,7 @@ fn import_errors_name_the_entries() {
     ));
     write_tensors(&p, &bytes_entries, None).unwrap();
     let spec = models::get("qresnet14", None, 10).unwrap();
-    import_torch(&p, &spec, DType::F32).unwrap();
+    import_torch(&p, &spec, DType::F32, Widen::Refuse).unwrap();
     // a plain state dict is not a checkpoint
     let e = checkpoint::Checkpoint::load(&p).err().unwrap().to_string();
     assert!(

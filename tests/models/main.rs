@@ -6,5 +6,6 @@ mod support;
 
 mod checkpoint_format;
 mod checkpoint_torch;
+mod checkpoint_values;
 mod cost_zoo;
 mod spec_zoo;

@@ -14,7 +14,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::{display_dirs, file_err, Dataset, TrainTest};
-use crate::Result;
+use crate::{Device, Result};
 
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
 pub const LABELS_MAGIC: u32 = 0x0000_0801;
@@ -46,15 +46,28 @@ pub fn decompress<'a>(bytes: &'a [u8], path: &Path) -> Result<Cow<'a, [u8]>> {
     if !bytes.starts_with(&GZIP_MAGIC) {
         return Ok(Cow::Borrowed(bytes));
     }
+    // the decoded bytes are then widened to f32 (4 bytes each) beside themselves: a member
+    // may expand only as far as 5× its size fits in memory (and never past the hard cap)
+    let available = Device::Cpu.available_memory().map_or(u64::MAX, |(a, _)| a);
+    let limit = MAX_DECOMPRESSED.min(available / 5);
     let mut out = Vec::new();
     let dec = flate2::read::MultiGzDecoder::new(bytes);
-    dec.take(MAX_DECOMPRESSED + 1)
+    dec.take(limit + 1)
         .read_to_end(&mut out)
         .map_err(|e| file_err(path, format!("corrupt or truncated gzip data: {e}")))?;
-    if out.len() as u64 > MAX_DECOMPRESSED {
+    if out.len() as u64 > limit {
+        let why = if limit == MAX_DECOMPRESSED {
+            format!("past {MAX_DECOMPRESSED} bytes (the cap on decompressed data)")
+        } else {
+            format!(
+                "past {limit} bytes; with its f32 images (4× that) it would need more than the \
+                 {} of memory available",
+                crate::device::gib(available)
+            )
+        };
         return Err(file_err(
             path,
-            format!("gzip data expands past {MAX_DECOMPRESSED} bytes; refusing to read it"),
+            format!("gzip data expands {why}; refusing to read it"),
         ));
     }
     Ok(Cow::Owned(out))

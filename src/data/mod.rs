@@ -106,6 +106,9 @@ impl Dataset {
         labels: Vec<usize>,
     ) -> Result<Dataset> {
         Self::check_parts(source, shape, classes, pixels.len(), &labels)?;
+        Device::Cpu.check_alloc(pixels.len() as u64 * 4, &|| {
+            format!("{source}: {} images as f32", labels.len())
+        })?;
         let images = pixels.iter().map(|&p| p as f32 / 255.0).collect();
         Self::from_f32(name, source, shape, classes, images, labels)
     }

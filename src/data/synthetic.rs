@@ -8,7 +8,7 @@ use rand_distr::{Distribution, StandardNormal};
 
 use crate::device::alloc::Category;
 use crate::tensor::{DType, Tensor};
-use crate::{ensure_valid, Device, Result};
+use crate::{ensure_valid, Device, Error, Result};
 
 pub struct Synthetic {
     /// Per-sample shape (C, H, W).
@@ -73,7 +73,13 @@ impl Synthetic {
     pub fn batch(&self, n: usize, seed: u64) -> Result<(Tensor, Vec<usize>)> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let [c, h, w] = self.shape;
-        let mut xs = Vec::with_capacity(n * c * h * w);
+        let numel = n
+            .checked_mul(c * h * w)
+            .ok_or_else(|| Error::invalid("synthetic batch", format!("{n} samples overflow")))?;
+        Device::Cpu.check_alloc(numel as u64 * 4, &|| {
+            format!("the synthetic set's {n} samples of shape [{c}, {h}, {w}] as f32")
+        })?;
+        let mut xs = Vec::with_capacity(numel);
         let mut ys = Vec::with_capacity(n);
         for _ in 0..n {
             let y = rng.random_range(0..self.classes);

@@ -46,6 +46,11 @@ pub fn runtime(device: Device) -> Result<&'static dyn Runtime> {
 }
 
 /// Bytes in MiB, for messages.
+/// `12.34 GiB` (sizes in memory errors).
+pub fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
 fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
@@ -86,21 +91,46 @@ impl Device {
     }
 
     /// Memory this device can still give, and where that figure comes from: `MemAvailable`
-    /// of /proc/meminfo for the CPU; free device memory plus the caching pool's idle blocks
+    /// of /proc/meminfo for the CPU (or the room left under the process's address-space
+    /// limit, when that is smaller); free device memory plus the caching pool's idle blocks
     /// for a GPU-path device. `None` when the platform does not say.
     pub fn available_memory(self) -> Option<(u64, String)> {
         match self {
             Device::Cpu => {
-                let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-                let kib: u64 = info
-                    .lines()
-                    .find_map(|l| l.strip_prefix("MemAvailable:"))?
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse()
-                    .ok()?;
-                Some((kib * 1024, "MemAvailable in /proc/meminfo".into()))
+                let kib = |file: &str, key: &str| -> Option<u64> {
+                    std::fs::read_to_string(file)
+                        .ok()?
+                        .lines()
+                        .find_map(|l| l.strip_prefix(key))?
+                        .trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                        .map(|k| k.saturating_mul(1024))
+                };
+                let free = kib("/proc/meminfo", "MemAvailable:")?;
+                // an address-space limit (ulimit -v, prlimit --as, a container's) makes an
+                // allocation fail long before memory runs out
+                let limit = std::fs::read_to_string("/proc/self/limits")
+                    .ok()
+                    .and_then(|t| {
+                        let l = t.lines().find(|l| l.starts_with("Max address space"))?;
+                        l["Max address space".len()..]
+                            .split_whitespace()
+                            .next()?
+                            .parse::<u64>()
+                            .ok()
+                    });
+                match (limit, kib("/proc/self/status", "VmSize:")) {
+                    (Some(limit), Some(used)) if limit.saturating_sub(used) < free => Some((
+                        limit.saturating_sub(used),
+                        "the process's address-space limit (Max address space in \
+                         /proc/self/limits) less its VmSize"
+                            .into(),
+                    )),
+                    _ => Some((free, "MemAvailable in /proc/meminfo".into())),
+                }
             }
             Device::Cuda(_) | Device::Emu => {
                 let rt = runtime(self).ok()?;
@@ -111,6 +141,26 @@ impl Device {
                     format!("{self}: free device memory plus idle pool blocks"),
                 ))
             }
+        }
+    }
+
+    /// Error (`Error::OutOfMemory`) when `bytes` more than this device can give
+    /// ([`Device::available_memory`]) are about to be allocated for `what` (e.g. "the
+    /// training set's 60000 images as f32"); platforms that do not report pass. Called
+    /// with sizes computed from shapes, before the allocation, so an input that would need
+    /// more memory than exists is an error, not an allocation abort or an OOM kill.
+    pub fn check_alloc(self, bytes: u64, what: &dyn Fn() -> String) -> Result<()> {
+        match self.available_memory() {
+            Some((available, source)) if bytes > available => Err(Error::OutOfMemory {
+                device: self.to_string(),
+                msg: format!(
+                    "{} needs {}, more than the {} available ({source})",
+                    what(),
+                    gib(bytes),
+                    gib(available)
+                ),
+            }),
+            _ => Ok(()),
         }
     }
 

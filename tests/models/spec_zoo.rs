@@ -173,6 +173,66 @@ fn optimizer_rejects_absurd_hyper_parameters() {
 }
 
 #[test]
+fn spec_size_bounds_the_built_state_dict_over_the_zoo_and_every_neuron() {
+    // the memory check before building sizes the model from the spec: an upper bound of
+    // the state dict's elements, but a tight one (≤ 1.1×), or a model that fits would be
+    // refused
+    use quadra::nn::quadratic::NeuronType;
+    let mut checked = 0;
+    for (name, _) in models::MODELS {
+        for neuron in NeuronType::ALL {
+            let Ok(spec) = models::get(name, Some(neuron), 10) else {
+                continue;
+            };
+            // t1's K×K form makes the wide zoo models huge: the small ones cover it
+            let size = spec.size().unwrap();
+            if size.elements > 30_000_000 {
+                continue;
+            }
+            let net = spec.build(BuildOptions::default()).unwrap();
+            let mut sd = Vec::new();
+            net.state_dict(&mut sd);
+            let actual: u64 = sd.iter().map(|(_, t)| t.numel() as u64).sum();
+            let largest = sd.iter().map(|(_, t)| t.numel() as u64).max().unwrap();
+            assert!(
+                size.elements >= actual && size.elements as f64 <= 1.1 * actual as f64,
+                "{name}/{neuron}: bound {} vs state dict {actual}",
+                size.elements
+            );
+            assert!(
+                size.largest >= largest,
+                "{name}/{neuron}: largest {largest}"
+            );
+            assert!(size.activations > 0);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} zoo models checked");
+}
+
+#[test]
+fn a_spec_too_large_in_total_is_refused_before_building() {
+    // each layer is far below the per-layer cap, but 4,000 of them need ~1 TB: the build
+    // refuses from the spec's size (naming the model and the bytes), before any weight
+    let layers: Vec<serde_json::Value> = (0..4000)
+        .map(|_| serde_json::json!({"type": "linear", "in_features": 8192, "out_features": 8192}))
+        .chain([serde_json::json!({"type": "linear", "in_features": 8192, "out_features": 10})])
+        .collect();
+    let v = serde_json::json!({"name": "wide-and-deep", "input": [8192], "num_classes": 10,
+                               "layers": layers});
+    let spec = ModelSpec::from_json(&v.to_string()).unwrap();
+    let e = spec
+        .build(BuildOptions::default())
+        .err()
+        .expect("a 1 TB model must be refused")
+        .to_string();
+    assert!(
+        e.contains("out of memory") && e.contains("wide-and-deep") && e.contains("GiB"),
+        "{e}"
+    );
+}
+
+#[test]
 fn absurd_sizes_are_refused_not_aborted() {
     let mut v = qcnn_json();
     v["layers"][0]["out_channels"] = serde_json::json!(4_000_000_000u64);

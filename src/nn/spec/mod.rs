@@ -10,12 +10,14 @@
 //! classes), so a bad spec is an error that names the layer, before any weight exists.
 //!
 //! Files: `layer.rs` ([`LayerSpec`], [`ConvSpec`]), `shape.rs` (the type check:
-//! [`infer_shape`]), `build.rs` (the module tree: [`BuildOptions`]); this file holds
-//! [`ModelSpec`] and the naming of layers.
+//! [`infer_shape`]), `build.rs` (the module tree: [`BuildOptions`]),
+//! `size.rs` (the memory a spec's model needs, checked before building: [`SpecSize`]); this
+//! file holds [`ModelSpec`] and the naming of layers.
 
 mod build;
 mod layer;
 mod shape;
+mod size;
 
 use std::collections::BTreeMap;
 
@@ -28,6 +30,7 @@ use crate::{Error, Result};
 pub use build::BuildOptions;
 pub use layer::{ConvSpec, LayerSpec};
 pub use shape::infer_shape;
+pub use size::SpecSize;
 
 /// A size given as one number (both axes) or as [height, width].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,9 +157,11 @@ impl ModelSpec {
             .unwrap_or(self.backprop)
     }
 
-    /// Type-check, then build the module tree with fresh weights.
+    /// Type-check, check the host can hold the model ([`ModelSpec::check_build_fits`]),
+    /// then build the module tree with fresh weights.
     pub fn build(&self, opts: BuildOptions) -> Result<Sequential> {
         self.check()?;
+        self.check_build_fits(opts.dtype)?;
         let layers = build::build_layers(&self.layers, opts, self.backprop)?;
         let mut net = Sequential::new("", layers);
         net.set_backprop(&|p| self.mode_of(p));

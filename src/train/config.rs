@@ -106,10 +106,11 @@ mod merge {
             *field = Some(v.clone());
         }
     }
-    /// An optional field gets the value, and 0 turns it off.
+    /// An optional field gets the value, and 0 turns it off (a negative value is kept, for
+    /// `validate` to refuse: it must not turn the option off silently).
     pub fn nonzero<T: Clone + PartialOrd + Default>(field: &mut Option<T>, given: &Option<T>) {
         if let Some(v) = given {
-            *field = (*v > T::default()).then(|| v.clone());
+            *field = (*v != T::default()).then(|| v.clone());
         }
     }
 }
@@ -390,22 +391,27 @@ impl TrainOverrides {
     }
 }
 
-/// Where each setting came from, for error messages: the flags, and the config file's
-/// values. The default (no file) names every key as its flag.
+/// Where each setting came from, for error messages: the flags, the config file's values,
+/// and the resumed checkpoint whose stored config is the base of the rest. The default
+/// (no file, no resume) names every key as its flag.
 #[derive(Clone, Debug, Default)]
 pub struct Origins {
     pub flags: TrainOverrides,
     pub file: Option<(PathBuf, TrainOverrides)>,
+    pub resumed: Option<PathBuf>,
 }
 
 impl Origins {
-    /// `--batch-size` or "`batch_size` in FILE".
+    /// `--batch-size`, "`batch_size` in FILE" or "`batch_size` in the stored config of CKPT".
     pub fn of(&self, key: &str) -> String {
         if !self.flags.given(key) {
             if let Some((p, f)) = &self.file {
                 if f.given(key) {
                     return format!("`{key}` in {}", p.display());
                 }
+            }
+            if let Some(p) = &self.resumed {
+                return format!("`{key}` in the stored config of {}", p.display());
             }
         }
         format!("--{}", key.replace('_', "-"))
@@ -492,9 +498,24 @@ impl TrainConfig {
             }
         }
         if let Some(c) = self.clip_grad_norm {
-            if !c.is_finite() {
-                bail!("{} {c}: must be finite", o.of("clip_grad_norm"));
+            if !(c.is_finite() && c > 0.0) {
+                bail!(
+                    "{} {c}: must be a positive, finite norm (0 or absent: no clipping)",
+                    o.of("clip_grad_norm")
+                );
             }
+        }
+        // torch.optim.SGD rejects momentum < 0; momentum ≥ 1 makes the buffer grow without
+        // bound, so it is refused too
+        if !(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum)) {
+            bail!("{} {}: must be in [0, 1)", o.of("momentum"), self.momentum);
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            bail!(
+                "{} {}: must be finite and ≥ 0",
+                o.of("weight_decay"),
+                self.weight_decay
+            );
         }
         resolve_device(&self.device).map_err(|e| anyhow!("{}: {e:#}", o.of("device")))?;
         Ok(())

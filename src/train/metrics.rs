@@ -27,21 +27,47 @@ pub fn append_line(path: &Path, line: &str, sync: bool) -> Result<()> {
     Ok(())
 }
 
-/// Keeps the JSON lines of `path` for which `keep` holds (drops torn lines), atomically;
-/// returns them.
+/// Keeps the JSON lines of `path` for which `keep` holds, atomically, and returns them
+/// parsed. Kept lines are written back byte for byte (a resumed run's earlier lines do not
+/// drift through a float round trip). A last line without its newline is a torn append (a
+/// killed process) and is dropped; any other line that is not JSON is an error naming the
+/// file and line, and the file is left as it was.
 pub fn filter_lines(path: &Path, keep: &dyn Fn(&Value) -> bool) -> Result<Vec<Value>> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(Vec::new());
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(anyhow!("{}: cannot read: {e}", path.display())),
     };
-    let kept: Vec<Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| keep(v))
-        .collect();
+    let mut kept = Vec::new();
     let mut out = String::new();
-    for v in &kept {
-        out.push_str(&v.to_string());
-        out.push('\n');
+    let mut rest = text.as_str();
+    let mut number = 0;
+    while !rest.is_empty() {
+        number += 1;
+        let (line, torn) = match rest.find('\n') {
+            Some(i) => {
+                let l = &rest[..i];
+                rest = &rest[i + 1..];
+                (l, false)
+            }
+            None => (std::mem::take(&mut rest), true),
+        };
+        match serde_json::from_str::<Value>(line) {
+            Ok(v) => {
+                if keep(&v) {
+                    out.push_str(line);
+                    out.push('\n');
+                    kept.push(v);
+                }
+            }
+            Err(_) if torn => {}
+            Err(e) => {
+                return Err(anyhow!(
+                    "{}: line {number} is not JSON ({e}); the log is left as it is",
+                    path.display()
+                ))
+            }
+        }
     }
     checkpoint::write_atomic(path, out.as_bytes())?;
     Ok(kept)

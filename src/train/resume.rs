@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::checkpoint::Checkpoint;
@@ -114,7 +114,30 @@ pub fn latest_checkpoint(dir: &Path) -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("--resume {}: no checkpoint in this folder", dir.display()))
 }
 
-/// The checkpoint's training config, if it has one this version understands.
-pub fn checkpoint_config(ck: &Checkpoint) -> Option<TrainConfig> {
-    serde_json::from_value(ck.config.clone()?).ok()
+/// The training config stored in a checkpoint `path` to resume. A checkpoint without one
+/// (written by `Model::save` or `quadra-train import`) or whose config does not parse is an
+/// error: resuming it on defaults would silently train something else.
+pub fn checkpoint_config(ck: &Checkpoint, path: &Path) -> Result<TrainConfig> {
+    let hint = "start a new run from its weights with --init instead";
+    let Some(cfg) = &ck.config else {
+        bail!(
+            "{}: the checkpoint has no stored training config (it was not written by a \
+             training run), so it cannot be resumed; {hint}",
+            path.display()
+        );
+    };
+    if cfg.get("imported_from").is_some() {
+        bail!(
+            "{}: the checkpoint was imported, not trained here, so there is no run to \
+             resume; {hint}",
+            path.display()
+        );
+    }
+    serde_json::from_value(cfg.clone()).map_err(|e| {
+        anyhow!(
+            "{}: the stored training config does not parse ({e}); it may come from another \
+             version of quadra; {hint}",
+            path.display()
+        )
+    })
 }

@@ -10,8 +10,9 @@ use serde_json::{json, Value};
 use crate::checkpoint::{self, Checkpoint, OptimState};
 use crate::data::TrainTest;
 use crate::model::Model;
-use crate::nn::spec::BuildOptions;
+use crate::nn::spec::{BuildOptions, ModelSpec};
 use crate::optim::{LrScheduler, Optimizer};
+use crate::profile::{check_fits, ProfileOptions};
 use crate::{DType, Device};
 
 use super::config::{Origins, TrainConfig, TrainOverrides};
@@ -273,9 +274,10 @@ impl Trainer {
             Some(f) => s.flags.clone().or(f.clone()),
             None => s.flags.clone(),
         };
-        let origins = Origins {
+        let mut origins = Origins {
             flags: s.flags.clone(),
             file: s.config_file.clone().zip(file),
+            resumed: None,
         };
         let out_dir = given
             .out
@@ -295,9 +297,13 @@ impl Trainer {
             }
             None => None,
         };
-        let base = resumed
-            .as_ref()
-            .and_then(|(_, ck, _)| checkpoint_config(ck));
+        let base = match &resumed {
+            Some((p, ck, _)) => {
+                origins.resumed = Some(p.clone());
+                Some(checkpoint_config(ck, p)?)
+            }
+            None => None,
+        };
         let fresh_base = base.is_none();
         let mut cfg = base.clone().unwrap_or_default().with(&given, fresh_base);
         // --init: the model (and its weights) are the checkpoint's
@@ -397,6 +403,7 @@ impl Trainer {
         // state (fresh or resumed) follows the parameters to the device at the first step
         let device = resolve_device(&cfg.device)?;
         model_to_device(&mut model, device)?;
+        check_step_fits(&cfg, &model.spec, device)?;
         Ok(Trainer {
             cfg,
             model,
@@ -449,11 +456,18 @@ impl Trainer {
         // outputs: refuse to clobber another run; on resume, cut the logs back to the checkpoint
         let metrics_path = out_dir.join("metrics.jsonl");
         let steps_path = out_dir.join("steps.jsonl");
-        if resume.is_none() && !force && (metrics_path.exists() || steps_path.exists()) {
+        let previous = if resume.is_none() {
+            run_files(&out_dir)?
+        } else {
+            Vec::new()
+        };
+        if !force && !previous.is_empty() {
             bail!(
-                "--out {}: the directory already holds a run (metrics.jsonl); continue it with \
-                 --resume {}, start over with --force, or pick another --out",
+                "--out {}: the directory already holds a run ({}); continue it with \
+                 --resume {}, start over with --force (which deletes that run's checkpoints \
+                 and logs), or pick another --out",
                 out_dir.display(),
+                file_names(&previous),
                 out_dir.display()
             );
         }
@@ -468,11 +482,12 @@ impl Trainer {
                 v["epoch"].as_u64().is_some_and(|e| e as usize <= pos.epoch)
             })?
         } else {
-            for p in [&metrics_path, &steps_path] {
-                if p.exists() {
-                    std::fs::remove_file(p)
-                        .with_context(|| format!("{}: cannot remove", p.display()))?;
-                }
+            // --force: nothing of the previous run may be resumed or mixed into this one's
+            // logs later (its epoch-*/step-* checkpoints would outrank this run's on
+            // `--resume DIR`); only files of a run's naming are touched
+            for p in &previous {
+                std::fs::remove_file(p)
+                    .with_context(|| format!("{}: cannot remove", p.display()))?;
             }
             Vec::new()
         };
@@ -666,4 +681,79 @@ impl Trainer {
             model,
         })
     }
+}
+
+/// The files of a training run in `dir` (what [`Trainer::run`] writes): checkpoints
+/// `epoch-*`, `step-*`, `last`, `best` (`.safetensors`), `metrics.jsonl`, `steps.jsonl`,
+/// `chart.svg`. Sorted; empty when `dir` does not exist.
+pub fn run_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(anyhow!("{}: cannot list: {e}", dir.display())),
+    };
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e.with_context(|| format!("{}: cannot list", dir.display()))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let checkpoint = name.ends_with(".safetensors")
+            && (name.starts_with("epoch-")
+                || name.starts_with("step-")
+                || name == "last.safetensors"
+                || name == "best.safetensors");
+        let log = matches!(name.as_str(), "metrics.jsonl" | "steps.jsonl" | "chart.svg");
+        if (checkpoint || log) && e.file_type().is_ok_and(|t| t.is_file()) {
+            out.push(e.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `a, b, c` (the first four names, then a count).
+fn file_names(paths: &[PathBuf]) -> String {
+    let names: Vec<String> = paths
+        .iter()
+        .take(4)
+        .map(|p| {
+            p.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    match paths.len() {
+        n if n > 4 => format!("{} and {} more", names.join(", "), n - 4),
+        _ => names.join(", "),
+    }
+}
+
+/// Error when a training step at the run's batch size cannot fit `device`: a rough upper
+/// bound from the spec first (gradients and two optimizer-state slots per parameter,
+/// four f32 copies of every activation per sample), and only when that bound exceeds what
+/// the device has, the profiler's measured fit check (two small profiled steps), so a run
+/// that fits pays nothing and one that does not is refused before its first step instead
+/// of aborting in an allocation or being OOM-killed mid-epoch.
+fn check_step_fits(cfg: &TrainConfig, spec: &ModelSpec, device: Device) -> Result<()> {
+    let size = spec.size()?;
+    let rough = size.elements.saturating_mul(3 * 4).saturating_add(
+        size.activations
+            .saturating_mul(4 * 4)
+            .saturating_mul(cfg.batch_size as u64),
+    );
+    if device
+        .available_memory()
+        .is_none_or(|(available, _)| rough <= available)
+    {
+        return Ok(());
+    }
+    let opts = ProfileOptions {
+        batch: cfg.batch_size,
+        device,
+        seed: cfg.seed,
+        ..Default::default()
+    };
+    check_fits(spec, &opts)
+        .map(|_| ())
+        .with_context(|| format!("--batch-size {}", cfg.batch_size))
 }

@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cli_robust;
 mod cli_tools;
 mod cli_train;
 mod cli_train_config;

@@ -1,7 +1,9 @@
 //! Dynamic batching: requests queue here, worker threads (plain OS threads, never the async
 //! reactor's) merge what is waiting into one `Model::predict` of up to `max_samples` samples
 //! — waiting at most `max_delay` after the first for more to arrive — and split the logits
-//! back to their requests.
+//! back to their requests. It stops waiting early when no other admitted request is still
+//! on its way (being received or decoded): then nothing can join, and waiting would only
+//! add latency (with closed-loop clients it would add `max_delay` to every round).
 //!
 //! Merged answers can differ from one-at-a-time answers in the last bits: eval-mode layers
 //! are per-sample (batch norm uses its running statistics), so only the GEMM's blocking and
@@ -9,6 +11,7 @@
 //! request is its own model call, bit-identical to `Model::predict` of that request.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -39,7 +42,21 @@ pub(crate) struct BatchConfig {
 pub(crate) struct Batcher {
     tx: Mutex<Option<Sender<Job>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    /// Requests admitted but not yet submitted (see the module doc).
+    arriving: Arc<AtomicUsize>,
 }
+
+/// Counts a request as arriving until dropped (at its submit, or its early answer).
+pub(crate) struct Arriving(Arc<AtomicUsize>);
+
+impl Drop for Arriving {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How often a waiting worker looks at the arriving count.
+const POLL: Duration = Duration::from_micros(100);
 
 impl Batcher {
     pub(crate) fn start(
@@ -54,13 +71,15 @@ impl Batcher {
         let (tx, rx) = mpsc::channel::<Job>();
         // one receiver shared by the workers: whoever holds the lock gathers the next batch
         let rx = Arc::new(Mutex::new(rx));
+        let arriving = Arc::new(AtomicUsize::new(0));
         let mut workers = Vec::new();
         for i in 0..cfg.workers.max(1) {
             let (rx, model, cfg, metrics) =
                 (rx.clone(), model.clone(), cfg.clone(), metrics.clone());
+            let arriving = arriving.clone();
             let h = std::thread::Builder::new()
                 .name(format!("quadra-predict-{i}"))
-                .spawn(move || worker(&rx, &model, dtype, &cfg, &metrics))
+                .spawn(move || worker(&rx, &arriving, &model, dtype, &cfg, &metrics))
                 .map_err(|e| Error::Io {
                     context: "cannot start a prediction thread".into(),
                     source: e,
@@ -70,7 +89,14 @@ impl Batcher {
         Ok(Batcher {
             tx: Mutex::new(Some(tx)),
             workers: Mutex::new(workers),
+            arriving,
         })
+    }
+
+    /// Count a request as on its way to `submit` while the guard lives.
+    pub(crate) fn arriving(&self) -> Arriving {
+        self.arriving.fetch_add(1, Ordering::SeqCst);
+        Arriving(self.arriving.clone())
     }
 
     /// Queue a job; `Err` gives it back when the batcher has stopped.
@@ -100,6 +126,7 @@ impl Drop for Batcher {
 
 fn worker(
     rx: &Mutex<Receiver<Job>>,
+    arriving: &AtomicUsize,
     model: &Model,
     dtype: DType,
     cfg: &BatchConfig,
@@ -125,11 +152,12 @@ fn worker(
                     let wait = deadline.map_or(Duration::from_secs(3600), |d| {
                         d.saturating_duration_since(Instant::now())
                     });
-                    // past the deadline, still take what is already queued
-                    let next = if wait.is_zero() {
-                        rx.try_recv().map_err(|_| RecvTimeoutError::Timeout)
-                    } else {
-                        rx.recv_timeout(wait)
+                    // what is queued joins at once; past the deadline, or with nobody else on
+                    // the way, the batch goes
+                    let next = match rx.try_recv() {
+                        Ok(j) => Ok(j),
+                        Err(_) if wait.is_zero() || arriving.load(Ordering::SeqCst) == 0 => break,
+                        Err(_) => rx.recv_timeout(wait.min(POLL)),
                     };
                     match next {
                         Ok(j) if total + j.n > cfg.max_samples => {
@@ -140,7 +168,8 @@ fn worker(
                             total += j.n;
                             batch.push(j);
                         }
-                        Err(_) => break,
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => break,
                     }
                 }
             }

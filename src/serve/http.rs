@@ -216,6 +216,8 @@ async fn predict(State(app): State<Arc<App>>, req: Request) -> Response {
 type Answer = std::result::Result<Response, Response>;
 
 async fn predict_inner(app: &Arc<App>, req: Request, deadline: tokio::time::Instant) -> Answer {
+    // the batcher may wait for this request until it is submitted (or answered early)
+    let arriving = app.batcher.arriving();
     let h = req.headers();
     let limit = app.cfg.max_body_bytes;
     let chunked = h.contains_key(header::TRANSFER_ENCODING);
@@ -288,7 +290,9 @@ async fn predict_inner(app: &Arc<App>, req: Request, deadline: tokio::time::Inst
     }
 
     let (tx, rx) = oneshot::channel();
-    if app.batcher.submit(Job { x, n, reply: tx }).is_err() {
+    let submitted = app.batcher.submit(Job { x, n, reply: tx });
+    drop(arriving);
+    if submitted.is_err() {
         return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "server shutting down: retry on another instance",

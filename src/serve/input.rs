@@ -348,3 +348,76 @@ impl<'de> Visitor<'de> for Node<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: [usize; 2] = [2, 3];
+
+    #[test]
+    fn json_bytes_and_value_decode_alike() {
+        for (body, shape) in [
+            ("[[1, 2, 3], [4, 5, 6]]", vec![1, 2, 3]),
+            (
+                "[[[1, 2, 3], [4, 5, 6]], [[0, 0, 0], [1e-3, -2, 7]]]",
+                vec![2, 2, 3],
+            ),
+            (
+                "{\"id\": [1, {}], \"input\": [[1, 2, 3], [4, 5, 6]]}",
+                vec![1, 2, 3],
+            ),
+        ] {
+            let a = input_from_json_bytes(body.as_bytes(), &SAMPLE, 8).unwrap();
+            let v: Value = serde_json::from_str(body).unwrap();
+            let b = input_from_json(&v, &SAMPLE).unwrap();
+            assert_eq!(a.shape(), &shape[..]);
+            assert_eq!(a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+        }
+    }
+
+    #[test]
+    fn json_errors_name_the_problem_and_the_limit() {
+        let e = |body: &str| json_values(body.as_bytes(), &SAMPLE, 2).err().unwrap();
+        let (over, err) = e("[[[1,2,3],[4,5,6]],[[1,2,3],[4,5,6]],[[1,2,3],[4,5,6]]]");
+        assert!(over, "{err}");
+        assert!(err.to_string().contains("limit of 2"), "{err}");
+        // the cap stops the walk before the whole body is stored
+        let big = format!("[{}]", vec!["[[1,2,3],[4,5,6]]"; 1000].join(","));
+        let (over, err) = e(&big);
+        assert!(over && err.to_string().contains("batch limit"), "{err}");
+        for (body, want) in [
+            ("[[1, 2, 3], [4, 5]]", "ragged"),
+            ("[[1, 2, 3], [4, 5, [6]]]", "array where a number"),
+            ("[[1, 2, 3], [4, 5, true]]", "[1, 2] is a boolean"),
+            ("[[1, 2, 3]]", "shape [1, 3]"),
+            ("[]", "shape [0]"),
+            ("[[1, 2, 3], [4, 5, 6]] x", "not valid JSON"),
+            ("[[1, 2, 3], [4, 5, 1e300]]", "not finite as an f32"),
+        ] {
+            let (over, err) = e(body);
+            assert!(!over, "{body}");
+            assert!(err.to_string().contains(want), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn f32_le_rejects_partial_samples_and_non_finite() {
+        let bytes: Vec<u8> = [1f32, 2., 3., 4., 5., f32::NAN]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let e = input_from_f32_le(&bytes, &SAMPLE)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("value 5 (sample 0, element 5) is NaN"), "{e}");
+        let e = input_from_f32_le(&bytes[..20], &SAMPLE)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not a whole number of samples"), "{e}");
+        let x = input_from_f32_le(&bytes[..20].repeat(0), &SAMPLE);
+        assert!(x.is_err());
+    }
+}

@@ -79,6 +79,9 @@ pub fn read_response(s: &mut TcpStream) -> Option<Resp> {
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // a head and a body in two writes would otherwise wait for the server's delayed ACK
+    // (Nagle): ~40 ms a request
+    s.set_nodelay(true).unwrap();
     s
 }
 

@@ -244,8 +244,10 @@ fn load_measurement() {
         )
         .unwrap();
         let addr: SocketAddr = server.local_addr();
-        let (_, raw) = sample_bytes(1, 3);
-        let raw = Arc::new(raw);
+        let mut shape = vec![1];
+        shape.extend_from_slice(&model.spec.input);
+        let x = quadra::Tensor::randn(&shape, quadra::DType::F32, 1.0, 3).unwrap();
+        let raw = Arc::new(client::f32_le(&x));
         let t0 = Instant::now();
         let handles: Vec<_> = (0..m)
             .map(|c| {
@@ -294,4 +296,91 @@ fn load_measurement() {
         assert_eq!(errors, 0);
         server.shutdown();
     }
+}
+
+fn peak_rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Peak RSS of the (in-process) server for one and for 32 concurrent 16 MiB JSON bodies
+/// (mlp, ~2.8 M numbers each, batching off). Linux only (/proc/self/status).
+///
+///     cargo test --test serve json_body_memory -- --ignored --nocapture
+#[test]
+#[ignore]
+fn json_body_memory() {
+    let per = 784;
+    let mut body = String::with_capacity(16 << 20);
+    body.push('[');
+    let mut n = 0usize;
+    'fill: loop {
+        body.push_str("[[");
+        for h in 0..28 {
+            body.push_str(if h == 0 { "[" } else { ",[" });
+            for w in 0..28 {
+                if w > 0 {
+                    body.push(',');
+                }
+                body.push_str("0.125");
+            }
+            body.push(']');
+        }
+        body.push_str("]]");
+        n += 1;
+        if body.len() + 7 * per + 8 > 16 << 20 {
+            break 'fill;
+        }
+        body.push(',');
+    }
+    body.push(']');
+    let body = Arc::new(body.into_bytes());
+    let server = Server::start(
+        Arc::new(client::model("mlp", 5)),
+        "127.0.0.1:0",
+        ServerConfig {
+            max_body_bytes: 16 << 20,
+            max_batch: n,
+            max_batch_size: n,
+            max_concurrency: 32,
+            max_delay: Duration::ZERO,
+            request_timeout: Duration::from_secs(120),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let addr = server.local_addr();
+    let send = |body: &[u8]| {
+        let r = client::post(addr, "application/json", body);
+        assert_eq!(r.code, 200, "{}", &r.text[..r.text.len().min(300)]);
+    };
+    let base = peak_rss_kib();
+    send(&body);
+    let one = peak_rss_kib();
+    let handles: Vec<_> = (0..32)
+        .map(|_| {
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let r = client::post(addr, "application/json", &body);
+                r.code
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 200);
+    }
+    let all = peak_rss_kib();
+    eprintln!(
+        "JSON body of {} bytes ({n} samples, {} numbers): peak RSS {} MiB before, +{} MiB after one, +{} MiB after 32 concurrent ({} MiB per body)",
+        body.len(),
+        n * per,
+        base >> 10,
+        (one - base) >> 10,
+        (all - base) >> 10,
+        ((all - base) >> 10) / 32
+    );
+    server.shutdown();
 }

@@ -28,7 +28,14 @@
 //! shutting down). hyper itself answers malformed requests, conflicting `Content-Length`
 //! headers and request bodies with both framings 400, and a request head over 16 KiB 431
 //! (those answers have no JSON body); a head not complete within `header_timeout` closes the
-//! connection. Connections are kept alive between requests.
+//! connection. Connections are kept alive between requests. The /metrics counters see what
+//! the router answers, not hyper's own 400/431s or the connection-limit 503s (those are
+//! `quadra_connections_rejected_total`).
+//!
+//! Slow clients: one trickling its head costs a task and a timer until `header_timeout`;
+//! one trickling a /predict body holds one of the `max_concurrency` slots until the request
+//! deadline (so at most `max_concurrency` × `max_body_bytes` of bodies are ever buffered),
+//! and once all are held further predictions get 503 — /health and /metrics never wait.
 //!
 //! # Threads
 //!

@@ -145,6 +145,14 @@ fn overload_is_503_with_retry_after() {
     assert_eq!(client::post(addr, OCTET, &raw).code, 200);
 
     // connections: `holder` (kept alive) and two idle ones fill the 3 slots
+    holder
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut holder).expect("the kept-alive connection was closed");
+    assert_eq!(r.code, 200);
+    // (the server must first see the earlier connections close, or an idle one below would
+    // be the rejected one)
+    std::thread::sleep(Duration::from_millis(300));
     let idle: Vec<TcpStream> = (0..2).map(|_| connect(addr)).collect();
     std::thread::sleep(Duration::from_millis(200));
     let r = client::get(addr, "/health", "");

@@ -20,7 +20,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use super::http::error;
+use super::http::{error, refuse_body};
 use super::metrics::Metrics;
 
 /// Largest request head (request line and headers); beyond it hyper answers 431.
@@ -28,6 +28,8 @@ pub(crate) const MAX_HEADER_BYTES: usize = 16 << 10;
 
 pub(crate) struct ConnConfig {
     pub max_connections: usize,
+    /// The most of a refused request's body read before closing.
+    pub max_body_bytes: usize,
     pub header_timeout: Duration,
     /// How long shutdown waits for requests in flight before it gives up on them.
     pub drain_timeout: Duration,
@@ -44,6 +46,7 @@ pub(crate) async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
+    let max_body_bytes = cfg.max_body_bytes;
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
     let mut h1 = http1::Builder::new();
     h1.timer(TokioTimer::new())
@@ -87,7 +90,8 @@ pub(crate) async fn serve(
             }
             Err(_) => {
                 metrics.connection_rejected();
-                let svc = hyper::service::service_fn(reject);
+                let max_body = max_body_bytes;
+                let svc = hyper::service::service_fn(move |req| reject(req, max_body));
                 let conn = graceful.watch(busy.serve_connection(io, svc));
                 tokio::spawn(async move {
                     let _ = conn.await;
@@ -100,7 +104,9 @@ pub(crate) async fn serve(
     let _ = tokio::time::timeout(cfg.drain_timeout, graceful.shutdown()).await;
 }
 
-async fn reject(_req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn reject(req: Request<Incoming>, max_body: usize) -> Result<Response<Body>, Infallible> {
+    // the client may have sent its whole request: read it before closing (see http.rs)
+    refuse_body(req, max_body);
     let mut r = error(
         StatusCode::SERVICE_UNAVAILABLE,
         "server busy: too many connections; retry later",

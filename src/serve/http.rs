@@ -1,6 +1,11 @@
 //! The routes: POST /predict, GET /health, GET /metrics, and the layers around them
 //! (metrics of every answer, bearer token, load shedding of /predict).
 //!
+//! Every early refusal (401, 413, 415, 503) still reads what the client already sent of its
+//! body, within bounds, before the connection closes: closing a socket with unread input
+//! makes the kernel send a reset, which destroys the answer before the client reads it (the
+//! old server's "a full server resets clients" finding).
+//!
 //! A /predict request runs: token check → concurrency permit (none free: 503 at once, no
 //! queueing) → body read under the size limit and the request deadline → decoding on the
 //! blocking pool → the batcher's worker threads → the answer. The async reactor only moves
@@ -10,19 +15,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{BoxError, Router};
+use axum::Router;
 use http_body_util::BodyExt;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::sync::{oneshot, Semaphore};
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower::ServiceBuilder;
 
 use super::batch::{Batcher, Job};
 use super::input::{f32_le_values, json_values, rows_json};
@@ -36,16 +38,17 @@ pub(crate) struct App {
     pub cfg: ServerConfig,
     pub batcher: Batcher,
     pub metrics: Arc<Metrics>,
+    /// /predict requests in flight (`max_concurrency` permits).
+    pub permits: Arc<Semaphore>,
 }
 
 /// Seconds a shed client is told to wait (`Retry-After`): long enough for a batch or two.
 const RETRY_AFTER_S: &str = "1";
 
-/// Bytes (and time) of an over-limit body still read and dropped after the 413, so the
-/// client's kernel gets the answer before our close: closing a socket with unread input
-/// sends a reset, which can destroy the answer in flight.
-const DRAIN_BYTES: usize = 1 << 20;
-const DRAIN_TIME: Duration = Duration::from_millis(500);
+/// How long a refused body is still read and dropped (see the module doc); at most
+/// `max_body_bytes` of it, or 1 MiB of a body over the limit.
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+const DRAIN_OVER_LIMIT: usize = 1 << 20;
 
 /// A JSON error answer `{"error": msg}`; 503s carry `Retry-After`, 401s `WWW-Authenticate`.
 pub(crate) fn error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -81,29 +84,13 @@ fn json_ok(v: serde_json::Value) -> Response {
         .into_response()
 }
 
-pub(crate) fn router(app: Arc<App>, permits: Arc<Semaphore>) -> Router {
-    // Over `max_concurrency` /predict requests in flight: LoadShed turns "no permit now"
-    // into an error at once (instead of queueing the request behind the others), and
-    // HandleErrorLayer answers it 503 + Retry-After.
-    let shed = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|e: BoxError| async move {
-            if e.is::<tower::load_shed::error::Overloaded>() {
-                error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "server busy: too many predictions in flight; retry later",
-                )
-            } else {
-                error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-            }
-        }))
-        .load_shed()
-        .layer(GlobalConcurrencyLimitLayer::with_semaphore(permits));
+pub(crate) fn router(app: Arc<App>) -> Router {
     let protected = Router::new()
         .route(
             "/predict",
             post(predict)
                 .fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "/predict: use POST") })
-                .layer(shed),
+                .layer(middleware::from_fn_with_state(app.clone(), shed)),
         )
         .route(
             "/metrics",
@@ -147,6 +134,7 @@ async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Respo
 async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     if let Some(token) = &app.cfg.token {
         if !bearer_matches(req.headers(), token.as_bytes()) {
+            refuse_body(req, app.cfg.max_body_bytes);
             return error(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token: send `Authorization: Bearer TOKEN`",
@@ -154,6 +142,36 @@ async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response
         }
     }
     next.run(req).await
+}
+
+/// Over `max_concurrency` /predict requests in flight: 503 + Retry-After at once, instead
+/// of queueing the request behind the others; the permit is held until the answer.
+async fn shed(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let Ok(_permit) = app.permits.clone().try_acquire_owned() else {
+        refuse_body(req, app.cfg.max_body_bytes);
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server busy: too many predictions in flight; retry later",
+        );
+    };
+    next.run(req).await
+}
+
+/// Read and drop (in the background, bounded) the body of a request refused before reading
+/// it — unless the client waits for `100 Continue`: then it has sent nothing, and reading
+/// would invite the body.
+pub(crate) fn refuse_body<B>(req: axum::http::Request<B>, max: usize)
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+{
+    let expects = req
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !expects {
+        tokio::spawn(drain(req.into_body(), max));
+    }
 }
 
 fn bearer_matches(h: &HeaderMap, token: &[u8]) -> bool {
@@ -233,6 +251,7 @@ async fn predict_inner(app: &Arc<App>, req: Request, deadline: tokio::time::Inst
         ));
     }
     if declared.is_some_and(|n| n > limit as u64) {
+        refuse_body(req, DRAIN_OVER_LIMIT);
         return Err(too_large(declared.unwrap_or(0), limit));
     }
     let ctype = h
@@ -248,8 +267,20 @@ async fn predict_inner(app: &Arc<App>, req: Request, deadline: tokio::time::Inst
     let is_json = match media.as_str() {
         "application/json" => true,
         "application/octet-stream" => false,
-        "" => return Err(error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "missing Content-Type: use application/json or application/octet-stream (f32 little-endian)")),
-        m => return Err(error(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Content-Type `{m}`: use application/json or application/octet-stream (f32 little-endian)"))),
+        m => {
+            let what = if m.is_empty() {
+                "missing Content-Type".to_string()
+            } else {
+                format!("Content-Type `{m}`")
+            };
+            refuse_body(req, limit);
+            return Err(error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "{what}: use application/json or application/octet-stream (f32 little-endian)"
+                ),
+            ));
+        }
     };
     let body = read_body(req.into_body(), limit, deadline).await?;
 
@@ -379,7 +410,7 @@ async fn read_body(
         };
         if buf.len().saturating_add(data.len()) > limit {
             let got = buf.len() + data.len();
-            tokio::spawn(drain(body));
+            tokio::spawn(drain(body, DRAIN_OVER_LIMIT));
             return Err(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("body exceeds the limit of {limit} bytes ({got} bytes so far)"),
@@ -390,14 +421,18 @@ async fn read_body(
     Ok(buf)
 }
 
-/// Read and drop a bounded rest of a refused body (see `DRAIN_BYTES`).
-async fn drain(mut body: Body) {
-    let mut left = DRAIN_BYTES;
+/// Read and drop at most `max` bytes (and `DRAIN_TIME`) of a refused body.
+async fn drain<B>(mut body: B, max: usize)
+where
+    B: hyper::body::Body + Unpin,
+{
+    use hyper::body::Buf;
+    let mut left = max;
     let end = deadline_after(DRAIN_TIME);
     while left > 0 {
         match tokio::time::timeout_at(end, body.frame()).await {
             Ok(Some(Ok(f))) => {
-                left = left.saturating_sub(f.data_ref().map_or(0, |d| d.len()));
+                left = left.saturating_sub(f.data_ref().map_or(0, |d| d.remaining()));
             }
             _ => break,
         }

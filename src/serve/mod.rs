@@ -256,6 +256,7 @@ impl Server {
         )?;
         let conn_cfg = conn::ConnConfig {
             max_connections: cfg.max_connections,
+            max_body_bytes: cfg.max_body_bytes,
             header_timeout: cfg.header_timeout,
             drain_timeout: cfg.request_timeout + cfg.header_timeout,
             handle_signals: cfg.handle_signals,
@@ -266,8 +267,9 @@ impl Server {
             cfg,
             batcher,
             metrics: metrics.clone(),
+            permits,
         });
-        let router = http::router(app.clone(), permits);
+        let router = http::router(app.clone());
         let (stop, stop_rx) = watch::channel(false);
         let thread = std::thread::Builder::new()
             .name("quadra-http-main".into())

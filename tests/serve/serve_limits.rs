@@ -386,3 +386,63 @@ fn config_limits_are_checked_and_overflow_safe() {
     assert_eq!(r.code, 200, "{}", r.text);
     server.shutdown();
 }
+
+/// A client that sent its whole request (an 8 MiB body) to a full server reads a 503, not
+/// a reset (or a broken pipe while it still sends): the server reads the body it refuses
+/// (bounded) before it closes. Alike for the /predict slots, a wrong token, a bad type.
+#[test]
+fn full_server_answers_a_sent_request_not_resets_it() {
+    let server = start(ServerConfig {
+        max_connections: 1,
+        ..Default::default()
+    });
+    let addr = server.local_addr();
+    let _held = connect(addr);
+    std::thread::sleep(Duration::from_millis(200));
+    let body = vec![0u8; 8 << 20];
+    for _ in 0..3 {
+        let mut s = connect(addr);
+        s.write_all(predict_head(OCTET, body.len(), "").as_bytes())
+            .unwrap();
+        s.write_all(&body).unwrap();
+        let r = read_response(&mut s).expect("reset instead of an answer");
+        assert_eq!(r.code, 503, "{}", r.text);
+        assert_eq!(r.header("retry-after"), Some("1"));
+    }
+    server.shutdown();
+
+    let server = start(ServerConfig {
+        max_concurrency: 1,
+        token: Some("tok".into()),
+        ..Default::default()
+    });
+    let addr = server.local_addr();
+    let auth = "Authorization: Bearer tok\r\n";
+    let (_, raw) = sample_bytes(1, 1);
+    let mut holder = connect(addr);
+    holder
+        .write_all(predict_head(OCTET, raw.len(), auth).as_bytes())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    for (ctype, extra, want) in [
+        (OCTET, auth, 503),
+        (OCTET, "", 401),
+        ("text/plain", auth, 503),
+    ] {
+        let mut s = connect(addr);
+        s.write_all(predict_head(ctype, body.len(), extra).as_bytes())
+            .unwrap();
+        s.write_all(&body).unwrap();
+        let r = read_response(&mut s).expect("reset instead of an answer");
+        assert_eq!(r.code, want, "{}", r.text);
+    }
+    holder.write_all(&raw).unwrap();
+    assert_eq!(read_response(&mut holder).unwrap().code, 200);
+    // with the slot free, a wrong content type is a 415 after an 8 MiB body, not a reset
+    let mut s = connect(addr);
+    s.write_all(predict_head("text/plain", body.len(), auth).as_bytes())
+        .unwrap();
+    s.write_all(&body).unwrap();
+    assert_eq!(read_response(&mut s).unwrap().code, 415);
+    server.shutdown();
+}

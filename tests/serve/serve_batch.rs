@@ -386,3 +386,49 @@ fn json_body_memory() {
     );
     server.shutdown();
 }
+
+/// /health answers while a long prediction runs: the model computes on the batcher's
+/// threads, never on the reactor's.
+#[test]
+fn health_answers_during_a_long_prediction() {
+    let model = Arc::new(client::model("qresnet14", 2));
+    let server = Server::start(model.clone(), "127.0.0.1:0", ServerConfig::default()).unwrap();
+    let addr = server.local_addr();
+    let x = quadra::Tensor::randn(&[48, 3, 32, 32], quadra::DType::F32, 1.0, 1).unwrap();
+    let raw = client::f32_le(&x);
+    let t0 = Instant::now();
+    let long = std::thread::spawn(move || {
+        let r = client::post(addr, OCTET, &raw);
+        (r.code, t0.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    let mut probes = Vec::new();
+    while !long.is_finished() && probes.len() < 20 {
+        let t = Instant::now();
+        let r = client::get(addr, "/health", "");
+        assert_eq!(r.code, 200);
+        probes.push((t.duration_since(t0), t.elapsed()));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, took) = long.join().unwrap();
+    assert_eq!(code, 200);
+    let during: Vec<Duration> = probes
+        .iter()
+        .filter(|(at, lat)| *at + *lat < took)
+        .map(|p| p.1)
+        .collect();
+    eprintln!(
+        "prediction of 48 samples took {took:?}; {} /health probes during it, slowest {:?}",
+        during.len(),
+        during.iter().max()
+    );
+    assert!(
+        !during.is_empty(),
+        "the prediction ({took:?}) ended before any probe"
+    );
+    assert!(
+        during.iter().all(|d| *d < Duration::from_millis(500)),
+        "{during:?}"
+    );
+    server.shutdown();
+}

@@ -1,6 +1,8 @@
-//! Serve a checkpoint over HTTP: POST /predict with a raw f32 little-endian (N, C, H, W)
-//! body (`Content-Type: application/octet-stream`) or a JSON array
-//! (`application/json`) → `{"logits": [[…]], "argmax": […]}`; GET /health.
+//! The serving library in a few lines: `quadra::serve::Server` on a checkpoint. POST
+//! /predict with a raw f32 little-endian (N, C, H, W) body (`Content-Type:
+//! application/octet-stream`) or a JSON array (`application/json`) → `{"logits": [[…]],
+//! "argmax": […]}`; GET /health; GET /metrics. `quadra-train serve` is the full command
+//! (token, batching and timeout flags); this demo keeps the library defaults.
 //!
 //!     cargo run --release --example serve_http -- CKPT [--addr 127.0.0.1:8080]
 //!         [--max-body-bytes 16777216] [--max-batch 256]
@@ -9,7 +11,7 @@
 //!          --data '[[[0.1, 0.2, …]]]' http://127.0.0.1:8080/predict
 //!
 //! The first line on stdout is `listening on http://ADDR` (with the real port when
-//! `--addr` asks for port 0). Runs until killed.
+//! `--addr` asks for port 0). Runs until SIGINT/SIGTERM, then stops gracefully.
 
 use std::sync::Arc;
 
@@ -20,7 +22,10 @@ use quadra::serve::{Server, ServerConfig};
 fn main() -> Result<()> {
     let mut ckpt = None;
     let mut addr = "127.0.0.1:8080".to_string();
-    let mut cfg = ServerConfig::default();
+    let mut cfg = ServerConfig {
+        handle_signals: true,
+        ..Default::default()
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));

@@ -5,6 +5,7 @@
 //!     quadra-train train --resume runs/a --epochs 6 --out runs/a
 //!     quadra-train eval --checkpoint runs/a/best.safetensors
 //!     quadra-train predict --checkpoint CKPT --input x.safetensors --output y.safetensors
+//!     quadra-train serve CKPT --addr 127.0.0.1:8080 --token-file token.txt
 //!     quadra-train import --from torch --model qresnet14 weights.safetensors -o ck.safetensors
 //!     quadra-train export --to torch CKPT -o weights.safetensors
 //!     quadra-train info CKPT
@@ -38,6 +39,7 @@ mod info;
 mod memory;
 mod predict;
 mod reduce;
+mod serve;
 mod train;
 
 use std::process::ExitCode;
@@ -64,6 +66,9 @@ enum Cmd {
     Eval(eval::EvalArgs),
     /// Eval-mode logits of tensor `input` (N, C, H, W) of a safetensors file.
     Predict(predict::PredictArgs),
+    /// Serve a checkpoint's predictions over HTTP (POST /predict, GET /health, GET /metrics)
+    /// with dynamic batching, until SIGINT/SIGTERM.
+    Serve(serve::ServeArgs),
     /// Convert a PyTorch state dict (safetensors) into a checkpoint.
     Import(import::ImportArgs),
     /// Write a checkpoint's weights as a PyTorch state dict (safetensors).
@@ -93,6 +98,7 @@ fn main() -> ExitCode {
         Cmd::Train(a) => train::run(a),
         Cmd::Eval(a) => eval::run(a),
         Cmd::Predict(a) => predict::run(a),
+        Cmd::Serve(a) => serve::run(a),
         Cmd::Import(a) => import::run(a),
         Cmd::Export(a) => export::run(a),
         Cmd::Info(a) => info::run(a),

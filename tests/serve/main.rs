@@ -1,8 +1,12 @@
-//! Serving: `Model::predict` from many threads, and the HTTP server (in process and the
-//! examples/serve_http.rs binary).
+//! Serving: `Model::predict` from many threads, the HTTP server (in process, the
+//! `quadra-train serve` subcommand and the examples/serve_http.rs binary), its limits under
+//! hostile clients, dynamic batching, graceful shutdown and /metrics.
 
 #[path = "../support/mod.rs"]
 mod support;
 
+mod client;
+mod serve_batch;
 mod serve_http;
+mod serve_limits;
 mod serve_predict;

@@ -2,66 +2,32 @@
 //! 127.0.0.1 with an OS-chosen port: predictions over loopback equal `Model::predict`,
 //! bad requests get clear 4xx answers, and the server shuts down.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use quadra::model::Model;
-use quadra::nn::spec::BuildOptions;
 use quadra::serve::{Server, ServerConfig};
-use quadra::{models, DType, Tensor};
+use quadra::{DType, Tensor};
 use serde_json::Value;
 
+use crate::client::{self, logits_of};
 use crate::support::tempdir;
 
 fn request(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, Value) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    s.write_all(head.as_bytes()).unwrap();
-    let _ = s.write_all(body);
-    let mut resp = Vec::new();
-    let _ = s.read_to_end(&mut resp);
-    let text = String::from_utf8_lossy(&resp).into_owned();
-    let code: u16 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    (code, serde_json::from_str(body).unwrap_or(Value::Null))
+    let r = client::request(addr, head, body);
+    (r.code, r.json())
 }
 
 fn post(addr: SocketAddr, ctype: &str, body: &[u8]) -> (u16, Value) {
-    let head = format!(
-        "POST /predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    request(addr, &head, body)
+    let r = client::post(addr, ctype, body);
+    (r.code, r.json())
 }
 
-fn model() -> Model {
-    let spec = models::get("mlp", None, 10).unwrap();
-    Model::build(
-        &spec,
-        BuildOptions {
-            seed: 5,
-            ..Default::default()
-        },
-    )
-    .unwrap()
-}
-
-fn logits_of(v: &Value) -> Vec<f32> {
-    v["logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-        })
-        .collect()
+fn model() -> quadra::model::Model {
+    client::model("mlp", 5)
 }
 
 #[test]
@@ -183,6 +149,46 @@ fn predict_over_loopback() {
     assert!(closed, "server still accepting after shutdown");
 }
 
+/// Start a serving binary; its address from its first stdout line
+/// (`listening on http://127.0.0.1:PORT`).
+fn spawn_server(bin: &Path, args: &[&str]) -> (Child, SocketAddr) {
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while line.len() < 200 && out.read(&mut b).unwrap_or(0) == 1 && b[0] != b'\n' {
+        line.push(b[0]);
+    }
+    let line = String::from_utf8(line).unwrap();
+    match line
+        .strip_prefix("listening on http://")
+        .map(|a| a.trim().parse())
+    {
+        Some(Ok(addr)) => (child, addr),
+        _ => {
+            let _ = child.kill();
+            let mut err = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("bad first line `{line}` (stderr: {err})")
+        }
+    }
+}
+
+fn predict_two(addr: SocketAddr, m: &quadra::model::Model) {
+    let (x, raw) = client::sample_bytes(2, 4);
+    let (code, v) = post(addr, "application/octet-stream", &raw);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        logits_of(&v),
+        m.predict(&x).unwrap().to_vec::<f32>().unwrap()
+    );
+}
+
 /// The example binary itself, when cargo built it (it does for a plain `cargo test`).
 #[test]
 fn example_binary_serves_a_checkpoint() {
@@ -199,44 +205,97 @@ fn example_binary_serves_a_checkpoint() {
     let ck = dir.join("mlp.safetensors");
     let m = model();
     m.save(&ck).unwrap();
-    let mut child = Command::new(&example)
-        .args([ck.to_str().unwrap(), "--addr", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut out = child.stdout.take().unwrap();
-    // first line: "listening on http://127.0.0.1:PORT"
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    while line.len() < 200 && out.read(&mut b).unwrap_or(0) == 1 && b[0] != b'\n' {
-        line.push(b[0]);
-    }
-    let line = String::from_utf8(line).unwrap();
-    let addr: SocketAddr = line
-        .rsplit("http://")
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap_or_else(|e| {
-            let _ = child.kill();
-            panic!("bad first line `{line}`: {e}")
-        });
-    let x = Tensor::randn(&[2, 1, 28, 28], DType::F32, 1.0, 4).unwrap();
-    let raw: Vec<u8> = x
-        .to_vec::<f32>()
-        .unwrap()
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    let (code, v) = post(addr, "application/octet-stream", &raw);
+    let (mut child, addr) =
+        spawn_server(&example, &[ck.to_str().unwrap(), "--addr", "127.0.0.1:0"]);
+    predict_two(addr, &m);
     let _ = child.kill();
     let _ = child.wait();
     std::fs::remove_dir_all(&dir).unwrap();
-    assert_eq!(code, 200, "{v}");
+}
+
+/// `quadra-train serve CKPT`: serves, asks for the token, and stops gracefully on SIGTERM
+/// (exit status 0, "stopped" on stderr).
+#[test]
+fn serve_subcommand_serves_and_stops_on_sigterm() {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_quadra-train"));
+    let dir = tempdir("serve-cli");
+    let ck = dir.join("mlp.safetensors");
+    let tok = dir.join("token");
+    std::fs::write(&tok, "s3cret-token\n").unwrap();
+    let m = model();
+    m.save(&ck).unwrap();
+    let (mut child, addr) = spawn_server(
+        &bin,
+        &[
+            "serve",
+            ck.to_str().unwrap(),
+            "--addr",
+            "127.0.0.1:0",
+            "--token-file",
+            tok.to_str().unwrap(),
+            "--max-delay-ms",
+            "1",
+        ],
+    );
+    let (x, raw) = client::sample_bytes(2, 4);
+    let r = client::post(addr, "application/octet-stream", &raw);
+    assert_eq!(r.code, 401, "{}", r.text);
+    let r = client::request(
+        addr,
+        &client::predict_head(
+            "application/octet-stream",
+            raw.len(),
+            "Authorization: Bearer s3cret-token\r\n",
+        ),
+        &raw,
+    );
+    assert_eq!(r.code, 200, "{}", r.text);
     assert_eq!(
-        logits_of(&v),
+        logits_of(&r.json()),
         m.predict(&x).unwrap().to_vec::<f32>().unwrap()
     );
+    let (code, v) = request(addr, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n", b"");
+    assert_eq!((code, v["model"].as_str()), (200, Some("mlp")));
+
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut waited = 0;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        waited += 1;
+        if waited > 100 {
+            let _ = child.kill();
+            panic!("quadra-train serve still running 10 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    assert!(status.success(), "exit {status:?}; stderr: {err}");
+    assert!(err.contains("stopped"), "{err}");
+    assert!(TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err());
+
+    // a bad token file is a clear error, not a panic
+    let empty = dir.join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let out = Command::new(&bin)
+        .args([
+            "serve",
+            ck.to_str().unwrap(),
+            "--addr",
+            "127.0.0.1:0",
+            "--token-file",
+        ])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("--token-file") && e.contains("empty"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

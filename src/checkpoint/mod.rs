@@ -274,7 +274,14 @@ fn meta_json(
 }
 
 fn load_impl(path: &Path) -> Result<(Checkpoint, Model)> {
-    let (entries, meta) = read_tensors(path)?;
+    let bytes = std::fs::read(path).map_err(|e| io_err(path, "cannot read", e))?;
+    load_bytes(path, &bytes)
+}
+
+/// [`Checkpoint::load_model`] of a checkpoint file's bytes (`path` names it in errors):
+/// the same validation, for callers that hold the bytes (and the fuzz targets).
+pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<(Checkpoint, Model)> {
+    let (entries, meta) = parse_tensors(path, bytes, &|_| true)?;
     let meta = meta.unwrap_or_default();
     match meta.get("format") {
         Some(f) if f == FORMAT => {}

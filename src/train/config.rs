@@ -354,6 +354,11 @@ impl TrainOverrides {
     pub fn from_file(path: &Path) -> Result<TrainOverrides> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read the config file", path.display()))?;
+        Self::from_toml_str(&text, path)
+    }
+
+    /// [`TrainOverrides::from_file`] of a config file's text (`path` names it in errors).
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<TrainOverrides> {
         let table: toml::Table = text
             .parse()
             .map_err(|e| anyhow!("{}: invalid TOML: {e}", path.display()))?;

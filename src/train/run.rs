@@ -461,6 +461,22 @@ impl Trainer {
         } else {
             Vec::new()
         };
+        // `--init DIR/best.safetensors --out DIR --force` would delete its own source (and
+        // keeping it would leave a checkpoint of the old run to resume): refused
+        if let Some(init) = cfg.init.as_ref().and_then(|p| p.canonicalize().ok()) {
+            if force
+                && previous
+                    .iter()
+                    .any(|p| p.canonicalize().ok().as_ref() == Some(&init))
+            {
+                bail!(
+                    "--init {}: the checkpoint is a file of the run in --out {}, which --force \
+                     deletes; copy it out of that folder first",
+                    init.display(),
+                    out_dir.display()
+                );
+            }
+        }
         if !force && !previous.is_empty() {
             bail!(
                 "--out {}: the directory already holds a run ({}); continue it with \
@@ -686,7 +702,7 @@ impl Trainer {
 /// The files of a training run in `dir` (what [`Trainer::run`] writes): checkpoints
 /// `epoch-*`, `step-*`, `last`, `best` (`.safetensors`), `metrics.jsonl`, `steps.jsonl`,
 /// `chart.svg`. Sorted; empty when `dir` does not exist.
-pub fn run_files(dir: &Path) -> Result<Vec<PathBuf>> {
+fn run_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

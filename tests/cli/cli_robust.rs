@@ -226,6 +226,16 @@ fn force_leaves_nothing_of_the_previous_run() {
     assert_eq!(metrics.lines().count(), 1, "{metrics}");
     let v = ok_json(&strs(&mlp_run(&out, "2", &["--resume", s(&out)])));
     assert_eq!(v.last().unwrap()["start_epoch"], 1, "{v:?}");
+    // --force would delete an --init checkpoint of the run it clears: refused, kept
+    let init = out.join("epoch-0002.safetensors");
+    fails(
+        &argv(
+            "train --epochs 1 --train-samples 64 --test-samples 32 --force --init {} --out {}",
+            &[s(&init), s(&out)],
+        ),
+        &["--init", "epoch-0002.safetensors", "copy it out"],
+    );
+    assert!(init.exists());
     // a file of another name in the folder is not touched by --force
     std::fs::write(out.join("notes.txt"), "mine").unwrap();
     ok_json(&strs(&mlp_run(&out, "1", &["--force"])));

@@ -54,7 +54,9 @@ pub fn run(a: &MemoryArgs) -> Result<()> {
         device,
         ..ProfileOptions::default()
     };
-    // a batch that cannot fit is refused before anything of its size is allocated
+    // a model, then a batch, that cannot fit is refused before anything of its size is
+    // allocated (the model first: its error must not blame --batch)
+    spec.check_build_fits(opts.dtype)?;
     let fit = profile::check_fits(&spec, &opts).context("--batch")?;
     if !a.json {
         println!(

@@ -90,7 +90,8 @@ impl Position {
 }
 
 /// The checkpoint of `dir` (epoch-*, step-*, last) that stands furthest (most steps; an
-/// epoch checkpoint over a mid-epoch one of the same step).
+/// epoch checkpoint over a mid-epoch one of the same step). One that does not load is an
+/// error naming it.
 pub fn latest_checkpoint(dir: &Path) -> Result<PathBuf> {
     let mut best: Option<(u64, bool, PathBuf)> = None;
     let rd = std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?;
@@ -102,9 +103,15 @@ pub fn latest_checkpoint(dir: &Path) -> Result<PathBuf> {
         if !ok {
             continue;
         }
-        let Ok(ck) = Checkpoint::load(e.path()) else {
-            continue;
-        };
+        // a damaged checkpoint may stand further than every other: skipping it would
+        // resume an earlier one silently
+        let ck = Checkpoint::load(e.path()).map_err(|err| {
+            anyhow!(
+                "--resume {}: {err}; move that file aside to resume from the others, or name \
+                 the checkpoint to resume",
+                dir.display()
+            )
+        })?;
         let key = (ck.step, name.starts_with("epoch-"));
         if best.as_ref().is_none_or(|b| key > (b.0, b.1)) {
             best = Some((key.0, key.1, e.path()));

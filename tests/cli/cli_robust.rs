@@ -258,6 +258,15 @@ fn resume_keeps_earlier_log_lines_byte_for_byte() {
     let steps2 = std::fs::read(out.join("steps.jsonl")).unwrap();
     assert!(metrics2.starts_with(&metrics) && metrics2.len() > metrics.len());
     assert!(steps2.starts_with(&steps) && steps2.len() > steps.len());
+    // a damaged checkpoint in the folder is an error naming it, not skipped (it may be
+    // the furthest); named explicitly, another checkpoint still resumes
+    let good = std::fs::read(out.join("last.safetensors")).unwrap();
+    std::fs::write(out.join("last.safetensors"), &good[..good.len() / 2]).unwrap();
+    fails(
+        &strs(&mlp_run(&out, "3", &["--resume", s(&out)])),
+        &["last.safetensors", "truncated", "move that file aside"],
+    );
+    std::fs::write(out.join("last.safetensors"), &good).unwrap();
     // a damaged line in the middle of a log is an error, and the log is left as it was
     let mut bad = metrics2.clone();
     bad.splice(0..1, *b"#");

@@ -3,9 +3,10 @@
 //! spec of 300k layers) is an error naming the sizes instead of an allocation abort.
 //!
 //! The count is an upper bound of the state dict's elements (parameters and batch-norm
-//! buffers), exact for first-order layers and within a few per output channel for the
-//! quadratic ones (their bias and normalisation vectors are counted generously); a test
-//! holds it between the built model's count and 1.1× of it over the whole zoo.
+//! buffers): exact for linear and batch-norm layers, and for convolutions and quadratic
+//! layers their weights plus 16 values per output channel (biases and, for quadralib-bn,
+//! three normalisations' four vectors, counted generously); a test holds it between the
+//! built model's count and 1.1× of it over the whole zoo and every neuron type.
 
 use super::layer::LayerSpec;
 use super::shape::infer_shape;

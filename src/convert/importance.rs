@@ -36,7 +36,7 @@ use super::{
 };
 use crate::model::Model;
 use crate::nn::quadratic::NeuronType;
-use crate::nn::spec::{infer_shape, quadratic_layers, LayerSpec, ModelSpec, Pair};
+use crate::nn::spec::{quadratic_layers, visit_layers, LayerSpec, ModelSpec, Pair};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
@@ -94,40 +94,12 @@ pub struct ImportanceReport {
 pub(crate) type IoShapes = HashMap<String, (Vec<usize>, Vec<usize>)>;
 
 pub(crate) fn io_shapes(spec: &ModelSpec) -> Result<IoShapes> {
-    fn walk(
-        layers: &[LayerSpec],
-        prefix: &str,
-        shape: &[usize],
-        out: &mut IoShapes,
-    ) -> Result<Vec<usize>> {
-        let mut s = shape.to_vec();
-        for (i, l) in layers.iter().enumerate() {
-            let p = super::join(prefix, &super::child_name(l, i));
-            s = match l {
-                LayerSpec::Sequential { layers, .. } => walk(layers, &p, &s, out)?,
-                LayerSpec::Residual {
-                    layers,
-                    shortcut,
-                    shortcut_name,
-                    ..
-                } => {
-                    let o = walk(layers, &p, &s, out)?;
-                    if let Some(sc) = shortcut {
-                        walk(sc, &super::join(&p, shortcut_name), &s, out)?;
-                    }
-                    o
-                }
-                _ => {
-                    let o = infer_shape(l, &p, &s)?;
-                    out.insert(p, (s.clone(), o.clone()));
-                    o
-                }
-            };
-        }
-        Ok(s)
-    }
     let mut out = HashMap::new();
-    walk(&spec.layers, "", &spec.input, &mut out)?;
+    visit_layers(&spec.layers, "", &spec.input, &mut |path, l, i, o| {
+        if !matches!(l, LayerSpec::Sequential { .. } | LayerSpec::Residual { .. }) {
+            out.insert(path.to_string(), (i.to_vec(), o.to_vec()));
+        }
+    })?;
     Ok(out)
 }
 

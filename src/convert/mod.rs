@@ -46,20 +46,8 @@ use crate::{Error, Result};
 /// A state dict as `Module::state_dict` writes it: PyTorch names, in module order.
 pub type StateDict = Vec<(String, Tensor)>;
 
-pub(crate) fn join(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        name.to_string()
-    } else {
-        format!("{prefix}.{name}")
-    }
-}
-
-/// The name a child gets in its parent: its own, else its index (as `nn.Sequential`).
-pub(crate) fn child_name(l: &LayerSpec, i: usize) -> String {
-    l.name()
-        .map(str::to_string)
-        .unwrap_or_else(|| i.to_string())
-}
+// the spec's layer naming, one definition for the builder and the converter
+pub(crate) use crate::nn::spec::{child_name, join};
 
 /// Is `key` a state-dict entry of the layer at `path` (`{path}.…`)?
 pub(crate) fn under(key: &str, path: &str) -> bool {

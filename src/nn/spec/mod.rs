@@ -30,6 +30,7 @@ use crate::{Error, Result};
 pub use build::BuildOptions;
 pub use layer::{ConvSpec, LayerSpec};
 pub use shape::infer_shape;
+pub(crate) use shape::visit_layers;
 pub use size::SpecSize;
 
 /// A size given as one number (both axes) or as [height, width].
@@ -66,7 +67,8 @@ pub struct ModelSpec {
     pub backprop_overrides: BTreeMap<String, BackpropMode>,
 }
 
-fn join(prefix: &str, name: &str) -> String {
+/// `prefix.name` (just `name` at the root): a layer's full path.
+pub(crate) fn join(prefix: &str, name: &str) -> String {
     if prefix.is_empty() {
         name.to_string()
     } else {
@@ -74,7 +76,8 @@ fn join(prefix: &str, name: &str) -> String {
     }
 }
 
-fn child_name(l: &LayerSpec, i: usize) -> String {
+/// The name a child gets in its parent: its own, else its index (as `nn.Sequential`).
+pub(crate) fn child_name(l: &LayerSpec, i: usize) -> String {
     l.name()
         .map(str::to_string)
         .unwrap_or_else(|| i.to_string())

@@ -203,3 +203,42 @@ pub(super) fn infer_seq(layers: &[LayerSpec], prefix: &str, shape: &[usize]) -> 
     }
     Ok(s)
 }
+
+/// A visitor of [`visit_layers`]: (full path, layer, per-sample input, per-sample output).
+pub(crate) type LayerVisitor<'a> = dyn FnMut(&str, &LayerSpec, &[usize], &[usize]) + 'a;
+
+/// Walks `layers` (under `prefix`, fed per-sample inputs of `shape`) in forward order and
+/// calls `visit(path, layer, input, output)` on every layer, a container (sequential,
+/// residual) after its children; returns the output shape. Leaf shapes come from
+/// [`infer_shape`] (a container's output is its main path's; `check` compares it with the
+/// shortcut's).
+pub(crate) fn visit_layers(
+    layers: &[LayerSpec],
+    prefix: &str,
+    shape: &[usize],
+    visit: &mut LayerVisitor<'_>,
+) -> Result<Vec<usize>> {
+    let mut s = shape.to_vec();
+    for (i, l) in layers.iter().enumerate() {
+        let path = join(prefix, &child_name(l, i));
+        let out = match l {
+            LayerSpec::Sequential { layers, .. } => visit_layers(layers, &path, &s, visit)?,
+            LayerSpec::Residual {
+                layers,
+                shortcut,
+                shortcut_name,
+                ..
+            } => {
+                let out = visit_layers(layers, &path, &s, visit)?;
+                if let Some(sc) = shortcut {
+                    visit_layers(sc, &join(&path, shortcut_name), &s, visit)?;
+                }
+                out
+            }
+            _ => infer_shape(l, &path, &s)?,
+        };
+        visit(&path, l, &s, &out);
+        s = out;
+    }
+    Ok(s)
+}

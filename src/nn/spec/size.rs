@@ -9,8 +9,8 @@
 //! built model's count and 1.1× of it over the whole zoo and every neuron type.
 
 use super::layer::LayerSpec;
-use super::shape::infer_shape;
-use super::{child_name, join, ModelSpec};
+use super::shape::visit_layers;
+use super::ModelSpec;
 use crate::nn::quadratic::NeuronType;
 use crate::tensor::DType;
 use crate::{Device, Result};
@@ -73,95 +73,66 @@ fn weights(k: usize, c_out: usize, branches: usize, neuron: Option<NeuronType>) 
     }
 }
 
-/// Adds `layers` (at `prefix`, fed per-sample inputs of `shape`) to `s`; returns the
-/// output shape. Shapes come from the type check ([`infer_shape`]), so an inconsistent
-/// spec is the same error `check` gives.
-fn walk(
-    layers: &[LayerSpec],
-    prefix: &str,
-    shape: &[usize],
-    s: &mut SpecSize,
-) -> Result<Vec<usize>> {
-    let mut shape = shape.to_vec();
-    for (i, l) in layers.iter().enumerate() {
-        let path = join(prefix, &child_name(l, i));
-        let out = match l {
-            LayerSpec::Sequential { layers, .. } => walk(layers, &path, &shape, s)?,
-            LayerSpec::Residual {
-                layers,
-                shortcut,
-                shortcut_name,
-                ..
-            } => {
-                let out = walk(layers, &path, &shape, s)?;
-                if let Some(sc) = shortcut {
-                    walk(sc, &join(&path, shortcut_name), &shape, s)?;
-                }
-                out
-            }
-            _ => infer_shape(l, &path, &shape)?,
-        };
-        let planes = match l {
-            LayerSpec::QuadConv2d { neuron, .. } | LayerSpec::QuadLinear { neuron, .. } => {
-                neuron.branches() + 2
-            }
-            _ => 1,
-        };
-        let numel = out.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64));
-        s.activations = add(s.activations, numel.saturating_mul(planes as u64));
-        shape = out;
-        s.layers = add(s.layers, 1);
-        let (elements, largest) = match l {
-            LayerSpec::Conv2d { .. } | LayerSpec::QuadConv2d { .. } => {
-                let c = l.conv().expect("a convolution layer");
-                let (kh, kw) = c.kernel_size.hw();
-                let k = (c.in_channels / c.groups.max(1)).saturating_mul(kh.saturating_mul(kw));
-                let neuron = match l {
-                    LayerSpec::QuadConv2d { neuron, .. } => Some(*neuron),
-                    _ => None,
-                };
-                let branches = neuron.map_or(1, |n| n.branches());
-                let (w, big) = weights(k, c.out_channels, branches, neuron);
-                // biases and, for quadralib-bn, three batch norms' weight, bias, mean, var
-                (add(w, mul(16, c.out_channels)), big)
-            }
-            LayerSpec::Linear {
-                in_features,
-                out_features,
-                ..
-            } => {
-                let w = mul(*in_features, *out_features);
-                (add(w, *out_features as u64), w)
-            }
-            LayerSpec::QuadLinear {
-                neuron,
-                in_features,
-                out_features,
-                ..
-            } => {
-                let (w, big) = weights(
-                    *in_features,
-                    *out_features,
-                    neuron.branches(),
-                    Some(*neuron),
-                );
-                (add(w, mul(16, *out_features)), big)
-            }
-            LayerSpec::BatchNorm2d { num_features, .. }
-            | LayerSpec::BatchNorm1d { num_features, .. } => (mul(4, *num_features), 0),
-            LayerSpec::Sequential { .. }
-            | LayerSpec::Residual { .. }
-            | LayerSpec::Relu { .. }
-            | LayerSpec::MaxPool2d { .. }
-            | LayerSpec::AvgPool2d { .. }
-            | LayerSpec::GlobalAvgPool { .. }
-            | LayerSpec::Flatten { .. }
-            | LayerSpec::Dropout { .. } => (0, 0),
-        };
-        s.elements = add(s.elements, elements);
-        s.largest = s.largest.max(largest);
-    }
-    Ok(shape)
+/// Adds the layer `l` (its per-sample output shape `out`) to `s`.
+fn add_layer(l: &LayerSpec, out: &[usize], s: &mut SpecSize) {
+    let planes = match l {
+        LayerSpec::QuadConv2d { neuron, .. } | LayerSpec::QuadLinear { neuron, .. } => {
+            neuron.branches() + 2
+        }
+        _ => 1,
+    };
+    let numel = out.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64));
+    s.activations = add(s.activations, numel.saturating_mul(planes as u64));
+    s.layers = add(s.layers, 1);
+    let (elements, largest) = match l {
+        LayerSpec::Conv2d { .. } | LayerSpec::QuadConv2d { .. } => {
+            let c = l.conv().expect("a convolution layer");
+            let (kh, kw) = c.kernel_size.hw();
+            let k = (c.in_channels / c.groups.max(1)).saturating_mul(kh.saturating_mul(kw));
+            let neuron = match l {
+                LayerSpec::QuadConv2d { neuron, .. } => Some(*neuron),
+                _ => None,
+            };
+            let branches = neuron.map_or(1, |n| n.branches());
+            let (w, big) = weights(k, c.out_channels, branches, neuron);
+            // biases and, for quadralib-bn, three batch norms' weight, bias, mean, var
+            (add(w, mul(16, c.out_channels)), big)
+        }
+        LayerSpec::Linear {
+            in_features,
+            out_features,
+            ..
+        } => {
+            let w = mul(*in_features, *out_features);
+            (add(w, *out_features as u64), w)
+        }
+        LayerSpec::QuadLinear {
+            neuron,
+            in_features,
+            out_features,
+            ..
+        } => {
+            let (w, big) = weights(
+                *in_features,
+                *out_features,
+                neuron.branches(),
+                Some(*neuron),
+            );
+            (add(w, mul(16, *out_features)), big)
+        }
+        LayerSpec::BatchNorm2d { num_features, .. }
+        | LayerSpec::BatchNorm1d { num_features, .. } => (mul(4, *num_features), 0),
+        LayerSpec::Sequential { .. }
+        | LayerSpec::Residual { .. }
+        | LayerSpec::Relu { .. }
+        | LayerSpec::MaxPool2d { .. }
+        | LayerSpec::AvgPool2d { .. }
+        | LayerSpec::GlobalAvgPool { .. }
+        | LayerSpec::Flatten { .. }
+        | LayerSpec::Dropout { .. } => (0, 0),
+    };
+    s.elements = add(s.elements, elements);
+    s.largest = s.largest.max(largest);
 }
 
 impl ModelSpec {
@@ -174,7 +145,9 @@ impl ModelSpec {
             layers: 0,
             activations: 0,
         };
-        walk(&self.layers, "", &self.input, &mut s)?;
+        visit_layers(&self.layers, "", &self.input, &mut |_, l, _, out| {
+            add_layer(l, out, &mut s)
+        })?;
         Ok(s)
     }
 

@@ -58,10 +58,15 @@ pub fn run(a: &ImportArgs) -> Result<()> {
     } else {
         checkpoint::Widen::Refuse
     };
-    let half = checkpoint::list_tensors(&a.input)?
-        .values()
-        .filter(|(d, _)| d == "F16" || d == "BF16")
-        .count();
+    // without --widen-half a half tensor is an error of the import itself: count them
+    // (a second read of the header) only when they are widened
+    let half = match widen {
+        checkpoint::Widen::Half => checkpoint::list_tensors(&a.input)?
+            .values()
+            .filter(|(d, _)| d == "F16" || d == "BF16")
+            .count(),
+        checkpoint::Widen::Refuse => 0,
+    };
     let mut model = checkpoint::import_torch(&a.input, &spec, dtype, widen)?;
     if half > 0 {
         eprintln!("note: widened {half} F16/BF16 tensors to f32 (exact)");

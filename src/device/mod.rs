@@ -45,12 +45,12 @@ pub fn runtime(device: Device) -> Result<&'static dyn Runtime> {
     }
 }
 
-/// Bytes in MiB, for messages.
 /// `12.34 GiB` (sizes in memory errors).
 pub fn gib(bytes: u64) -> String {
     format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
+/// Bytes in MiB, for messages.
 fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }

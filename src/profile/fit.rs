@@ -119,3 +119,21 @@ pub fn check_fits(spec: &ModelSpec, opts: &ProfileOptions) -> Result<FitEstimate
     }
     Ok(est)
 }
+
+/// [`check_fits`] without its cost when the answer is clear: a rough upper bound from the
+/// spec first (gradients and two optimizer-state slots per parameter, four f32 copies of
+/// every activation per sample), and only when that bound exceeds what the device has, the
+/// measured check (two small profiled steps). So a step that fits pays nothing, and one
+/// that may not is measured before it is refused.
+pub fn ensure_fits(spec: &ModelSpec, opts: &ProfileOptions) -> Result<()> {
+    let size = spec.size()?;
+    let rough = size.elements.saturating_mul(3 * 4).saturating_add(
+        size.activations
+            .saturating_mul(4 * 4)
+            .saturating_mul(opts.batch as u64),
+    );
+    if available_bytes(opts.device).is_none_or(|(available, _)| rough <= available) {
+        return Ok(());
+    }
+    check_fits(spec, opts).map(|_| ())
+}

@@ -13,7 +13,8 @@
 //! - [`planner::plan_for_budget`] / [`planner::plan_and_verify`]: per-layer modes for a budget
 //! - [`chart::write_timeline_chart`], [`chart::write_layer_chart`]: PNG + SVG
 //! - [`html::write_report`]: the HTML report
-//! - [`check_fits`]: whether a batch fits a device, before training
+//! - [`check_fits`]: whether a batch fits a device, before training ([`ensure_fits`]: the
+//!   same verdict, measured only when a rough bound from the spec says it may not fit)
 //!
 //! Files: `report.rs` (what a profile holds), `run.rs` (running and recording the steps),
 //! `compare.rs` (the modes side by side), `planner.rs`, `fit.rs`, `chart.rs`, `html.rs`;
@@ -35,7 +36,7 @@ use crate::{Error, Result};
 pub use compare::{
     compare_modes, compare_modes_with, render_table, LayerComparison, ModeComparison, ModeSummary,
 };
-pub use fit::{check_fits, FitEstimate};
+pub use fit::{check_fits, ensure_fits, FitEstimate};
 pub use planner::{plan_and_verify, plan_for_budget, validate_plan, BudgetPlan};
 pub use report::{
     DeviceCheck, LayerPhaseRow, LayerRow, MemoryProfile, PhaseRow, PhaseSpan, ProfileOptions,

@@ -40,17 +40,10 @@ pub fn filter_lines(path: &Path, keep: &dyn Fn(&Value) -> bool) -> Result<Vec<Va
     };
     let mut kept = Vec::new();
     let mut out = String::new();
-    let mut rest = text.as_str();
-    let mut number = 0;
-    while !rest.is_empty() {
-        number += 1;
-        let (line, torn) = match rest.find('\n') {
-            Some(i) => {
-                let l = &rest[..i];
-                rest = &rest[i + 1..];
-                (l, false)
-            }
-            None => (std::mem::take(&mut rest), true),
+    for (i, piece) in text.split_inclusive('\n').enumerate() {
+        let (line, torn) = match piece.strip_suffix('\n') {
+            Some(line) => (line, false),
+            None => (piece, true),
         };
         match serde_json::from_str::<Value>(line) {
             Ok(v) => {
@@ -63,8 +56,9 @@ pub fn filter_lines(path: &Path, keep: &dyn Fn(&Value) -> bool) -> Result<Vec<Va
             Err(_) if torn => {}
             Err(e) => {
                 return Err(anyhow!(
-                    "{}: line {number} is not JSON ({e}); the log is left as it is",
-                    path.display()
+                    "{}: line {} is not JSON ({e}); the log is left as it is",
+                    path.display(),
+                    i + 1
                 ))
             }
         }

@@ -89,6 +89,14 @@ impl Position {
     }
 }
 
+/// Whether a file `name` is a checkpoint a run writes to stand where it is: `epoch-*`,
+/// `step-*` or `last` (`.safetensors`) — what `--resume DIR` picks from (`best` repeats
+/// one of them).
+pub(crate) fn is_resumable(name: &str) -> bool {
+    (name.starts_with("epoch-") || name.starts_with("step-") || name == "last.safetensors")
+        && name.ends_with(".safetensors")
+}
+
 /// The checkpoint of `dir` (epoch-*, step-*, last) that stands furthest (most steps; an
 /// epoch checkpoint over a mid-epoch one of the same step). One that does not load is an
 /// error naming it.
@@ -97,10 +105,7 @@ pub fn latest_checkpoint(dir: &Path) -> Result<PathBuf> {
     let rd = std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?;
     for e in rd.filter_map(|e| e.ok()) {
         let name = e.file_name().to_string_lossy().into_owned();
-        let ok =
-            (name.starts_with("epoch-") || name.starts_with("step-") || name == "last.safetensors")
-                && name.ends_with(".safetensors");
-        if !ok {
+        if !is_resumable(&name) {
             continue;
         }
         // a damaged checkpoint may stand further than every other: skipping it would

@@ -12,7 +12,7 @@ use crate::data::TrainTest;
 use crate::model::Model;
 use crate::nn::spec::{BuildOptions, ModelSpec};
 use crate::optim::{LrScheduler, Optimizer};
-use crate::profile::{check_fits, ProfileOptions};
+use crate::profile::{ensure_fits, ProfileOptions};
 use crate::{DType, Device};
 
 use super::config::{Origins, TrainConfig, TrainOverrides};
@@ -20,7 +20,7 @@ use super::data::{build_data, evaluate, loaders, model_spec, Data};
 use super::device::{model_to_device, resolve_device};
 use super::metrics::{append_line, filter_lines, write_chart};
 use super::optim::build_optimizer;
-use super::resume::{bits, checkpoint_config, latest_checkpoint, Position};
+use super::resume::{bits, checkpoint_config, is_resumable, latest_checkpoint, Position};
 
 /// What `quadra-train train` gathers from its command line: the flags, the `--config`
 /// file, `--resume`, `--init`, `--force`.
@@ -712,11 +712,7 @@ fn run_files(dir: &Path) -> Result<Vec<PathBuf>> {
     for e in rd {
         let e = e.with_context(|| format!("{}: cannot list", dir.display()))?;
         let name = e.file_name().to_string_lossy().into_owned();
-        let checkpoint = name.ends_with(".safetensors")
-            && (name.starts_with("epoch-")
-                || name.starts_with("step-")
-                || name == "last.safetensors"
-                || name == "best.safetensors");
+        let checkpoint = is_resumable(&name) || name == "best.safetensors";
         let log = matches!(name.as_str(), "metrics.jsonl" | "steps.jsonl" | "chart.svg");
         if (checkpoint || log) && e.file_type().is_ok_and(|t| t.is_file()) {
             out.push(e.path());
@@ -744,32 +740,15 @@ fn file_names(paths: &[PathBuf]) -> String {
     }
 }
 
-/// Error when a training step at the run's batch size cannot fit `device`: a rough upper
-/// bound from the spec first (gradients and two optimizer-state slots per parameter,
-/// four f32 copies of every activation per sample), and only when that bound exceeds what
-/// the device has, the profiler's measured fit check (two small profiled steps), so a run
-/// that fits pays nothing and one that does not is refused before its first step instead
-/// of aborting in an allocation or being OOM-killed mid-epoch.
+/// Error when a training step at the run's batch size cannot fit `device`
+/// ([`ensure_fits`]: free when a rough bound says it fits), before the first step instead
+/// of an allocation abort or an OOM kill mid-epoch.
 fn check_step_fits(cfg: &TrainConfig, spec: &ModelSpec, device: Device) -> Result<()> {
-    let size = spec.size()?;
-    let rough = size.elements.saturating_mul(3 * 4).saturating_add(
-        size.activations
-            .saturating_mul(4 * 4)
-            .saturating_mul(cfg.batch_size as u64),
-    );
-    if device
-        .available_memory()
-        .is_none_or(|(available, _)| rough <= available)
-    {
-        return Ok(());
-    }
     let opts = ProfileOptions {
         batch: cfg.batch_size,
         device,
         seed: cfg.seed,
         ..Default::default()
     };
-    check_fits(spec, &opts)
-        .map(|_| ())
-        .with_context(|| format!("--batch-size {}", cfg.batch_size))
+    ensure_fits(spec, &opts).with_context(|| format!("--batch-size {}", cfg.batch_size))
 }

@@ -259,7 +259,7 @@ fn resume_keeps_earlier_log_lines_byte_for_byte() {
     assert!(metrics2.starts_with(&metrics) && metrics2.len() > metrics.len());
     assert!(steps2.starts_with(&steps) && steps2.len() > steps.len());
     // a damaged checkpoint in the folder is an error naming it, not skipped (it may be
-    // the furthest); named explicitly, another checkpoint still resumes
+    // the furthest)
     let good = std::fs::read(out.join("last.safetensors")).unwrap();
     std::fs::write(out.join("last.safetensors"), &good[..good.len() / 2]).unwrap();
     fails(

@@ -32,9 +32,24 @@ pub const MODELS: &[(&str, &str)] = &[
         "qcnn",
         "small quadratic CNN for 28×28 single-channel images",
     ),
-    ("cnn-wide", "small CNN for 28×28 images with 24/40 channels: qcnn's first-order twin at a similar parameter count"),
+    ("cnn-wide", "small CNN for 28×28 images with 24/40 channels, first order, 28.6 K parameters"),
+    (
+        "cnn-30k",
+        "small CNN for 28×28 images with 24/42 channels: qcnn's first-order twin at equal parameters (30.0 K vs 30.5 K)",
+    ),
+    (
+        "qcnn-100k",
+        "small quadratic CNN for 28×28 images with 32/72 channels, 99.5 K parameters",
+    ),
+    (
+        "cnn-100k",
+        "small CNN for 28×28 images with 44/112 channels: qcnn-100k's first-order twin (99.95 K parameters)",
+    ),
     ("mobilenet", "MobileNet v1 for CIFAR (depthwise-separable blocks), first order, 3.2 M parameters"),
-    ("qmobilenet", "MobileNet v1 for CIFAR with quadratic pointwise convs"),
+    (
+        "qmobilenet",
+        "QuadraLib QMobileNet for CIFAR (8 blocks; quadratic stem, depthwise and pointwise convs), 3.2 M parameters",
+    ),
     ("mlp", "two-layer perceptron for 28×28 images"),
 ];
 
@@ -243,49 +258,93 @@ fn small_cnn(
     }
 }
 
-/// MobileNet (v1) for CIFAR, as the widely used PyTorch CIFAR version: stem conv3x3(3→32)
-/// with BN and ReLU, 13 depthwise-separable blocks (`layers.{i}`: depthwise conv1 3×3, bn1,
-/// ReLU, pointwise conv2 1×1, bn2, ReLU), 2×2 average pooling, linear(1024). In
-/// `qmobilenet` the pointwise convs are quadratic; the depthwise convs stay first order
-/// (they hold under 3% of the weights). The QuadraLib reference's own QMobileNet
-/// definition was not available to us: this is our choice.
-fn mobilenet(name: &str, quad: Option<NeuronType>, classes: usize) -> ModelSpec {
-    const CFG: [(usize, usize); 13] = [
-        (64, 1),
-        (128, 2),
-        (128, 1),
-        (256, 2),
-        (256, 1),
-        (512, 2),
-        (512, 1),
-        (512, 1),
-        (512, 1),
-        (512, 1),
-        (512, 1),
-        (1024, 2),
-        (1024, 1),
-    ];
+/// A depthwise 3×3 conv (padding 1, groups = channels, no bias), first order or quadratic.
+fn depthwise(name: &str, c: usize, stride: usize, quad: Option<NeuronType>) -> LayerSpec {
+    let (name, kernel_size, stride, padding, dilation) = (
+        Some(name.to_string()),
+        Pair::One(3),
+        Pair::One(stride),
+        Pair::One(1),
+        Pair::One(1),
+    );
+    match quad {
+        Some(neuron) => LayerSpec::QuadConv2d {
+            name,
+            neuron,
+            in_channels: c,
+            out_channels: c,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups: c,
+            bias: false,
+        },
+        None => LayerSpec::Conv2d {
+            name,
+            in_channels: c,
+            out_channels: c,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups: c,
+            bias: false,
+        },
+    }
+}
+
+/// MobileNet v1 block configurations as (planes, stride): cfg A, the 13 blocks of the widely
+/// used PyTorch CIFAR MobileNet (`mobilenet`), and cfg B, the 8 blocks of the QuadraLib
+/// reference's `models/mobilenet1.py` (`qmobilenet`).
+const MOBILENET_A: &[(usize, usize)] = &[
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (1024, 2),
+    (1024, 1),
+];
+const MOBILENET_B: &[(usize, usize)] = &[
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1),
+    (1024, 2),
+];
+
+/// MobileNet (v1) for CIFAR (torch_ref.py `MobileNet`): stem conv3x3(3→32) + BN + ReLU,
+/// depthwise-separable blocks `layers.{i}` (depthwise conv1 3×3 with groups = in_planes,
+/// bn1, ReLU, pointwise conv2 1×1, bn2, ReLU), average pooling of the final 2×2 map,
+/// linear(1024). First order (`quad = None`) every conv is first order; quadratic, as the
+/// reference's QMobileNet, the stem, every depthwise and every pointwise conv is quadratic,
+/// all without biases.
+fn mobilenet(
+    name: &str,
+    cfg: &[(usize, usize)],
+    quad: Option<NeuronType>,
+    classes: usize,
+) -> ModelSpec {
     let mut blocks = Vec::new();
     let mut cin = 32;
-    for (i, &(cout, stride)) in CFG.iter().enumerate() {
-        let dw = LayerSpec::Conv2d {
-            name: Some("conv1".into()),
-            in_channels: cin,
-            out_channels: cin,
-            kernel_size: Pair::One(3),
-            stride: Pair::One(stride),
-            padding: Pair::One(1),
-            dilation: Pair::One(1),
-            groups: cin,
-            bias: false,
-        };
+    for (i, &(cout, stride)) in cfg.iter().enumerate() {
         blocks.push(LayerSpec::Sequential {
             name: Some(i.to_string()),
             layers: vec![
-                dw,
+                depthwise("conv1", cin, stride, quad),
                 bn2d("bn1", cin),
                 relu("relu1"),
-                conv("conv2", cin, cout, 1, 1, 0, quad.is_some(), quad),
+                conv("conv2", cin, cout, 1, 1, 0, false, quad),
                 bn2d("bn2", cout),
                 relu("relu2"),
             ],
@@ -293,7 +352,7 @@ fn mobilenet(name: &str, quad: Option<NeuronType>, classes: usize) -> ModelSpec 
         cin = cout;
     }
     let layers = vec![
-        conv("conv1", 3, 32, 3, 1, 1, false, None),
+        conv("conv1", 3, 32, 3, 1, 1, false, quad),
         bn2d("bn1", 32),
         relu("relu"),
         LayerSpec::Sequential {
@@ -364,9 +423,12 @@ pub fn get(name: &str, neuron: Option<NeuronType>, classes: usize) -> Result<Mod
         "vgg19" => vgg(name, VGG19, None, classes),
         "cnn" => small_cnn(name, (16, 32), None, classes),
         "cnn-wide" => small_cnn(name, (24, 40), None, classes),
+        "cnn-30k" => small_cnn(name, (24, 42), None, classes),
+        "qcnn-100k" => small_cnn(name, (32, 72), q, classes),
+        "cnn-100k" => small_cnn(name, (44, 112), None, classes),
         "qcnn" => small_cnn(name, (16, 32), q, classes),
-        "mobilenet" => mobilenet(name, None, classes),
-        "qmobilenet" => mobilenet(name, q, classes),
+        "mobilenet" => mobilenet(name, MOBILENET_A, None, classes),
+        "qmobilenet" => mobilenet(name, MOBILENET_B, q, classes),
         "mlp" => mlp(classes),
         _ => {
             let names: Vec<&str> = MODELS.iter().map(|m| m.0).collect();

@@ -63,6 +63,20 @@ fn conv_cases(neuron: NeuronType) -> Vec<(ConvGeom, bool, [usize; 4])> {
             true,
             [3, 2, 5, 7],
         ),
+        // depthwise (groups = channels) as qmobilenet's, 3×3 stride 2
+        (
+            geom(
+                3,
+                3,
+                (3, 3),
+                (2, 2),
+                (1, 1),
+                (1, 1),
+                if grouped == 1 { 1 } else { 3 },
+            ),
+            false,
+            [2, 3, 5, 7],
+        ),
     ]
 }
 

@@ -186,3 +186,88 @@ fn import_errors_name_the_entries() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// scripts/torch-fixtures.py's `formula_value`: element `i` of the weight `name` (shape
+/// `shape`), from a hash of (name, i), in integer arithmetic and one correctly rounded sqrt,
+/// so that PyTorch's side and ours draw the same f32 values.
+fn formula_value(name: &str, shape: &[usize], i: u64) -> f64 {
+    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
+    for b in name.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01B3);
+    }
+    let mut x = (h ^ i).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    let u = (x >> 40) as f64 / (1u64 << 24) as f64;
+    let parts: Vec<&str> = name.split('.').collect();
+    let last = *parts.last().unwrap();
+    let n = parts.len();
+    if last == "weight" && shape.len() >= 2 {
+        let fan_in: usize = shape[1..].iter().product();
+        (2.0 * u - 1.0) / (fan_in as f64).sqrt()
+    } else if last == "weight"
+        && n >= 3
+        && parts[n - 3].starts_with("conv")
+        && matches!(parts[n - 2], "bn1" | "bn2")
+    {
+        0.25 + 0.25 * u // a quadratic conv's product branches: small, for conditioning
+    } else if last == "weight" {
+        0.5 + u
+    } else if last == "bias" {
+        (2.0 * u - 1.0) * 0.2
+    } else {
+        panic!("no formula for {name}")
+    }
+}
+
+/// The reference's QMobileNet (cfg B; quadratic stem, depthwise and pointwise convs) against
+/// PyTorch: weights by `formula_value`, batch-norm running statistics and the logits from
+/// tests/fixtures/torch_qmobilenet_io.safetensors (scripts/torch-fixtures.py), through the
+/// PyTorch import path, so the state-dict names are checked too.
+#[test]
+fn qmobilenet_logits_match_pytorch() {
+    let (io, _) = read_tensors(fixture("torch_qmobilenet_io.safetensors")).unwrap();
+    let io: HashMap<String, Tensor> = io.into_iter().collect();
+    let spec = models::get("qmobilenet", None, 10).unwrap();
+    let net = spec
+        .build(quadra::nn::spec::BuildOptions::default())
+        .unwrap();
+    let mut sd = Vec::new();
+    quadra::nn::Module::state_dict(&net, &mut sd);
+    let entries: Vec<(String, Tensor)> = sd
+        .iter()
+        .map(|(k, t)| {
+            let t = if k.ends_with("running_mean") || k.ends_with("running_var") {
+                io.get(k)
+                    .unwrap_or_else(|| panic!("{k} not in the fixture"))
+                    .clone()
+            } else {
+                let v: Vec<f64> = (0..t.numel() as u64)
+                    .map(|i| formula_value(k, t.shape(), i) as f32 as f64)
+                    .collect();
+                Tensor::from_f64(&v, t.shape(), DType::F32).unwrap()
+            };
+            (k.clone(), t)
+        })
+        .collect();
+    let dir = tempdir("qmobilenet-torch");
+    let path = dir.join("weights.safetensors");
+    write_tensors(&path, &entries, None).unwrap();
+    let (x, want) = (&io["input"], &io["logits"]);
+    for dtype in [DType::F32, DType::F64] {
+        let model = import_torch(&path, &spec, dtype, Widen::Refuse).unwrap();
+        let got = model.predict(&x.to_dtype(dtype).unwrap()).unwrap();
+        let e = rel_err(&got, want);
+        eprintln!(
+            "qmobilenet {dtype:?} vs PyTorch: max abs diff {:.3e}, relative {e:.3e}",
+            got.max_abs_diff(want).unwrap()
+        );
+        // the bound: eval logits within 1e-4
+        assert!(
+            got.max_abs_diff(want).unwrap() < 1e-4,
+            "{dtype:?}: logits differ from PyTorch's by {e:.3e}"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

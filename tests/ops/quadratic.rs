@@ -40,6 +40,12 @@ fn conv_cases(neuron: NeuronType) -> Vec<(ConvGeom, (usize, usize, usize), bool)
             (1, 5, 5),
             false,
         ));
+        // depthwise (groups = channels), as qmobilenet's quadratic depthwise convs
+        v.push((
+            geom(3, 3, (3, 3), (2, 2), (1, 1), (1, 1), 3),
+            (2, 5, 6),
+            false,
+        ));
     }
     v
 }

@@ -103,12 +103,17 @@ backprop = "recompute"
             .count(),
         6
     );
-    // the example configs parse (their data may be missing here: only parse errors matter)
-    for f in [
-        "configs/qcnn-fashion-mnist.toml",
-        "configs/qresnet14-cifar10.toml",
-    ] {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
+    // every example config parses (their data may be missing here: only parse errors matter)
+    let mut configs: Vec<_> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("configs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+    configs.sort();
+    assert!(configs.len() >= 3, "{configs:?}");
+    for p in configs {
+        let f = p.display();
         let o = run(&argv(
             "train --config {} --dataset synthetic --epochs 1
                 --train-samples 8 --test-samples 8 --batch-size 8 --out {}

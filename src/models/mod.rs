@@ -93,6 +93,14 @@ fn conv(
     }
 }
 
+/// A convolution `layer` with `g` groups.
+fn with_groups(mut layer: LayerSpec, g: usize) -> LayerSpec {
+    if let LayerSpec::Conv2d { groups, .. } | LayerSpec::QuadConv2d { groups, .. } = &mut layer {
+        *groups = g;
+    }
+    layer
+}
+
 fn bn2d(name: &str, c: usize) -> LayerSpec {
     LayerSpec::BatchNorm2d {
         name: Some(name.to_string()),
@@ -258,69 +266,17 @@ fn small_cnn(
     }
 }
 
-/// A depthwise 3×3 conv (padding 1, groups = channels, no bias), first order or quadratic.
-fn depthwise(name: &str, c: usize, stride: usize, quad: Option<NeuronType>) -> LayerSpec {
-    let (name, kernel_size, stride, padding, dilation) = (
-        Some(name.to_string()),
-        Pair::One(3),
-        Pair::One(stride),
-        Pair::One(1),
-        Pair::One(1),
-    );
-    match quad {
-        Some(neuron) => LayerSpec::QuadConv2d {
-            name,
-            neuron,
-            in_channels: c,
-            out_channels: c,
-            kernel_size,
-            stride,
-            padding,
-            dilation,
-            groups: c,
-            bias: false,
-        },
-        None => LayerSpec::Conv2d {
-            name,
-            in_channels: c,
-            out_channels: c,
-            kernel_size,
-            stride,
-            padding,
-            dilation,
-            groups: c,
-            bias: false,
-        },
-    }
-}
-
 /// MobileNet v1 block configurations as (planes, stride): cfg A, the 13 blocks of the widely
 /// used PyTorch CIFAR MobileNet (`mobilenet`), and cfg B, the 8 blocks of the QuadraLib
 /// reference's `models/mobilenet1.py` (`qmobilenet`).
+#[rustfmt::skip]
 const MOBILENET_A: &[(usize, usize)] = &[
-    (64, 1),
-    (128, 2),
-    (128, 1),
-    (256, 2),
-    (256, 1),
-    (512, 2),
-    (512, 1),
-    (512, 1),
-    (512, 1),
-    (512, 1),
-    (512, 1),
-    (1024, 2),
-    (1024, 1),
+    (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
+    (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1),
 ];
+#[rustfmt::skip]
 const MOBILENET_B: &[(usize, usize)] = &[
-    (64, 1),
-    (128, 2),
-    (128, 1),
-    (256, 2),
-    (256, 1),
-    (512, 2),
-    (512, 1),
-    (1024, 2),
+    (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (1024, 2),
 ];
 
 /// MobileNet (v1) for CIFAR (torch_ref.py `MobileNet`): stem conv3x3(3→32) + BN + ReLU,
@@ -341,7 +297,8 @@ fn mobilenet(
         blocks.push(LayerSpec::Sequential {
             name: Some(i.to_string()),
             layers: vec![
-                depthwise("conv1", cin, stride, quad),
+                // depthwise: groups = channels
+                with_groups(conv("conv1", cin, cin, 3, stride, 1, false, quad), cin),
                 bn2d("bn1", cin),
                 relu("relu1"),
                 conv("conv2", cin, cout, 1, 1, 0, false, quad),

@@ -411,10 +411,10 @@ pub fn convert_spec(spec: &ModelSpec, opts: &ConvertOptions) -> Result<Conversio
                 bias,
                 ..
             } => {
-                if n == NeuronType::T1 && groups != 1 {
+                if let Err(why) = n.check_groups(groups) {
                     return Err(Error::invalid(
                         "conversion",
-                        format!("layer `{path}` has groups = {groups}; neuron t1 (a bilinear form over each whole patch) needs groups = 1"),
+                        format!("layer `{path}`: {why}"),
                     ));
                 }
                 let b = if needs_bias {

@@ -142,14 +142,8 @@ impl Core {
         } else {
             geom.validate(path)?;
         }
-        if neuron == NeuronType::T1 && geom.groups != 1 {
-            return Err(Error::invalid(
-                what,
-                format!(
-                    "neuron t1 (a bilinear form over each whole patch) needs groups = 1, got groups = {}",
-                    geom.groups
-                ),
-            ));
+        if let Err(why) = neuron.check_groups(geom.groups) {
+            return Err(Error::invalid(what, why));
         }
         let name = LayerName::new(path);
         let _s = name.scope();

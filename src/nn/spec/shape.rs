@@ -83,17 +83,16 @@ pub fn infer_shape(layer: &LayerSpec, path: &str, shape: &[usize]) -> Result<Vec
             let (_, h, w) = spatial(path, shape, layer.type_name())?;
             channels(conv.in_channels, layer.type_name())?;
             let g = conv.geom(path)?;
+            if let LayerSpec::QuadConv2d { neuron, .. } = layer {
+                neuron
+                    .check_groups(g.groups)
+                    .map_err(|why| Error::Spec(format!("layer `{path}`: {why}")))?;
+            }
             if let LayerSpec::QuadConv2d {
                 neuron: NeuronType::T1,
                 ..
             } = layer
             {
-                if g.groups != 1 {
-                    return Err(Error::Spec(format!(
-                        "layer `{path}`: neuron t1 (a bilinear form over each whole patch) needs groups = 1, got groups = {}; choose another neuron type for grouped or depthwise convolutions",
-                        g.groups
-                    )));
-                }
                 // t1 holds a K×K bilinear form per output channel, K = C_in·kh·kw
                 let k = g.k_group();
                 if k.checked_mul(k)

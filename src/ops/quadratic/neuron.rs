@@ -98,6 +98,18 @@ impl NeuronType {
         }
     }
 
+    /// Whether a convolution of this neuron may have `groups` groups: t1's bilinear form
+    /// spans the whole patch, so it needs groups = 1; the others take any grouping. Err is
+    /// the reason, for the caller to prefix with the layer's name.
+    pub fn check_groups(self, groups: usize) -> Result<(), String> {
+        if self == NeuronType::T1 && groups != 1 {
+            return Err(format!(
+                "neuron t1 (a bilinear form over each whole patch) needs groups = 1, got groups = {groups}; choose another neuron type for grouped or depthwise convolutions"
+            ));
+        }
+        Ok(())
+    }
+
     pub fn has_bn(self) -> bool {
         self == NeuronType::QuadraLibBn
     }

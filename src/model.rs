@@ -230,16 +230,42 @@ impl Model {
         Ok(PendingStep(metrics))
     }
 
-    /// Eval-mode logits (N, classes), on the model's device.
+    /// The model's inputs for raw inputs `x` (N, *input): the stored preprocessing
+    /// (`spec.preprocess`: the training set's normalization) applied on the host, or `x`
+    /// as it is for a model without one. Raw image inputs are pixel values in [0, 1].
+    pub fn preprocess(&self, x: &Tensor) -> Result<Tensor> {
+        self.check_input(x)?;
+        match &self.spec.preprocess {
+            Some(p) => p.apply(x),
+            None => Ok(x.clone()),
+        }
+    }
+
+    /// Eval-mode logits (N, classes) of raw inputs `x` (pixel values in [0, 1], as the
+    /// datasets hold them), on the model's device: the stored normalization is applied
+    /// first ([`Model::preprocess`]). For inputs normalized already, use
+    /// [`Model::predict_normalized`].
     pub fn predict(&self, x: &Tensor) -> Result<Tensor> {
+        self.predict_normalized(&self.preprocess(x)?)
+    }
+
+    /// Eval-mode logits (N, classes) of inputs `x` given to the first layer as they are
+    /// (normalized already, like the training loader's batches), on the model's device.
+    pub fn predict_normalized(&self, x: &Tensor) -> Result<Tensor> {
         self.check_input(x)?;
         let x = self.input_on_device(x)?;
         self.net.infer(&x)
     }
 
-    /// Eval-mode mean loss and number of correct predictions on (x, targets).
+    /// Eval-mode mean loss and number of correct predictions on raw inputs `x` with labels
+    /// `targets` (the stored normalization applied first, as in [`Model::predict`]).
     pub fn evaluate(&self, x: &Tensor, targets: &[usize]) -> Result<StepOutput> {
-        let logits = self.predict(x)?;
+        self.evaluate_normalized(&self.preprocess(x)?, targets)
+    }
+
+    /// [`Model::evaluate`] of inputs normalized already (the loaders' batches).
+    pub fn evaluate_normalized(&self, x: &Tensor, targets: &[usize]) -> Result<StepOutput> {
+        let logits = self.predict_normalized(x)?;
         let out = self.loss.forward_with_accuracy(&logits, targets)?;
         Ok(StepOutput {
             loss: out.loss,

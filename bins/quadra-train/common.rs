@@ -89,10 +89,14 @@ pub fn read_input(path: &Path, model: &Model) -> Result<Tensor> {
     model
         .check_input(&x)
         .map_err(|e| anyhow!("{}: tensor `input`: {e}", path.display()))?;
-    let dtype = checkpoint::state_dict(model)
+    Ok(x.to_dtype(model_dtype(model))?)
+}
+
+/// The dtype of a model's weights (f32 for a model without any).
+pub fn model_dtype(model: &Model) -> DType {
+    checkpoint::state_dict(model)
         .first()
-        .map_or(DType::F32, |(_, t)| t.dtype());
-    Ok(x.to_dtype(dtype)?)
+        .map_or(DType::F32, |(_, t)| t.dtype())
 }
 
 pub fn create_dir(dir: &Path) -> Result<()> {

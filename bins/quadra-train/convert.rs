@@ -49,7 +49,7 @@ pub struct ConvertArgs {
     #[arg(long, default_value_t = 0)]
     check: usize,
     /// Dataset for --calibrate / --check (default: the checkpoint's training config's).
-    #[arg(long, value_enum, requires = "checkpoint")]
+    #[arg(long, value_name = "DATASET", requires = "checkpoint")]
     dataset: Option<DatasetKind>,
     /// Where the dataset's files are.
     #[arg(long, requires = "checkpoint")]
@@ -92,7 +92,7 @@ pub fn run(a: &ConvertArgs) -> Result<()> {
             let (cfg, d) = checkpoint_data(
                 &ck,
                 &model,
-                a.dataset,
+                a.dataset.clone(),
                 a.data_dir.as_ref(),
                 a.check,
                 a.calibrate,

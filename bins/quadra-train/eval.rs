@@ -16,17 +16,21 @@ use crate::common::{read_input, CheckpointRun};
 pub struct EvalArgs {
     #[command(flatten)]
     run: CheckpointRun,
-    /// A safetensors file with `input` (N, C, H, W) and `labels` (N); default: the test
-    /// set of the checkpoint's run config.
+    /// A safetensors file with `input` (N, C, H, W) raw pixels in [0, 1] and `labels` (N);
+    /// default: the test set of the checkpoint's run config.
     #[arg(long, conflicts_with_all = ["dataset", "data_dir"])]
     input: Option<PathBuf>,
     /// Evaluate on this dataset's test split (needed for a checkpoint without a training
     /// config, e.g. a converted or imported one).
-    #[arg(long, value_enum)]
+    #[arg(long, value_name = "DATASET")]
     dataset: Option<DatasetKind>,
     /// Where the dataset's files are.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// `--input`'s tensor is normalized already: give it to the model as it is (by default
+    /// it holds raw pixels in [0, 1], normalized as the model's training set was).
+    #[arg(long, requires = "input")]
+    normalized: bool,
 }
 
 /// Labels (N) of a safetensors file: any integer dtype, or integral floats.
@@ -98,13 +102,14 @@ pub fn run(a: &EvalArgs) -> Result<()> {
                     model.spec.num_classes
                 );
             }
-            let (loss, acc) = evaluate_tensors(&model, &x, &y, a.run.batch_size.max(1))?;
+            let (loss, acc) =
+                evaluate_tensors(&model, &x, &y, a.run.batch_size.max(1), a.normalized)?;
             (loss, acc, y.len(), p.display().to_string())
         }
         None => {
-            let cfg: TrainConfig = match (&ck.config, a.dataset) {
+            let cfg: TrainConfig = match (&ck.config, &a.dataset) {
                 (_, Some(_)) => {
-                    checkpoint_data(&ck, &model, a.dataset, a.data_dir.as_ref(), 0, 2)?.0
+                    checkpoint_data(&ck, &model, a.dataset.clone(), a.data_dir.as_ref(), 0, 2)?.0
                 }
                 (Some(c), None) => serde_json::from_value(c.clone()).with_context(|| {
                     format!("{}: metadata `config` is not a training config of this version", a.run.checkpoint.display())
@@ -124,7 +129,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
                 loss,
                 acc,
                 d.test.dataset().len(),
-                format!("{} test set", cfg.dataset.name()),
+                format!("{} test set", cfg.dataset),
             )
         }
     };

@@ -13,7 +13,7 @@ pub struct ImportanceArgs {
     #[arg(long)]
     checkpoint: PathBuf,
     /// Dataset of the test split (default: the checkpoint's training config's, else synthetic).
-    #[arg(long, value_enum)]
+    #[arg(long, value_name = "DATASET")]
     dataset: Option<DatasetKind>,
     /// Where the dataset's files are.
     #[arg(long)]
@@ -45,7 +45,12 @@ pub fn rank_layers(
 }
 
 pub fn run(a: &ImportanceArgs) -> Result<()> {
-    let (report, n, data) = rank_layers(&a.checkpoint, a.dataset, a.data_dir.as_ref(), a.samples)?;
+    let (report, n, data) = rank_layers(
+        &a.checkpoint,
+        a.dataset.clone(),
+        a.data_dir.as_ref(),
+        a.samples,
+    )?;
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -24,6 +24,11 @@ pub fn run(a: &InfoArgs) -> Result<()> {
     let mut quad = Vec::new();
     quadratic_layers(&ck.spec.layers, "", &mut quad);
     let state_elems: usize = ck.state.iter().map(|(_, t)| t.numel()).sum();
+    let norm = ck
+        .spec
+        .preprocess
+        .as_ref()
+        .and_then(|p| p.normalize.as_ref());
     let out = json!({
         "file": a.checkpoint.display().to_string(),
         "bytes": bytes,
@@ -45,6 +50,10 @@ pub fn run(a: &InfoArgs) -> Result<()> {
         "optimizer_tensors": ck.optim.as_ref().map_or(0, |o| o.tensors.len()),
         "config": ck.config,
         "metrics": ck.metrics,
+        // what raw inputs get before the first layer (null: nothing recorded)
+        "mean": norm.map(|n| n.mean.clone()),
+        "std": norm.map(|n| n.std.clone()),
+        "class_names": ck.spec.preprocess.as_ref().map(|p| p.classes.clone()),
     });
     if a.json {
         println!("{out}");
@@ -69,6 +78,24 @@ pub fn run(a: &InfoArgs) -> Result<()> {
             quad.len(),
             ck.spec.backprop
         );
+        match (&ck.spec.preprocess, norm) {
+            (_, Some(n)) => println!(
+                "  inputs     pixels in [0, 1], normalized with mean {:?}, std {:?}",
+                n.mean, n.std
+            ),
+            (Some(_), None) => println!("  inputs     pixels in [0, 1], not normalized"),
+            (None, None) => println!(
+                "  inputs     no preprocessing recorded (never trained): given as they are"
+            ),
+        }
+        if let Some(p) = ck
+            .spec
+            .preprocess
+            .as_ref()
+            .filter(|p| !p.classes.is_empty())
+        {
+            println!("  classes    {}", p.classes.join(", "));
+        }
         println!("  position   epoch {}, step {}", ck.epoch, ck.step);
         if let Some(o) = &ck.optim {
             println!(

@@ -4,7 +4,7 @@
 //!     quadra-train train --config configs/qresnet14-cifar10.toml --data-dir DIR --out runs/b
 //!     quadra-train train --resume runs/a --epochs 6 --out runs/a
 //!     quadra-train eval --checkpoint runs/a/best.safetensors
-//!     quadra-train predict --checkpoint CKPT --input x.safetensors --output y.safetensors
+//!     quadra-train predict --checkpoint CKPT shirt.png t10k-images-idx3-ubyte.gz --top-k 3
 //!     quadra-train serve CKPT --addr 127.0.0.1:8080 --token-file token.txt
 //!     quadra-train import --from torch --model qresnet14 weights.safetensors -o ck.safetensors
 //!     quadra-train export --to torch CKPT -o weights.safetensors
@@ -64,7 +64,8 @@ enum Cmd {
     Train(Box<train::TrainArgs>),
     /// Loss and accuracy of a checkpoint (on --input or the synthetic test set).
     Eval(eval::EvalArgs),
-    /// Eval-mode logits of tensor `input` (N, C, H, W) of a safetensors file.
+    /// The top-k classes of raw inputs (images, IDX, CIFAR or safetensors files), printed;
+    /// the logits optionally written (--output).
     Predict(predict::PredictArgs),
     /// Serve a checkpoint's predictions over HTTP (POST /predict, GET /health, GET /metrics)
     /// with dynamic batching, until SIGINT/SIGTERM.

@@ -34,7 +34,7 @@ pub struct ReduceArgs {
     #[arg(long, conflicts_with_all = ["dataset", "data_dir", "samples"])]
     importance: Option<PathBuf>,
     /// Dataset of the test split (default: the checkpoint's training config's, else synthetic).
-    #[arg(long, value_enum)]
+    #[arg(long, value_name = "DATASET")]
     dataset: Option<DatasetKind>,
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -110,7 +110,7 @@ pub fn run(a: &ReduceArgs) -> Result<()> {
         None => {
             rank_layers(
                 &a.checkpoint,
-                a.dataset,
+                a.dataset.clone(),
                 a.data_dir.as_ref(),
                 a.samples.unwrap_or(1000),
             )?

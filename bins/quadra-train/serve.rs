@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// Threads of the model's kernels (0: all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Requests carry inputs normalized already: skip the checkpoint's normalization (by
+    /// default requests carry raw pixels in [0, 1], normalized as the training set was).
+    #[arg(long)]
+    normalized: bool,
     /// First stdout line as JSON: {"listening": URL, "model": …}.
     #[arg(long)]
     json: bool,
@@ -78,7 +82,16 @@ pub fn run(a: &ServeArgs) -> Result<()> {
             .context("setting up the thread pool")?;
     }
     let token = a.token_file.as_deref().map(read_token).transpose()?;
-    let (_, model) = Checkpoint::load_model(&a.checkpoint)?;
+    let (_, mut model) = Checkpoint::load_model(&a.checkpoint)?;
+    // `Model::predict` (the batcher's call) applies the stored normalization; without it the
+    // requests' tensors go to the first layer as they are
+    let normalize = model.spec.preprocess.as_mut().and_then(|p| {
+        if a.normalized {
+            p.normalize.take()
+        } else {
+            p.normalize.clone()
+        }
+    });
     let cfg = ServerConfig {
         max_body_bytes: a.max_body_bytes,
         max_batch: a.max_batch,
@@ -95,10 +108,18 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         ..Default::default()
     };
     eprintln!(
-        "model `{}`: input {:?}, {} classes; batching {}",
+        "model `{}`: input {:?}, {} classes, {}; batching {}",
         model.spec.name,
         model.spec.input,
         model.spec.num_classes,
+        match (&normalize, a.normalized) {
+            (Some(n), _) => format!(
+                "raw inputs in [0, 1] normalized with mean {:?} std {:?}",
+                n.mean, n.std
+            ),
+            (None, true) => "inputs normalized by the client (--normalized)".to_string(),
+            (None, false) => "inputs given to the model as they are".to_string(),
+        },
         if cfg.max_delay.is_zero() {
             "off".to_string()
         } else {

@@ -58,7 +58,7 @@ impl Progress for CliProgress {
             "model {} ({} parameters), dataset {} ({} train / {} test, {}), {} epochs × {} steps of {}, {:?} lr {} → {} ({:?}), backprop {}, device {}{}{}",
             cfg.model,
             r.params,
-            cfg.dataset.name(),
+            cfg.dataset,
             r.train_samples,
             r.test_samples,
             r.source,

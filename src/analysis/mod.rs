@@ -324,7 +324,7 @@ pub fn channel_mean_map(model: &Model, image: &Tensor, layer: &str) -> Result<Fe
             }
         }
     })));
-    let run = model.predict(image);
+    let run = model.predict_normalized(image);
     crate::nn::set_forward_observer(previous);
     run?;
     let (map, spatial) = std::mem::take(&mut *found.borrow_mut());

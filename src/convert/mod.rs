@@ -233,7 +233,8 @@ pub(crate) fn rows(x: &Tensor, start: usize, end: usize) -> Result<Tensor> {
     Tensor::from_f64(&v[start * per..end * per], &shape, x.dtype())
 }
 
-/// Eval-mode accuracy of `model` on (x, labels), in batches of at most 256 samples.
+/// Eval-mode accuracy of `model` on (x, labels), x normalized already (the loaders'
+/// batches), in batches of at most 256 samples.
 pub fn accuracy(model: &Model, x: &Tensor, labels: &[usize]) -> Result<f64> {
     let n = x.shape().first().copied().unwrap_or(0);
     if n == 0 || n != labels.len() {
@@ -256,17 +257,17 @@ pub fn accuracy(model: &Model, x: &Tensor, labels: &[usize]) -> Result<f64> {
         } else {
             rows(x, s, e)?
         };
-        correct += model.evaluate(&xb, &labels[s..e])?.correct;
+        correct += model.evaluate_normalized(&xb, &labels[s..e])?.correct;
         s = e;
     }
     Ok(correct as f64 / n as f64)
 }
 
-/// The largest |a − b| between the eval-mode outputs of two models on `x`, and the largest
-/// |a| (to scale a tolerance).
+/// The largest |a − b| between the eval-mode outputs of two models on `x` (normalized
+/// already), and the largest |a| (to scale a tolerance).
 pub fn max_output_diff(a: &Model, b: &Model, x: &Tensor) -> Result<(f64, f64)> {
-    let ya = a.predict(x)?;
-    let yb = b.predict(x)?;
+    let ya = a.predict_normalized(x)?;
+    let yb = b.predict_normalized(x)?;
     let scale = ya.to_f64_vec().iter().fold(0.0f64, |m, v| m.max(v.abs()));
     Ok((ya.max_abs_diff(&yb)?, scale))
 }

@@ -28,7 +28,8 @@ pub const MNIST_MEAN: [f32; 1] = [0.1307];
 pub const MNIST_STD: [f32; 1] = [0.3081];
 
 /// Per-channel `(x - mean[c]) / std[c]`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Normalize {
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
@@ -62,6 +63,39 @@ impl Normalize {
             mean: mean.to_vec(),
             std: std.to_vec(),
         })
+    }
+
+    /// The per-channel mean and (population) standard deviation of a dataset's images,
+    /// accumulated in f64 in sample order (deterministic); a channel with no spread gets
+    /// std 1 (so normalizing only centres it).
+    pub fn of_dataset(d: &super::Dataset) -> Result<Normalize> {
+        let [c, h, w] = d.shape();
+        let plane = h * w;
+        let (mut sum, mut sq) = (vec![0f64; c], vec![0f64; c]);
+        let all = d.images().as_slice::<f32>()?;
+        for img in all.chunks_exact(c * plane) {
+            for (ch, p) in img.chunks_exact(plane).enumerate() {
+                for &v in p {
+                    sum[ch] += v as f64;
+                    sq[ch] += v as f64 * v as f64;
+                }
+            }
+        }
+        let n = (d.len() * plane).max(1) as f64;
+        let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
+        let std: Vec<f32> = (0..c)
+            .map(|ch| {
+                let m = sum[ch] / n;
+                let var = (sq[ch] / n - m * m).max(0.0);
+                let s = var.sqrt() as f32;
+                if s > 1e-6 {
+                    s
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        Normalize::new(&mean, &std)
     }
 
     /// The constants for a dataset name (`cifar10`, `cifar100`, `cifar100-coarse`,

@@ -15,8 +15,11 @@
 
 pub mod augment;
 pub mod cifar;
+pub mod decode;
+pub mod folder;
 pub mod idx;
 pub mod loader;
+pub mod preprocess;
 pub mod synthetic;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +34,7 @@ use crate::{Device, Error, Result};
 
 pub use augment::{Augment, Normalize};
 pub use loader::{EpochIter, Loader, LoaderConfig};
+pub use preprocess::Preprocess;
 
 /// Environment variable naming a data root. Loaders look in `$QUADRA_DATA_DIR/<dataset>`
 /// and in `$QUADRA_DATA_DIR` itself before the system locations.
@@ -55,6 +59,8 @@ pub struct Dataset {
     classes: usize,
     images: Tensor,
     labels: Arc<[usize]>,
+    /// Class names by label, when the dataset has them (empty otherwise).
+    class_names: Arc<[String]>,
 }
 
 /// The train and test parts of a dataset.
@@ -62,6 +68,16 @@ pub struct Dataset {
 pub struct TrainTest {
     pub train: Dataset,
     pub test: Dataset,
+}
+
+impl TrainTest {
+    /// Both parts with these class names.
+    pub fn with_class_names(self, names: &[impl AsRef<str>]) -> Result<TrainTest> {
+        Ok(TrainTest {
+            train: self.train.with_class_names(names)?,
+            test: self.test.with_class_names(names)?,
+        })
+    }
 }
 
 impl Dataset {
@@ -92,6 +108,7 @@ impl Dataset {
             classes,
             images: t,
             labels: labels.into(),
+            class_names: Arc::new([]),
         })
     }
 
@@ -193,6 +210,7 @@ impl Dataset {
             classes,
             images,
             labels: labels.into(),
+            class_names: Arc::new([]),
         })
     }
 
@@ -247,10 +265,13 @@ impl Dataset {
     /// A dataset by its command-line name: `fashion-mnist`, `mnist`, `cifar10`, `cifar100`
     /// (fine labels), `cifar100-coarse`, or `synthetic` (10000 train, 2000 test, seed 0).
     pub fn by_name(name: &str, dir: Option<&Path>) -> Result<TrainTest> {
+        use preprocess::{CIFAR10_CLASSES, FASHION_MNIST_CLASSES, MNIST_CLASSES};
         match name.to_ascii_lowercase().replace('_', "-").as_str() {
-            "fashion-mnist" | "fashionmnist" | "fmnist" => Self::fashion_mnist(dir),
-            "mnist" => Self::mnist(dir),
-            "cifar10" | "cifar-10" => Self::cifar10(dir),
+            "fashion-mnist" | "fashionmnist" | "fmnist" => {
+                Self::fashion_mnist(dir)?.with_class_names(&FASHION_MNIST_CLASSES)
+            }
+            "mnist" => Self::mnist(dir)?.with_class_names(&MNIST_CLASSES),
+            "cifar10" | "cifar-10" => Self::cifar10(dir)?.with_class_names(&CIFAR10_CLASSES),
             "cifar100" | "cifar-100" => Self::cifar100(dir, cifar::Cifar100Labels::Fine),
             "cifar100-coarse" | "cifar-100-coarse" => {
                 Self::cifar100(dir, cifar::Cifar100Labels::Coarse)
@@ -268,6 +289,21 @@ impl Dataset {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+    /// Class names by label; empty when the dataset has none.
+    pub fn class_names(&self) -> &[String] {
+        &self.class_names
+    }
+    /// The dataset with these class names (one per class).
+    pub fn with_class_names(mut self, names: &[impl AsRef<str>]) -> Result<Dataset> {
+        if names.len() != self.classes {
+            return Err(file_err(
+                &self.source,
+                format!("{} class names for {} classes", names.len(), self.classes),
+            ));
+        }
+        self.class_names = names.iter().map(|n| n.as_ref().to_string()).collect();
+        Ok(self)
     }
     /// Where the data came from (a file path, or a description).
     pub fn source(&self) -> &str {
@@ -325,7 +361,9 @@ impl Dataset {
             xs.extend_from_slice(&all[i * per..(i + 1) * per]);
             ys.push(self.labels[i]);
         }
-        Self::from_f32(&self.name, &self.source, self.shape, self.classes, xs, ys)
+        let mut d = Self::from_f32(&self.name, &self.source, self.shape, self.classes, xs, ys)?;
+        d.class_names = self.class_names.clone();
+        Ok(d)
     }
 
     /// The first `n_first` samples and the rest (e.g. train / validation), copied.

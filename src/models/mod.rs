@@ -178,6 +178,7 @@ fn resnet(name: &str, blocks: [usize; 3], quad: Option<NeuronType>, classes: usi
         layers,
         backprop: Default::default(),
         backprop_overrides: Default::default(),
+        preprocess: None,
     }
 }
 
@@ -220,6 +221,7 @@ fn vgg(name: &str, cfg: &[usize], quad: Option<NeuronType>, classes: usize) -> M
         layers,
         backprop: Default::default(),
         backprop_overrides: Default::default(),
+        preprocess: None,
     }
 }
 
@@ -263,6 +265,7 @@ fn small_cnn(
         layers,
         backprop: Default::default(),
         backprop_overrides: Default::default(),
+        preprocess: None,
     }
 }
 
@@ -328,6 +331,7 @@ fn mobilenet(
         layers,
         backprop: Default::default(),
         backprop_overrides: Default::default(),
+        preprocess: None,
     }
 }
 
@@ -347,6 +351,7 @@ fn mlp(classes: usize) -> ModelSpec {
         layers,
         backprop: Default::default(),
         backprop_overrides: Default::default(),
+        preprocess: None,
     }
 }
 

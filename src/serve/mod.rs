@@ -11,6 +11,9 @@
 //!   (N, *input) f32 little-endian array, N = body bytes / (4 · per-sample elements);
 //!   with `Content-Type: application/json`: a nested array of shape (N, *input) or (*input),
 //!   or `{"input": …}` holding one. Every value must be finite (as an f32) in both formats.
+//!   Inputs are raw (pixels in [0, 1]): the model's stored normalization
+//!   (`spec.preprocess`) is applied by `Model::predict`; to serve inputs normalized by the
+//!   client, clear `model.spec.preprocess`'s `normalize` first (`serve --normalized`).
 //!   Answer: `{"logits": [[…], …], "argmax": […]}`. Fixed-length or chunked bodies.
 //! - `GET /health`: `{"status": "ok", "model": …, "input": […], "num_classes": …}` (never
 //!   behind the token: load balancers probe it).

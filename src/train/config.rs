@@ -15,32 +15,94 @@ use crate::optim::{Constant, CosineAnnealing, Every, LrScheduler, Schedule, Step
 
 use super::device::resolve_device;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// A training set: a built-in one by name, or a folder of images (`folder:PATH`, one
+/// subfolder per class, as torchvision's `ImageFolder`). One spelling everywhere: flags,
+/// config files and the config stored in checkpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum DatasetKind {
     Synthetic,
     FashionMnist,
     Mnist,
     Cifar10,
     Cifar100,
+    /// `folder:PATH`: `PATH/train/<class>/…` and `PATH/val/<class>/…` (or `test/`), or
+    /// `PATH/<class>/…` split by the run's seed (`quadra::data::folder`).
+    Folder(PathBuf),
 }
 
 impl DatasetKind {
-    /// The name `quadra::data::Dataset::by_name` and the augmentation presets know.
-    pub fn name(self) -> &'static str {
+    /// The spellings `--dataset` takes, for help and error texts.
+    pub const NAMES: &'static str =
+        "synthetic, fashion-mnist, mnist, cifar10, cifar100, folder:PATH";
+
+    /// The name `quadra::data::Dataset::by_name` and the augmentation presets know
+    /// (`folder` for a folder).
+    pub fn name(&self) -> &'static str {
         match self {
             DatasetKind::Synthetic => "synthetic",
             DatasetKind::FashionMnist => "fashion-mnist",
             DatasetKind::Mnist => "mnist",
             DatasetKind::Cifar10 => "cifar10",
             DatasetKind::Cifar100 => "cifar100",
+            DatasetKind::Folder(_) => "folder",
         }
     }
-    pub fn classes(self) -> usize {
-        if self == DatasetKind::Cifar100 {
-            100
-        } else {
-            10
+
+    /// The class count of a built-in set; `None` for a folder (its subfolders say).
+    pub fn classes(&self) -> Option<usize> {
+        match self {
+            DatasetKind::Cifar100 => Some(100),
+            DatasetKind::Folder(_) => None,
+            _ => Some(10),
+        }
+    }
+}
+
+impl std::str::FromStr for DatasetKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if let Some(p) = s.strip_prefix("folder:") {
+            if p.is_empty() {
+                return Err("`folder:` needs a path: folder:PATH".into());
+            }
+            return Ok(DatasetKind::Folder(PathBuf::from(p)));
+        }
+        Ok(match s {
+            "synthetic" => DatasetKind::Synthetic,
+            "fashion-mnist" => DatasetKind::FashionMnist,
+            "mnist" => DatasetKind::Mnist,
+            "cifar10" => DatasetKind::Cifar10,
+            "cifar100" => DatasetKind::Cifar100,
+            "folder" => return Err("`folder` needs a path: folder:PATH".into()),
+            other => {
+                return Err(format!(
+                    "unknown dataset `{other}` (expected one of {})",
+                    Self::NAMES
+                ))
+            }
+        })
+    }
+}
+
+impl TryFrom<String> for DatasetKind {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<DatasetKind> for String {
+    fn from(d: DatasetKind) -> String {
+        d.to_string()
+    }
+}
+
+impl std::fmt::Display for DatasetKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatasetKind::Folder(p) => write!(f, "folder:{}", p.display()),
+            d => f.write_str(d.name()),
         }
     }
 }
@@ -228,8 +290,9 @@ train_config! {
         /// Zoo model (default qcnn), or a model spec JSON file such as `convert -o` writes.
         #[arg(long, display_order = 1)]
         model: String => String = "qcnn".into(), set;
-        /// Dataset (default synthetic).
-        #[arg(long, value_enum, display_order = 2)]
+        /// Dataset: synthetic (the default), fashion-mnist, mnist, cifar10, cifar100, or
+        /// folder:PATH (a folder of PNG/JPEG images, one subfolder per class).
+        #[arg(long, value_name = "DATASET", display_order = 2)]
         dataset: DatasetKind => DatasetKind = DatasetKind::Synthetic, set;
         /// Where the dataset's files are (default: $QUADRA_DATA_DIR, then the system places).
         #[arg(long, display_order = 3)]
@@ -440,7 +503,9 @@ impl TrainConfig {
                 self.weight_decay = 0.01;
             }
         }
-        self.num_classes = self.dataset.classes();
+        if let Some(c) = self.dataset.classes() {
+            self.num_classes = c;
+        }
         self
     }
 

@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::checkpoint::Checkpoint;
 use crate::data::synthetic::Synthetic;
-use crate::data::{Augment, Dataset, Loader, LoaderConfig, TrainTest};
+use crate::data::{Augment, Dataset, Loader, LoaderConfig, Normalize, Preprocess, TrainTest};
 use crate::model::Model;
 use crate::nn::spec::ModelSpec;
 use crate::Tensor;
@@ -20,6 +20,9 @@ pub struct Data {
     pub test: Loader,
     /// Where the samples came from (files, or "synthetic").
     pub source: String,
+    /// What a raw sample needs to become a model input (the test loader's normalization)
+    /// and the class names: what the trainer stores in the model's spec.
+    pub preprocess: Preprocess,
 }
 
 /// The datasets of `cfg` for `spec`: the synthetic set (seeded by `cfg.seed`) or the
@@ -28,7 +31,7 @@ pub fn build_data(cfg: &TrainConfig, spec: &ModelSpec) -> Result<Data> {
     let name = cfg.dataset.name();
     // the input shape is known before reading the files: fail fast on a model/dataset mismatch
     let known: Option<[usize; 3]> = match cfg.dataset {
-        DatasetKind::Synthetic => None,
+        DatasetKind::Synthetic | DatasetKind::Folder(_) => None,
         DatasetKind::FashionMnist | DatasetKind::Mnist => Some([1, 28, 28]),
         DatasetKind::Cifar10 | DatasetKind::Cifar100 => Some([3, 32, 32]),
     };
@@ -52,10 +55,32 @@ pub fn build_data(cfg: &TrainConfig, spec: &ModelSpec) -> Result<Data> {
                 test: Dataset::from_tensor("synthetic", "synthetic", spec.num_classes, tx, ty)?,
             }
         }
+        DatasetKind::Folder(_) => load_folder(cfg)?,
         _ => Dataset::by_name(name, cfg.data_dir.as_deref())
             .with_context(|| format!("--dataset {name}"))?,
     };
     loaders(cfg, spec, tt)
+}
+
+/// The images of `--dataset folder:PATH`, split into train and test
+/// ([`crate::data::folder`]; a folder without `train/` is split by `cfg.seed`).
+fn load_folder(cfg: &TrainConfig) -> Result<TrainTest> {
+    let DatasetKind::Folder(path) = &cfg.dataset else {
+        bail!("load_folder: --dataset {} is not a folder", cfg.dataset);
+    };
+    crate::data::folder::load(path, cfg.seed).with_context(|| format!("--dataset {}", cfg.dataset))
+}
+
+/// The datasets a run must read before its model exists: a folder's, whose subfolders give
+/// the class count (set in `cfg.num_classes`). `None` for the built-in sets, whose class
+/// counts are known.
+pub fn data_before_model(cfg: &mut TrainConfig) -> Result<Option<TrainTest>> {
+    if !matches!(cfg.dataset, DatasetKind::Folder(_)) {
+        return Ok(None);
+    }
+    let tt = load_folder(cfg)?;
+    cfg.num_classes = tt.train.classes();
+    Ok(Some(tt))
 }
 
 /// Loaders over given datasets, with `cfg`'s batch size, seed, workers and augmentation
@@ -76,7 +101,21 @@ pub fn loaders(cfg: &TrainConfig, spec: &ModelSpec, tt: TrainTest) -> Result<Dat
         AugmentKind::Default => Augment::train_preset(name),
         AugmentKind::None => Augment::eval_preset(name),
     };
+    let mut eval_augment = Augment::eval_preset(name);
+    if let DatasetKind::Folder(_) = cfg.dataset {
+        // a user's images: normalized with their own training split's per-channel mean and
+        // std (deterministic, so a resumed run computes the same), nothing else by default
+        let n = Normalize::of_dataset(&tt.train)?;
+        augment.normalize = Some(n.clone());
+        eval_augment.normalize = Some(n);
+    }
     augment.cutout = cfg.cutout;
+    // what a raw input needs to become this run's model input: the eval pipeline's
+    // normalization (stored in the model's spec by the trainer)
+    let preprocess = Preprocess {
+        normalize: eval_augment.normalize.clone(),
+        classes: tt.train.class_names().to_vec(),
+    };
     let train = Loader::new(
         tt.train,
         LoaderConfig {
@@ -98,13 +137,14 @@ pub fn loaders(cfg: &TrainConfig, spec: &ModelSpec, tt: TrainTest) -> Result<Dat
             seed: cfg.seed,
             workers: cfg.workers.min(1),
             prefetch: 2,
-            augment: Augment::eval_preset(name),
+            augment: eval_augment,
         },
     )?;
     Ok(Data {
         train,
         test,
         source,
+        preprocess,
     })
 }
 
@@ -153,12 +193,14 @@ fn test_seed(seed: u64) -> u64 {
 }
 
 /// Mean loss and accuracy of `x` (N, …) with labels `y` (N), in eval mode, `batch`
-/// samples at a time.
+/// samples at a time. `x` is raw (the model's stored normalization is applied, as
+/// `Model::evaluate` does), or with `normalized` given to the first layer as it is.
 pub fn evaluate_tensors(
     model: &Model,
     x: &Tensor,
     y: &[usize],
     batch: usize,
+    normalized: bool,
 ) -> Result<(f64, f64)> {
     let n = y.len();
     let per: usize = x.shape()[1..].iter().product();
@@ -170,7 +212,11 @@ pub fn evaluate_tensors(
         let mut shape = x.shape().to_vec();
         shape[0] = b;
         let xb = Tensor::from_f64(&xs[i * per..(i + b) * per], &shape, x.dtype())?;
-        let out = model.evaluate(&xb, &y[i..i + b])?;
+        let out = if normalized {
+            model.evaluate_normalized(&xb, &y[i..i + b])?
+        } else {
+            model.evaluate(&xb, &y[i..i + b])?
+        };
         loss += out.loss * b as f64;
         correct += out.correct;
         i += b;
@@ -183,7 +229,7 @@ pub fn evaluate(model: &Model, data: &Loader) -> Result<(f64, f64)> {
     let (mut loss, mut correct, mut n) = (0.0, 0usize, 0usize);
     for b in data.epoch(0)? {
         let (x, y) = b?;
-        let out = model.evaluate(&x, &y)?;
+        let out = model.evaluate_normalized(&x, &y)?;
         loss += out.loss * y.len() as f64;
         correct += out.correct;
         n += y.len();
@@ -213,7 +259,7 @@ pub fn checkpoint_data(
     if let Some(d) = data_dir {
         cfg.data_dir = Some(d.clone());
     }
-    cfg.num_classes = cfg.dataset.classes();
+    cfg.num_classes = cfg.dataset.classes().unwrap_or(model.spec.num_classes);
     cfg.test_samples = cfg.test_samples.max(test_samples);
     cfg.train_samples = train_samples.max(2);
     let d = build_data(&cfg, &model.spec)?;

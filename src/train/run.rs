@@ -16,7 +16,7 @@ use crate::profile::{ensure_fits, ProfileOptions};
 use crate::{DType, Device};
 
 use super::config::{Origins, TrainConfig, TrainOverrides};
-use super::data::{build_data, evaluate, loaders, model_spec, Data};
+use super::data::{build_data, data_before_model, evaluate, loaders, model_spec, Data};
 use super::device::{model_to_device, resolve_device};
 use super::metrics::{append_line, filter_lines, write_chart};
 use super::optim::build_optimizer;
@@ -160,7 +160,7 @@ fn fresh_model(cfg: &TrainConfig, init: Option<Model>, origins: &Origins) -> Res
                 bail!(
                     "{what} has {} classes, dataset {} has {}",
                     model.spec.num_classes,
-                    cfg.dataset.name(),
+                    cfg.dataset,
                     cfg.num_classes
                 );
             }
@@ -227,7 +227,9 @@ impl Trainer {
         model: Option<Model>,
     ) -> Result<Trainer> {
         let origins = Origins::default();
-        cfg.num_classes = cfg.dataset.classes();
+        if let Some(c) = cfg.dataset.classes() {
+            cfg.num_classes = c;
+        }
         let init = match (&cfg.init, model) {
             (_, Some(model)) => {
                 cfg.model = model.spec.name.clone();
@@ -239,6 +241,10 @@ impl Trainer {
                 Some(model)
             }
             (None, None) => None,
+        };
+        let data = match data {
+            Some(d) => Some(d),
+            None => data_before_model(&mut cfg)?,
         };
         if let Some(d) = &data {
             cfg.num_classes = d.train.classes();
@@ -319,8 +325,12 @@ impl Trainer {
         cfg.validate(&origins)?;
 
         let Some((p, ck, mut model)) = resumed else {
+            let first = data_before_model(&mut cfg)?;
             let model = fresh_model(&cfg, init, &origins)?;
-            let data = build_data(&cfg, &model.spec)?;
+            let data = match first {
+                Some(tt) => loaders(&cfg, &model.spec, tt)?,
+                None => build_data(&cfg, &model.spec)?,
+            };
             let pos = Position::default();
             return Self::assemble(cfg, model, data, pos, None, out_dir, None, s.force);
         };
@@ -344,9 +354,9 @@ impl Trainer {
                 bail!(
                     "{}: the checkpoint was trained on {}, {} is {}",
                     p.display(),
-                    b.dataset.name(),
+                    b.dataset,
                     origins.of("dataset"),
-                    cfg.dataset.name()
+                    cfg.dataset
                 );
             }
         }
@@ -355,7 +365,7 @@ impl Trainer {
                 "{}: the checkpoint's model has {} classes, dataset {} has {}",
                 p.display(),
                 ck.spec.num_classes,
-                cfg.dataset.name(),
+                cfg.dataset,
                 cfg.num_classes
             );
         }
@@ -397,6 +407,11 @@ impl Trainer {
                 pos.batch
             );
         }
+        // the model answers raw inputs as this run's evaluation saw them: its checkpoints
+        // carry the normalization and class names (`Model::predict`, `info`)
+        let pre = data.preprocess.clone();
+        pre.check(&model.spec.name, &model.spec.input, model.spec.num_classes)?;
+        model.spec.preprocess = Some(pre);
         let (opt, opt_note) = build_optimizer(&cfg, &mut model, resume_optim.as_ref())?;
         let sched = cfg.scheduler()?;
         // after build_optimizer: ReLinear initialises the weights on the CPU; the optimizer
@@ -655,7 +670,7 @@ impl Trainer {
             save(&model, opt.as_ref(), p, &metrics, &paths)?;
             history.push(metrics.clone());
             let chart = out_dir.join("chart.svg");
-            let title = format!("{} on {}", cfg.model, cfg.dataset.name());
+            let title = format!("{} on {}", cfg.model, cfg.dataset);
             if let Err(e) = write_chart(&chart, &title, &history) {
                 progress.warning(&format!("{}: chart not written: {e:#}", chart.display()));
             }

@@ -120,7 +120,10 @@ fn convert_spec_and_bad_selection() {
         "train --model x.json: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let ck = Checkpoint::load(run_dir.join("last.safetensors")).unwrap();
+    let mut ck = Checkpoint::load(run_dir.join("last.safetensors")).unwrap();
+    // training added what inputs get: nothing for the synthetic set (no normalization, no
+    // class names); the rest is the spec file's
+    assert_eq!(ck.spec.preprocess.take(), Some(Default::default()));
     assert_eq!(ck.spec, spec);
     // a spec whose class count does not match the dataset is refused, naming the file
     let mut wrong = spec.clone();

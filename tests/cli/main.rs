@@ -8,3 +8,4 @@ mod cli_robust;
 mod cli_tools;
 mod cli_train;
 mod cli_train_config;
+mod cli_user_path;

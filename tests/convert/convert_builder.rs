@@ -267,6 +267,7 @@ fn a_result_that_does_not_type_check_is_an_error() {
         }],
         backprop: Default::default(),
         backprop_overrides: Default::default(),
+        preprocess: None,
     };
     let e = err(&spec, &opts(NeuronType::T1, &["fc"]));
     assert!(

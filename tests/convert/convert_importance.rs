@@ -96,6 +96,7 @@ fn small_qdnn() -> ModelSpec {
         ],
         backprop: Default::default(),
         backprop_overrides: Default::default(),
+        preprocess: None,
     }
 }
 

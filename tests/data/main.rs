@@ -7,6 +7,7 @@ mod support;
 
 mod data_augment;
 mod data_files;
+mod data_folder;
 mod data_fuzz;
 mod data_loader;
 mod data_real;

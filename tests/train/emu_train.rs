@@ -430,6 +430,7 @@ fn tiny_cnn() -> ModelSpec {
         ],
         backprop: Default::default(),
         backprop_overrides: Default::default(),
+        preprocess: None,
     }
 }
 

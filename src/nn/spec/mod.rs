@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::container::Sequential;
 use super::{BackpropMode, Module};
+use crate::data::Preprocess;
 use crate::{Error, Result};
 
 pub use build::BuildOptions;
@@ -65,6 +66,12 @@ pub struct ModelSpec {
     /// …except those named here (full layer path → mode).
     #[serde(default)]
     pub backprop_overrides: BTreeMap<String, BackpropMode>,
+    /// What raw inputs get before the first layer (normalization) and the class names:
+    /// recorded by training from its dataset, applied by `Model::predict`; `None` for a
+    /// model that was never trained (zoo, converted spec files) — raw inputs go in as they
+    /// are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocess: Option<Preprocess>,
 }
 
 /// `prefix.name` (just `name` at the root): a layer's full path.
@@ -130,6 +137,9 @@ impl ModelSpec {
                 "model `{}`: num_classes must be positive",
                 self.name
             )));
+        }
+        if let Some(p) = &self.preprocess {
+            p.check(&self.name, &self.input, self.num_classes)?;
         }
         let out = shape::infer_seq(&self.layers, "", &self.input)?;
         if out != [self.num_classes] {

@@ -56,7 +56,7 @@ timed() { # label command… : run, print wall seconds
 fm=(--dataset fashion-mnist)
 
 say "== 1. first-order cnn, $epochs epoch(s)"
-timed "train cnn" "$qt" train --model cnn "${fm[@]}" --epochs "$epochs" --out "$out/cnn" --force
+timed "train cnn" "$qt" train --model cnn "${fm[@]}" --epochs "$epochs" --output "$out/cnn" --force
 say "cnn test accuracy: $(acc "$out/cnn/last.safetensors")%"
 
 say "== 2. convert conv1, conv2 to quadralib-bn, calibrate on 2048 training samples, check on the test set"

@@ -24,7 +24,7 @@ tensors() { python3 -c '
 import sys, struct
 b = open(sys.argv[1], "rb").read(); n = struct.unpack("<Q", b[:8])[0]
 sys.stdout.buffer.write(b[8 + n:])' "$1" | sha256sum | cut -d" " -f1; }
-"$bin" "${args[@]}" --out "$work/ref" >/dev/null
+"$bin" "${args[@]}" --output "$work/ref" >/dev/null
 ref_steps=$(sha256sum <"$work/ref/steps.jsonl")
 ref_last=$(tensors "$work/ref/last.safetensors")
 same() { # DIR: the run in DIR equals the reference
@@ -32,7 +32,7 @@ same() { # DIR: the run in DIR equals the reference
     [ "$(tensors "$1/last.safetensors")" = "$ref_last" ]; }
 for t in $(seq 1 "$trials"); do
   d="$work/kill-$t"
-  "$bin" "${args[@]}" --out "$d" >/dev/null 2>&1 &
+  "$bin" "${args[@]}" --output "$d" >/dev/null 2>&1 &
   pid=$!
   delay=$(python3 -c "import random; print(round(random.uniform(0.3, 2.5), 2))")
   sleep "$delay"
@@ -40,9 +40,9 @@ for t in $(seq 1 "$trials"); do
   wait "$pid" 2>/dev/null || true
   steps=$(wc -l <"$d/steps.jsonl" 2>/dev/null || echo 0)
   if ls "$d"/*.safetensors >/dev/null 2>&1; then
-    "$bin" "${args[@]}" --out "$d" --resume "$d" >/dev/null
+    "$bin" "${args[@]}" --output "$d" --resume "$d" >/dev/null
   else # killed before its first checkpoint: nothing to resume, start over
-    "$bin" "${args[@]}" --out "$d" --force >/dev/null
+    "$bin" "${args[@]}" --output "$d" --force >/dev/null
   fi
   if same "$d"; then verdict=identical; else verdict=DIFFERENT; fi
   echo "kill -9 trial $t: killed after ${delay}s at step $steps, resumed: $verdict"
@@ -52,7 +52,7 @@ mkdir -p "$work/disk"
 for kib in "${sizes[@]}"; do
   mount -t tmpfs -o size="${kib}k" tmpfs "$work/disk"
   set +e
-  err=$("$bin" "${args[@]}" --out "$work/disk/run" 2>&1 >/dev/null)
+  err=$("$bin" "${args[@]}" --output "$work/disk/run" 2>&1 >/dev/null)
   rc=$?
   set -e
   left=$(ls "$work/disk/run" 2>/dev/null | tr '\n' ' ')
@@ -71,9 +71,9 @@ for kib in "${sizes[@]}"; do
     echo "disk ${kib} KiB: exit $rc: $err" >&2; exit 1
   fi
   if ls "$work/roomy-$kib"/*.safetensors >/dev/null 2>&1; then
-    "$bin" "${args[@]}" --out "$work/roomy-$kib" --resume "$work/roomy-$kib" >/dev/null
+    "$bin" "${args[@]}" --output "$work/roomy-$kib" --resume "$work/roomy-$kib" >/dev/null
   else
-    "$bin" "${args[@]}" --out "$work/roomy-$kib" --force >/dev/null
+    "$bin" "${args[@]}" --output "$work/roomy-$kib" --force >/dev/null
   fi
   if same "$work/roomy-$kib"; then verdict=identical; else verdict=DIFFERENT; fi
   echo "disk ${kib} KiB: failed cleanly ($(tail -1 <<<"$err" | cut -c1-120)); left: $left; resumed: $verdict"

@@ -23,7 +23,7 @@ fi
 
 out=runs/quickstart
 cargo run --release --bin quadra-train -- train --model qcnn --dataset fashion-mnist \
-    --epochs 2 --out "$out" --force
+    --epochs 2 --output "$out" --force
 
 acc=$(tail -n 1 "$out/metrics.jsonl" | sed -n 's/.*"test_acc":\([0-9.eE+-]*\).*/\1/p')
 echo "final test accuracy: $(awk -v a="$acc" 'BEGIN { printf "%.2f%%", 100 * a }')  (metrics: $out/metrics.jsonl, chart: $out/chart.svg)"

@@ -14,17 +14,21 @@ use crate::common::{create_dir, paths, SpecSource};
 pub struct AnalyzeArgs {
     #[command(flatten)]
     source: SpecSource,
+    /// Samples of the analysed batch.
     #[arg(long, default_value_t = 16)]
     batch: usize,
     /// Histogram bins.
     #[arg(long, default_value_t = 64)]
     bins: usize,
-    /// Where the model runs and the statistics are computed: cpu, emu, cuda, cuda:N.
-    #[arg(long, default_value = "cpu")]
+    /// Where the model runs and the statistics are computed: auto (the default), cpu, emu,
+    /// cuda, cuda:N.
+    #[arg(long, default_value = "auto")]
     device: String,
-    /// Output directory: activations.{png,svg}, analysis.json.
-    #[arg(long)]
-    out: PathBuf,
+    /// Also write activations.{png,svg} and analysis.json to this directory (without it
+    /// the summary is printed only).
+    #[arg(short = 'o', long = "output", alias = "out", value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Machine-readable output: one JSON object on stdout.
     #[arg(long)]
     json: bool,
 }
@@ -36,7 +40,9 @@ pub fn run(a: &AnalyzeArgs) -> Result<()> {
         bail!("--batch must be at least 1");
     }
     let device = resolve_device(&a.device).context("--device")?;
-    create_dir(&a.out)?;
+    if let Some(out) = &a.out {
+        create_dir(out)?;
+    }
     let report = {
         let (mut model, data) = analysis::train_briefly(&spec, 0, a.batch, 1)?;
         model.to_device(device)?;
@@ -47,15 +53,18 @@ pub fn run(a: &AnalyzeArgs) -> Result<()> {
         .of_kind(StatKind::Activation)
         .filter(|e| !e.describe.starts_with("ReLU"))
         .collect();
-    let mut files = analysis::plot::write_histogram_grid(
-        &format!("{}: layer outputs (batch {})", report.model, report.batch),
-        &acts,
-        4,
-        &a.out.join("activations"),
-    )?;
-    let dump = a.out.join("analysis.json");
-    quadra::profile::write_atomic(&dump, serde_json::to_string(&report)?.as_bytes())?;
-    files.push(dump);
+    let mut files = Vec::new();
+    if let Some(out) = &a.out {
+        files = analysis::plot::write_histogram_grid(
+            &format!("{}: layer outputs (batch {})", report.model, report.batch),
+            &acts,
+            4,
+            &out.join("activations"),
+        )?;
+        let dump = out.join("analysis.json");
+        quadra::profile::write_atomic(&dump, serde_json::to_string(&report)?.as_bytes())?;
+        files.push(dump);
+    }
     if a.json {
         println!(
             "{}",

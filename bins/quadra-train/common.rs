@@ -47,16 +47,44 @@ impl SpecSource {
     }
 }
 
+/// The checkpoint of `info`, `export` and `serve`: `--checkpoint CKPT`, as every subcommand
+/// that reads one takes it (the positional CKPT of earlier releases is still accepted,
+/// hidden from the help).
+#[derive(Args, Debug)]
+pub struct CheckpointArg {
+    /// Checkpoint file (safetensors, as train, import and convert write).
+    #[arg(
+        long = "checkpoint",
+        value_name = "CKPT",
+        required_unless_present = "checkpoint_positional"
+    )]
+    flag: Option<PathBuf>,
+    #[arg(value_name = "CKPT", hide = true, conflicts_with = "flag")]
+    checkpoint_positional: Option<PathBuf>,
+}
+
+impl CheckpointArg {
+    pub fn path(&self) -> &Path {
+        self.flag
+            .as_deref()
+            .or(self.checkpoint_positional.as_deref())
+            .expect("clap requires one of --checkpoint and CKPT")
+    }
+}
+
 /// A checkpoint run on a device: the flags `eval` and `predict` share.
 #[derive(Args, Debug)]
 pub struct CheckpointRun {
-    #[arg(long)]
+    /// Checkpoint file (safetensors, as train, import and convert write).
+    #[arg(long, value_name = "CKPT")]
     pub checkpoint: PathBuf,
+    /// Samples per model call.
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
     /// auto, cpu, cuda[:N] or emu: where the model runs (default auto).
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Machine-readable output: JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
@@ -100,7 +128,7 @@ pub fn model_dtype(model: &Model) -> DType {
 }
 
 pub fn create_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("--out {}: creating it", dir.display()))
+    std::fs::create_dir_all(dir).with_context(|| format!("--output {}: creating it", dir.display()))
 }
 
 pub fn paths(files: &[PathBuf]) -> Vec<String> {

@@ -18,12 +18,14 @@ pub struct ConvertArgs {
     /// The model to convert (without --checkpoint).
     #[arg(long, conflicts_with_all = ["spec", "checkpoint"])]
     model: Option<String>,
+    /// Model spec file (JSON) to convert.
     #[arg(long, conflicts_with = "checkpoint")]
     spec: Option<PathBuf>,
+    /// Classes of a zoo model.
     #[arg(long, default_value_t = 10)]
     classes: usize,
     /// Convert this checkpoint's model and weights; -o is then a checkpoint.
-    #[arg(long)]
+    #[arg(long, value_name = "CKPT")]
     checkpoint: Option<PathBuf>,
     /// Neuron type of the converted layers (quadralib-bn, t1, …).
     #[arg(long)]
@@ -57,6 +59,7 @@ pub struct ConvertArgs {
     /// Output: the converted spec (JSON), or with --checkpoint the converted checkpoint.
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
+    /// Machine-readable output: one JSON object on stdout.
     #[arg(long)]
     json: bool,
 }

@@ -9,6 +9,7 @@ use crate::common::SpecSource;
 pub struct CostArgs {
     #[command(flatten)]
     source: SpecSource,
+    /// Machine-readable output: one JSON object on stdout.
     #[arg(long)]
     json: bool,
 }

@@ -14,11 +14,13 @@ use crate::common::Framework;
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    #[arg(long, value_enum)]
+    /// The format of the file (torch: a PyTorch state dict in safetensors, the default).
+    #[arg(long, value_enum, default_value_t = Framework::Torch)]
     from: Framework,
     /// Zoo model whose PyTorch state dict the file holds.
     #[arg(long)]
     model: String,
+    /// Classes of the zoo model.
     #[arg(long, default_value_t = 10)]
     classes: usize,
     /// Neuron of the quadratic layers (default quadralib-bn, the reference's).
@@ -33,8 +35,10 @@ pub struct ImportArgs {
     widen_half: bool,
     /// The PyTorch state dict (safetensors).
     input: PathBuf,
+    /// The checkpoint to write.
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
+    /// Machine-readable output: one JSON object on stdout.
     #[arg(long)]
     json: bool,
 }

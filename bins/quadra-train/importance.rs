@@ -10,7 +10,8 @@ use quadra::train::{checkpoint_data, samples_of, DatasetKind};
 
 #[derive(Args, Debug)]
 pub struct ImportanceArgs {
-    #[arg(long)]
+    /// The QDNN checkpoint whose quadratic layers are ranked.
+    #[arg(long, value_name = "CKPT")]
     checkpoint: PathBuf,
     /// Dataset of the test split (default: the checkpoint's training config's, else synthetic).
     #[arg(long, value_name = "DATASET")]
@@ -21,6 +22,7 @@ pub struct ImportanceArgs {
     /// Test samples used (default 1000).
     #[arg(long, default_value_t = 1000)]
     samples: usize,
+    /// Machine-readable output: one JSON object on stdout.
     #[arg(long)]
     json: bool,
 }

@@ -1,7 +1,5 @@
 //! `quadra-train info`: a checkpoint's model, parameters and training position.
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 use clap::Args;
 use serde_json::json;
@@ -9,18 +7,21 @@ use serde_json::json;
 use quadra::checkpoint::{self, Checkpoint};
 use quadra::nn::spec::quadratic_layers;
 
+use crate::common::CheckpointArg;
+
 #[derive(Args, Debug)]
 pub struct InfoArgs {
-    checkpoint: PathBuf,
+    #[command(flatten)]
+    checkpoint: CheckpointArg,
+    /// Machine-readable output: one JSON object on stdout.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(a: &InfoArgs) -> Result<()> {
-    let (ck, mut model) = Checkpoint::load_model(&a.checkpoint)?;
-    let bytes = std::fs::metadata(&a.checkpoint)
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let path = a.checkpoint.path();
+    let (ck, mut model) = Checkpoint::load_model(path)?;
+    let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let mut quad = Vec::new();
     quadratic_layers(&ck.spec.layers, "", &mut quad);
     let state_elems: usize = ck.state.iter().map(|(_, t)| t.numel()).sum();
@@ -30,7 +31,7 @@ pub fn run(a: &InfoArgs) -> Result<()> {
         .as_ref()
         .and_then(|p| p.normalize.as_ref());
     let out = json!({
-        "file": a.checkpoint.display().to_string(),
+        "file": path.display().to_string(),
         "bytes": bytes,
         "format": checkpoint::FORMAT,
         "model": ck.spec.name,
@@ -58,11 +59,7 @@ pub fn run(a: &InfoArgs) -> Result<()> {
     if a.json {
         println!("{out}");
     } else {
-        println!(
-            "{} ({bytes} bytes, {})",
-            a.checkpoint.display(),
-            checkpoint::FORMAT
-        );
+        println!("{} ({bytes} bytes, {})", path.display(), checkpoint::FORMAT);
         println!(
             "  model      {}: input {:?}, {} classes, {}",
             ck.spec.name, ck.spec.input, ck.spec.num_classes, ck.dtype

@@ -1,16 +1,16 @@
 //! quadra-train: train, evaluate, predict with, inspect and convert QDNN checkpoints.
 //!
-//!     quadra-train train --model qcnn --dataset fashion-mnist --epochs 2 --out runs/a
-//!     quadra-train train --config configs/qresnet14-cifar10.toml --data-dir DIR --out runs/b
-//!     quadra-train train --resume runs/a --epochs 6 --out runs/a
+//!     quadra-train train --model qcnn --dataset fashion-mnist --epochs 2 --output runs/a
+//!     quadra-train train --config configs/qresnet14-cifar10.toml --data-dir DIR --output runs/b
+//!     quadra-train train --resume runs/a --epochs 6 --output runs/a
 //!     quadra-train eval --checkpoint runs/a/best.safetensors
 //!     quadra-train predict --checkpoint CKPT shirt.png t10k-images-idx3-ubyte.gz --top-k 3
-//!     quadra-train serve CKPT --addr 127.0.0.1:8080 --token-file token.txt
-//!     quadra-train import --from torch --model qresnet14 weights.safetensors -o ck.safetensors
-//!     quadra-train export --to torch CKPT -o weights.safetensors
-//!     quadra-train info CKPT
-//!     quadra-train memory --model qcnn --batch 4 --steps 1 --budget-mib 2.5 --out mem
-//!     quadra-train analyze --model qcnn --batch 8 --out an
+//!     quadra-train serve --checkpoint CKPT --addr 127.0.0.1:8080 --token-file token.txt
+//!     quadra-train import --model qresnet14 weights.safetensors -o ck.safetensors
+//!     quadra-train export --checkpoint CKPT -o weights.safetensors
+//!     quadra-train info --checkpoint CKPT
+//!     quadra-train memory --model qcnn --batch 4 --steps 1 --budget-mib 2.5 --output mem
+//!     quadra-train analyze --model qcnn --batch 8 --output an
 //!     quadra-train cost --model qresnet14 --json
 //!     quadra-train convert --model cnn --neuron quadralib-bn -o x.json
 //!     quadra-train convert --checkpoint CKPT --neuron quadralib-bn --select "conv*" -o q.safetensors
@@ -93,8 +93,29 @@ enum Cmd {
     Reduce(reduce::ReduceArgs),
 }
 
+/// Restores the default action of SIGPIPE (terminate quietly), as C tools have it: Rust
+/// programs start with it ignored, so `quadra-train info CK | head -2` would make every
+/// later `println!` fail with EPIPE and panic.
+#[cfg(unix)]
+fn default_sigpipe() {
+    // SAFETY: called first in main, before any thread exists; SIG_DFL is a valid action
+    // for SIGPIPE and no Rust code depends on it being ignored (writes to a closed pipe
+    // end the process, as `head` expects).
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn default_sigpipe() {}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // not for the server: a client closing its socket must never end the process (its
+    // sockets' writes report EPIPE as an error to the connection instead)
+    if !matches!(cli.cmd, Cmd::Serve(_)) {
+        default_sigpipe();
+    }
     let r = match &cli.cmd {
         Cmd::Train(a) => train::run(a),
         Cmd::Eval(a) => eval::run(a),
@@ -116,5 +137,47 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// The CLI convention, checked on clap's own description of every subcommand: every
+    /// visible flag and argument has help text; a file or folder written is `-o/--output`;
+    /// a checkpoint read is `--checkpoint`.
+    #[test]
+    fn every_subcommand_follows_the_convention() {
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        let mut missing = Vec::new();
+        for sub in cli.get_subcommands() {
+            let name = sub.get_name();
+            for arg in sub.get_arguments().filter(|a| !a.is_hide_set()) {
+                let id = arg.get_id().as_str();
+                if id != "help" && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{name} {id}"));
+                }
+                let long = arg.get_long();
+                assert_ne!(long, Some("out"), "{name}: `--out` is spelled `--output`");
+                if long == Some("output") {
+                    assert_eq!(arg.get_short(), Some('o'), "{name} --output has -o");
+                }
+            }
+            let reads_checkpoint = sub
+                .get_arguments()
+                .any(|a| a.get_value_names().is_some_and(|v| v[0] == "CKPT"));
+            if reads_checkpoint {
+                assert!(
+                    sub.get_arguments()
+                        .any(|a| a.get_long() == Some("checkpoint") && !a.is_hide_set()),
+                    "{name} reads a checkpoint: --checkpoint"
+                );
+            }
+        }
+        assert!(missing.is_empty(), "flags without help: {missing:?}");
     }
 }

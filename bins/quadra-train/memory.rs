@@ -3,11 +3,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
 
-use quadra::Device;
+use quadra::train::resolve_device;
 
 use crate::common::{create_dir, paths, SpecSource};
 
@@ -15,6 +15,7 @@ use crate::common::{create_dir, paths, SpecSource};
 pub struct MemoryArgs {
     #[command(flatten)]
     source: SpecSource,
+    /// Samples per profiled training step.
     #[arg(long, default_value_t = 64)]
     batch: usize,
     /// Threads of the profiled steps (0: all cores).
@@ -23,8 +24,9 @@ pub struct MemoryArgs {
     /// Timed steps per configuration.
     #[arg(long, default_value_t = 2)]
     steps: usize,
-    /// Where the steps run: cpu, emu (the CUDA backend on the kernel emulator), cuda, cuda:N.
-    #[arg(long, default_value = "cpu")]
+    /// Where the steps run: auto (a usable CUDA GPU, else the CPU; the default), cpu, emu
+    /// (the CUDA backend on the kernel emulator), cuda, cuda:N.
+    #[arg(long, default_value = "auto")]
     device: String,
     /// A memory budget in bytes to plan for and verify (repeatable).
     #[arg(long)]
@@ -32,9 +34,11 @@ pub struct MemoryArgs {
     /// A memory budget in MiB to plan for and verify (repeatable).
     #[arg(long)]
     budget_mib: Vec<f64>,
-    /// Output directory: timeline.{png,svg}, layers.{png,svg}, report.json, report.html.
-    #[arg(long)]
-    out: PathBuf,
+    /// Also write timeline.{png,svg}, layers.{png,svg}, report.json and report.html to this
+    /// directory (without it the table is printed only).
+    #[arg(short = 'o', long = "output", alias = "out", value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Machine-readable output: one JSON object on stdout.
     #[arg(long)]
     json: bool,
 }
@@ -45,8 +49,10 @@ pub fn run(a: &MemoryArgs) -> Result<()> {
     if a.batch == 0 {
         bail!("--batch must be at least 1");
     }
-    let device: Device = a.device.parse().map_err(|e| anyhow!("--device: {e}"))?;
-    create_dir(&a.out)?;
+    let device = resolve_device(&a.device).context("--device")?;
+    if let Some(out) = &a.out {
+        create_dir(out)?;
+    }
     let opts = ProfileOptions {
         batch: a.batch,
         steps: a.steps.max(1),
@@ -108,29 +114,28 @@ pub fn run(a: &MemoryArgs) -> Result<()> {
         cmp.profiles.push(p);
         cmp = profile::ModeComparison::from_profiles(cmp.profiles, cmp.steps)?;
     }
-    let mut files = chart::write_timeline_chart(&cmp, &a.out.join("timeline"))?;
-    files.extend(chart::write_layer_chart(
-        &cmp,
-        &a.out.join("layers"),
-        false,
-    )?);
-    let report = a.out.join("report.html");
-    html::write_report(
-        &report,
-        &html::ReportInputs {
-            comparison: &cmp,
-            plans: &plans,
-            analysis: None,
-            feature_maps: None,
-        },
-    )?;
-    files.push(report);
-    let dump = a.out.join("report.json");
-    profile::write_atomic(
-        &dump,
-        serde_json::to_string(&json!({ "comparison": cmp, "plans": plans }))?.as_bytes(),
-    )?;
-    files.push(dump);
+    let mut files = Vec::new();
+    if let Some(out) = &a.out {
+        files = chart::write_timeline_chart(&cmp, &out.join("timeline"))?;
+        files.extend(chart::write_layer_chart(&cmp, &out.join("layers"), false)?);
+        let report = out.join("report.html");
+        html::write_report(
+            &report,
+            &html::ReportInputs {
+                comparison: &cmp,
+                plans: &plans,
+                analysis: None,
+                feature_maps: None,
+            },
+        )?;
+        files.push(report);
+        let dump = out.join("report.json");
+        profile::write_atomic(
+            &dump,
+            serde_json::to_string(&json!({ "comparison": cmp, "plans": plans }))?.as_bytes(),
+        )?;
+        files.push(dump);
+    }
     let peaks: serde_json::Map<String, Value> = cmp
         .profiles
         .iter()

@@ -17,7 +17,7 @@ use crate::importance::rank_layers;
 #[derive(Args, Debug)]
 pub struct ReduceArgs {
     /// The trained QDNN checkpoint.
-    #[arg(long)]
+    #[arg(long, value_name = "CKPT")]
     checkpoint: PathBuf,
     /// Parameter budget: a count, or a percentage of the model's (`70%`).
     #[arg(
@@ -36,6 +36,7 @@ pub struct ReduceArgs {
     /// Dataset of the test split (default: the checkpoint's training config's, else synthetic).
     #[arg(long, value_name = "DATASET")]
     dataset: Option<DatasetKind>,
+    /// Where the dataset's files are.
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Test samples of the ranking (default 1000).
@@ -48,6 +49,7 @@ pub struct ReduceArgs {
     /// fine-tunes it).
     #[arg(long)]
     save_checkpoint: Option<PathBuf>,
+    /// Machine-readable output: one JSON object on stdout.
     #[arg(long)]
     json: bool,
 }

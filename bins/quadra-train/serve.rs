@@ -14,10 +14,12 @@ use serde_json::json;
 use quadra::checkpoint::Checkpoint;
 use quadra::serve::{Server, ServerConfig};
 
+use crate::common::CheckpointArg;
+
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Checkpoint to serve (safetensors).
-    checkpoint: PathBuf,
+    #[command(flatten)]
+    checkpoint: CheckpointArg,
     /// Address to listen on (port 0: any free port). Loopback by default; another address
     /// without --token-file prints a warning.
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -82,7 +84,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
             .context("setting up the thread pool")?;
     }
     let token = a.token_file.as_deref().map(read_token).transpose()?;
-    let (_, mut model) = Checkpoint::load_model(&a.checkpoint)?;
+    let (_, mut model) = Checkpoint::load_model(a.checkpoint.path())?;
     // `Model::predict` (the batcher's call) applies the stored normalization; without it the
     // requests' tensors go to the first layer as they are
     let normalize = model.spec.preprocess.as_mut().and_then(|p| {

@@ -23,7 +23,7 @@ pub struct TrainArgs {
     // the settings of the run (`train --help` lists them in their `display_order`)
     #[command(flatten)]
     settings: TrainOverrides,
-    /// Start over in an --out that already holds a run (its logs are restarted).
+    /// Start over in an --output that already holds a run (its logs are restarted).
     #[arg(long)]
     force: bool,
     /// Continue from a checkpoint written by `train` (its config is the base of this run's).

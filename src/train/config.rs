@@ -382,8 +382,9 @@ train_config! {
     }
     given_only {
         /// Output directory: epoch-NNNN.safetensors, step-NNNNNNNN.safetensors,
-        /// last.safetensors, best.safetensors, metrics.jsonl, steps.jsonl, chart.svg.
-        #[arg(long, display_order = 30)]
+        /// last.safetensors, best.safetensors, metrics.jsonl, steps.jsonl, chart.svg
+        /// (`--out` is the earlier spelling; config key `out`).
+        #[arg(short = 'o', long = "output", alias = "out", value_name = "DIR", display_order = 30)]
         out: PathBuf;
         /// Quadratic optimizer: keep the initial weights (no ReLinear).
         #[arg(long, num_args = 0, default_missing_value = "true", display_order = 21)]
@@ -407,6 +408,7 @@ fn canonical_key(k: &str) -> &str {
         "final_learning_rate" | "min_lr" => "final_lr",
         "num_epochs" => "epochs",
         "clip_grad" => "clip_grad_norm",
+        "output" => "out",
         _ => k,
     }
 }

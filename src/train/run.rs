@@ -288,7 +288,7 @@ impl Trainer {
         let out_dir = given
             .out
             .clone()
-            .ok_or_else(|| anyhow!("--out DIR is required (or `out` in the config file)"))?;
+            .ok_or_else(|| anyhow!("--output DIR is required (or `out` in the config file)"))?;
 
         // the base: the checkpoint's config when resuming, else the defaults
         let resumed = match &s.resume {
@@ -485,7 +485,7 @@ impl Trainer {
                     .any(|p| p.canonicalize().ok().as_ref() == Some(&init))
             {
                 bail!(
-                    "--init {}: the checkpoint is a file of the run in --out {}, which --force \
+                    "--init {}: the checkpoint is a file of the run in --output {}, which --force \
                      deletes; copy it out of that folder first",
                     init.display(),
                     out_dir.display()
@@ -494,9 +494,9 @@ impl Trainer {
         }
         if !force && !previous.is_empty() {
             bail!(
-                "--out {}: the directory already holds a run ({}); continue it with \
+                "--output {}: the directory already holds a run ({}); continue it with \
                  --resume {}, start over with --force (which deletes that run's checkpoints \
-                 and logs), or pick another --out",
+                 and logs), or pick another --output",
                 out_dir.display(),
                 file_names(&previous),
                 out_dir.display()

@@ -325,3 +325,52 @@ fn convert_calibrate_check_eval_init_reduce() {
         "{e}"
     );
 }
+
+/// One CLI convention (bins/quadra-train/main.rs checks it on clap's description): files
+/// and folders written are `-o/--output`, checkpoints read `--checkpoint`; the earlier
+/// spellings (`--out`, a positional CKPT) still work, hidden from the help; `export` and
+/// `import` default to torch; `memory` and `analyze` print without an output folder.
+#[test]
+fn one_convention_with_the_earlier_spellings_kept() {
+    let d = tempdir("cli-convention");
+    let run_dir = d.join("run");
+    ok_json_last(&argv(
+        "train --model mlp --epochs 1 --train-samples 32 --test-samples 16 --device cpu -o {} --json",
+        &[s(&run_dir)],
+    ));
+    let ck = run_dir.join("last.safetensors");
+    let by_flag = ok_json_last(&argv("info --checkpoint {} --json", &[s(&ck)]));
+    let by_position = ok_json_last(&argv("info {} --json", &[s(&ck)]));
+    assert_eq!(by_flag, by_position);
+    let o = run(&argv("info --checkpoint {} {}", &[s(&ck), s(&ck)]));
+    assert!(!o.status.success(), "both spellings at once are refused");
+    let help = String::from_utf8(run(&["info", "--help"]).stdout).unwrap();
+    assert!(help.contains("--checkpoint <CKPT>"), "{help}");
+
+    let w = d.join("w.safetensors");
+    let e = ok_json_last(&argv(
+        "export --checkpoint {} -o {} --json",
+        &[s(&ck), s(&w)],
+    ));
+    assert_eq!(e["output"], s(&w));
+    let back = d.join("back.safetensors");
+    ok_json_last(&argv(
+        "import --model mlp {} -o {} --json",
+        &[s(&w), s(&back)],
+    ));
+    assert!(back.exists());
+
+    // memory and analyze without an output folder: the summary, no files
+    let m = ok_json_last(&argv(
+        "memory --model qcnn --batch 2 --steps 1 --threads 1 --device cpu --json",
+        &[],
+    ));
+    assert_eq!(m["files"], serde_json::json!([]));
+    assert!(m["peak_bytes"]["stored"].as_u64().unwrap() > 0, "{m}");
+    let a = ok_json_last(&argv(
+        "analyze --model qcnn --batch 2 --device cpu --json",
+        &[],
+    ));
+    assert_eq!(a["files"], serde_json::json!([]));
+    assert!(a["entries"].as_u64().unwrap() > 0);
+}

@@ -70,7 +70,7 @@ fn train_on_a_png_folder_then_predict_raw_pngs_as_eval_scores_them() {
     let run_dir = dir.join("run");
     let dataset = format!("folder:{}", s(&root));
     ok_json(&argv(
-        "train --model qcnn --dataset {} --epochs 2 --batch-size 16 --device cpu --out {} --json",
+        "train --model qcnn --dataset {} --epochs 2 --batch-size 16 --device cpu --output {} --json",
         &[&dataset, s(&run_dir)],
     ));
     let ck = run_dir.join("last.safetensors");

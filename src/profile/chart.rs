@@ -15,6 +15,7 @@ use crate::Result;
 // The plumbing lives in `crate::plot` (shared with the analysis charts); these are its old
 // paths.
 pub(crate) use crate::plot::draw_err;
+use crate::plot::NiceAxis;
 pub use crate::plot::{ensure_font, to_svg, write_both, Chart, RowAxis};
 
 /// Mode colours: stored, recompute, planned, then others.
@@ -88,7 +89,12 @@ impl Chart for TimelineChart<'_> {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(80)
-            .build_cartesian_2d(0f64..max_x, 0f64..max_y)
+            // nice steps, labels with the decimals they need (a 3.5 MiB step at a 0.5 step
+            // used to read 0, 0, 1, 2, 2 …); sequence numbers are whole
+            .build_cartesian_2d(
+                NiceAxis::new(0.0, max_x).min_step(1.0),
+                NiceAxis::new(0.0, max_y),
+            )
             .map_err(draw_err)?;
         chart
             .configure_mesh()
@@ -96,8 +102,6 @@ impl Chart for TimelineChart<'_> {
             .y_desc("allocated (MiB)")
             .label_style(("sans-serif", 16))
             .axis_desc_style(("sans-serif", 18))
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .y_label_formatter(&|v| format!("{v:.0}"))
             .light_line_style(RGBColor(235, 235, 235))
             .draw()
             .map_err(draw_err)?;
@@ -129,6 +133,12 @@ impl Chart for TimelineChart<'_> {
                     .map_err(draw_err)?;
             }
         }
+        // the dots are explained once, in black: their colour is their line's
+        chart
+            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+            .map_err(draw_err)?
+            .label("peak of each line (dot)")
+            .legend(|(x, y)| Circle::new((x + 12, y), 5, BLACK.filled()));
         for ph in [
             Phase::Forward,
             Phase::Backward,
@@ -164,7 +174,8 @@ impl Chart for TimelineChart<'_> {
             .margin_bottom(8)
             .x_label_area_size(0)
             .y_label_area_size(80)
-            .build_cartesian_2d(0f64..max_x, RowAxis(n))
+            // the same x mapping as the chart above (its axis is not drawn)
+            .build_cartesian_2d(NiceAxis::new(0.0, max_x), RowAxis(n))
             .map_err(draw_err)?;
         strip
             .configure_mesh()
@@ -255,15 +266,15 @@ impl Chart for LayerChart<'_> {
             .margin(12)
             .x_label_area_size(44)
             .y_label_area_size(230)
-            .build_cartesian_2d(0f64..max_x, RowAxis(n))
+            .build_cartesian_2d(NiceAxis::new(0.0, max_x), RowAxis(n))
             .map_err(draw_err)?;
         chart
             .configure_mesh()
             .disable_y_mesh()
             .x_desc("saved for backward at the end of the forward pass (MiB)")
+            .y_desc("layer")
             .label_style(("sans-serif", 14))
             .axis_desc_style(("sans-serif", 18))
-            .x_label_formatter(&|v| format!("{v:.1}"))
             .y_label_formatter(&|v| {
                 let i = (v.floor() as usize).min(n - 1);
                 names.get(n - 1 - i).cloned().unwrap_or_default()

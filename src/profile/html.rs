@@ -168,8 +168,8 @@ pub fn render_report(inp: &ReportInputs<'_>) -> Result<String> {
         let _ = write!(
             h,
             "<section id=\"analysis\"><h2>Distributions ({}: batch {}, {} bins)</h2>\
-             <p class=\"note\">Histograms with log-scale counts; the grey lines are mean ± 3σ. \
-             Red: quadratic layers.</p>",
+             <p class=\"note\">Histograms with log-scale counts; the dashed grey lines are \
+             mean ± 3σ. Red: quadratic layers, blue: the others.</p>",
             escape(&a.model),
             a.batch,
             a.bins

@@ -102,8 +102,22 @@ fn feature_maps_and_charts() {
     let dir = tempdir("analysis");
     let files = plot::write_feature_maps("maps", &maps, &dir.join("maps")).unwrap();
     assert_png_svg(&files);
+    // each map's colour scale is shown and named
+    let svg = std::fs::read_to_string(dir.join("maps.svg")).unwrap();
+    assert_eq!(svg.matches("channel mean (min → max)").count(), 3);
     let r = analysis::analyze_spec(&qcnn, 2, 0, 16, 1).unwrap();
     let acts: Vec<_> = r.of_kind(StatKind::Activation).collect();
     assert_png_svg(&plot::write_histogram_grid("acts", &acts, 4, &dir.join("grid")).unwrap());
+    // axis titles, and a legend for the bars and for the dashed ±3σ lines
+    let svg = std::fs::read_to_string(dir.join("grid.svg")).unwrap();
+    for t in [
+        "value",
+        "count (log)",
+        "linear layer: count per bin",
+        "quadratic layer: count per bin",
+        "mean ± 3σ",
+    ] {
+        assert!(svg.contains(t), "histograms lack `{t}`");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

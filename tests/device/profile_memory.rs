@@ -232,6 +232,20 @@ fn charts_and_report_are_written() {
     let cmp = profile::compare_modes_with(&s, &o).unwrap();
     let dir = tempdir("charts");
     assert_png_svg(&chart::write_timeline_chart(&cmp, &dir.join("timeline")).unwrap());
+    // the tick labels (y, then x) count up: a small model's MiB at a 0.5 or 0.1 step used
+    // to be printed without decimals (0, 0, 1, 2, 2, …)
+    let svg = std::fs::read_to_string(dir.join("timeline.svg")).unwrap();
+    let ticks: Vec<&str> = svg
+        .split("</text>")
+        .filter_map(|t| t.rsplit('>').next())
+        .map(str::trim)
+        .filter(|t| t.parse::<f64>().is_ok())
+        .collect();
+    assert!(ticks.len() >= 6, "{ticks:?}");
+    assert!(ticks.windows(2).all(|w| w[0] != w[1]), "{ticks:?}");
+    for t in ["allocated (MiB)", "sequence number", "peak of each line"] {
+        assert!(svg.contains(t), "timeline lacks `{t}`");
+    }
     assert_png_svg(&chart::write_layer_chart(&cmp, &dir.join("layers"), false).unwrap());
     // nothing temporary is left behind
     for e in std::fs::read_dir(&dir).unwrap() {

@@ -26,4 +26,4 @@ cargo run --release --bin quadra-train -- train --model qcnn --dataset fashion-m
     --epochs 2 --output "$out" --force
 
 acc=$(tail -n 1 "$out/metrics.jsonl" | sed -n 's/.*"test_acc":\([0-9.eE+-]*\).*/\1/p')
-echo "final test accuracy: $(awk -v a="$acc" 'BEGIN { printf "%.2f%%", 100 * a }')  (metrics: $out/metrics.jsonl, chart: $out/chart.svg)"
+echo "final test accuracy: $(awk -v a="$acc" 'BEGIN { printf "%.2f%%", 100 * a }')  (metrics: $out/metrics.jsonl, chart: $out/chart.png)"

@@ -382,7 +382,7 @@ train_config! {
     }
     given_only {
         /// Output directory: epoch-NNNN.safetensors, step-NNNNNNNN.safetensors,
-        /// last.safetensors, best.safetensors, metrics.jsonl, steps.jsonl, chart.svg
+        /// last.safetensors, best.safetensors, metrics.jsonl, steps.jsonl, chart.{svg,png}
         /// (`--out` is the earlier spelling; config key `out`).
         #[arg(short = 'o', long = "output", alias = "out", value_name = "DIR", display_order = 30)]
         out: PathBuf;

@@ -1,5 +1,5 @@
 //! A run's logs and chart: `metrics.jsonl` (one line per epoch), `steps.jsonl` (one line
-//! per optimizer step) and `chart.svg` (loss per step and per epoch, accuracy per epoch).
+//! per optimizer step) and `chart.{svg,png}` (loss per step and per epoch, accuracy per epoch).
 
 use std::io::Write;
 use std::path::Path;
@@ -10,7 +10,7 @@ use plotters::prelude::*;
 use serde_json::Value;
 
 use crate::checkpoint;
-use crate::plot::{draw_err, to_svg, Chart, LogAxis, NiceAxis};
+use crate::plot::{draw_err, Chart, LogAxis, NiceAxis};
 use plotters::coord::ranged1d::{Ranged, ValueFormatter};
 
 /// Appends one line with a single write (a killed process leaves whole lines); `sync`:
@@ -327,15 +327,17 @@ fn read_lines(path: &Path) -> Result<Vec<Value>> {
 }
 
 /// Renders the per-epoch metrics (`metrics.jsonl` lines) and the per-step losses of the
-/// `steps.jsonl` beside `path` (the run directory's log), and writes the SVG atomically.
+/// `steps.jsonl` beside `path` (the run directory's log), and writes `path` (`chart.svg`)
+/// and the same drawing as PNG beside it (`chart.png`, to look at without a browser), each
+/// atomically.
 pub fn write_chart(path: &Path, title: &str, history: &[Value]) -> Result<()> {
     let steps = read_lines(&path.with_file_name("steps.jsonl"))?;
-    let svg = to_svg(&TrainingChart {
+    let chart = TrainingChart {
         title,
         history,
         steps: &steps,
-    })?;
-    checkpoint::write_atomic(path, svg.as_bytes())?;
+    };
+    crate::plot::write_both(&chart, &path.with_extension(""))?;
     Ok(())
 }
 

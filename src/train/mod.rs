@@ -7,7 +7,7 @@
 //! fresh, from a checkpoint's weights (`init`), or resumed exactly from any epoch or
 //! mid-epoch checkpoint — and [`Trainer::run`] trains it, writing
 //! `epoch-NNNN.safetensors`, `step-NNNNNNNN.safetensors` (every `save_every` steps),
-//! `last.safetensors`, `best.safetensors`, `metrics.jsonl`, `steps.jsonl` and `chart.svg`
+//! `last.safetensors`, `best.safetensors`, `metrics.jsonl`, `steps.jsonl` and `chart.{svg,png}`
 //! to its output directory, and telling a [`Progress`] observer about each step and epoch.
 //!
 //! ```no_run

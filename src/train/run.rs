@@ -451,7 +451,7 @@ impl Trainer {
     /// Trains until `config().epochs` epochs are complete, writing to the output
     /// directory: `epoch-NNNN.safetensors` per epoch, `step-NNNNNNNN.safetensors` every
     /// `save_every` steps, `last.safetensors`, `best.safetensors`, `metrics.jsonl`,
-    /// `steps.jsonl` and `chart.svg`.
+    /// `steps.jsonl` and `chart.svg` and `chart.png`.
     pub fn run(self, progress: &mut dyn Progress) -> Result<Summary> {
         let Trainer {
             cfg,
@@ -716,7 +716,7 @@ impl Trainer {
 
 /// The files of a training run in `dir` (what [`Trainer::run`] writes): checkpoints
 /// `epoch-*`, `step-*`, `last`, `best` (`.safetensors`), `metrics.jsonl`, `steps.jsonl`,
-/// `chart.svg`. Sorted; empty when `dir` does not exist.
+/// `chart.svg`, `chart.png`. Sorted; empty when `dir` does not exist.
 fn run_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
@@ -728,7 +728,10 @@ fn run_files(dir: &Path) -> Result<Vec<PathBuf>> {
         let e = e.with_context(|| format!("{}: cannot list", dir.display()))?;
         let name = e.file_name().to_string_lossy().into_owned();
         let checkpoint = is_resumable(&name) || name == "best.safetensors";
-        let log = matches!(name.as_str(), "metrics.jsonl" | "steps.jsonl" | "chart.svg");
+        let log = matches!(
+            name.as_str(),
+            "metrics.jsonl" | "steps.jsonl" | "chart.svg" | "chart.png"
+        );
         if (checkpoint || log) && e.file_type().is_ok_and(|t| t.is_file()) {
             out.push(e.path());
         }

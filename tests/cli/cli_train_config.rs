@@ -87,6 +87,7 @@ backprop = "recompute"
         "metrics.jsonl",
         "steps.jsonl",
         "chart.svg",
+        "chart.png",
         "best.safetensors",
         "last.safetensors",
     ] {

@@ -82,6 +82,49 @@ fn analyze_writes_histograms() {
     assert!(d.join("analysis.json").is_file());
 }
 
+/// `analyze --checkpoint`: the trained weights on samples of the checkpoint's dataset — its
+/// weight distributions are the checkpoint's, not a fresh model's.
+#[test]
+fn analyze_a_checkpoint_on_its_dataset() {
+    let d = tempdir("cli-tools-analyze-ck");
+    let run_dir = d.join("run");
+    ok_json_last(&argv(
+        "train --model cnn --epochs 1 --train-samples 64 --test-samples 32 --device cpu -o {} --json",
+        &[s(&run_dir)],
+    ));
+    let ck = run_dir.join("last.safetensors");
+    let out = d.join("an");
+    let v = ok_json_last(&argv(
+        "analyze --checkpoint {} --batch 8 --device cpu -o {} --json",
+        &[s(&ck), s(&out)],
+    ));
+    assert_eq!(v["model"], "cnn");
+    assert_eq!(v["batch"], 8);
+    assert!(v["data"].as_str().unwrap().contains("synthetic"), "{v}");
+    assert!(out.join("activations.png").is_file());
+    // a weight's statistics in the report are those of the checkpoint's tensor
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("analysis.json")).unwrap()).unwrap();
+    let ck = Checkpoint::load(&ck).unwrap();
+    let (name, w) = ck
+        .state
+        .iter()
+        .find(|(k, _)| k.ends_with("weight"))
+        .unwrap();
+    let v = w.to_f64_vec();
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let entries = report["entries"].as_array().unwrap();
+    let e = entries
+        .iter()
+        .find(|e| e["kind"] == "weight" && e["name"] == name.as_str())
+        .unwrap_or_else(|| panic!("no weight entry `{name}`"));
+    let m = e["stats"]["mean"].as_f64().unwrap();
+    assert!(
+        (m - mean).abs() <= 1e-6,
+        "`{name}`: mean {m} in the report, {mean} in the checkpoint"
+    );
+}
+
 #[test]
 fn cost_of_qresnet14() {
     let v = ok_json_last(&["cost", "--model", "qresnet14", "--json"]);

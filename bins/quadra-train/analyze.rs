@@ -8,8 +8,11 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::json;
 
+use quadra::analysis::{self, FeatureMap};
 use quadra::checkpoint::Checkpoint;
+use quadra::model::Model;
 use quadra::train::{checkpoint_data, resolve_device, samples_of, DatasetKind};
+use quadra::Tensor;
 
 use crate::common::{create_dir, paths, SpecSource};
 
@@ -42,6 +45,15 @@ pub struct AnalyzeArgs {
     /// Samples of the analysed batch.
     #[arg(long, default_value_t = 16)]
     batch: usize,
+    /// Also map this layer's output for one input image (channel mean; e.g. `relu1`), of
+    /// the model and of --beside's, written as maps.{png,svg} (needs --output).
+    #[arg(long, value_name = "LAYER", requires = "out")]
+    feature_maps: Option<String>,
+    /// The model whose feature map goes beside the first one (QuadraLib's figure: a CNN
+    /// beside its quadratic twin): a checkpoint (.safetensors), a spec file (.json) or a
+    /// zoo name; the same input image for both.
+    #[arg(long, value_name = "MODEL", requires = "feature_maps")]
+    beside: Option<String>,
     /// Histogram bins.
     #[arg(long, default_value_t = 64)]
     bins: usize,
@@ -59,7 +71,7 @@ pub struct AnalyzeArgs {
 }
 
 pub fn run(a: &AnalyzeArgs) -> Result<()> {
-    use quadra::analysis::{self, StatKind};
+    use quadra::analysis::StatKind;
     if a.batch == 0 {
         bail!("--batch must be at least 1");
     }
@@ -67,7 +79,7 @@ pub fn run(a: &AnalyzeArgs) -> Result<()> {
     if let Some(out) = &a.out {
         create_dir(out)?;
     }
-    let (report, source) = match &a.checkpoint {
+    let (report, source, maps) = match &a.checkpoint {
         Some(p) => {
             // the trained weights on real samples, as the loader gives them (normalized)
             let (ck, mut model) = Checkpoint::load_model(p)?;
@@ -75,12 +87,14 @@ pub fn run(a: &AnalyzeArgs) -> Result<()> {
                 checkpoint_data(&ck, &model, a.dataset.clone(), a.data_dir.as_ref(), 0, 2)?;
             let (x, y) = samples_of(&d.test, a.batch, false, cfg.seed)?;
             model.to_device(device)?;
+            let maps = feature_maps(a, &model, &x, device)?;
             let r = analysis::analyze(&mut model, &x, &y, a.bins.max(1))
                 .with_context(|| p.display().to_string())?;
             let n = y.len();
             (
                 r,
                 format!("{}, {n} test samples of {}", p.display(), cfg.dataset),
+                maps,
             )
         }
         None => {
@@ -93,8 +107,9 @@ pub fn run(a: &AnalyzeArgs) -> Result<()> {
             let (mut model, data) = analysis::train_briefly(&spec, 0, a.batch, 1)?;
             model.to_device(device)?;
             let (x, y) = data.batch(a.batch, 1001)?;
+            let maps = feature_maps(a, &model, &x, device)?;
             let r = analysis::analyze(&mut model, &x, &y, a.bins.max(1))?;
-            (r, "synthetic batch".to_string())
+            (r, "synthetic batch".to_string(), maps)
         }
     };
     let acts: Vec<_> = report
@@ -109,6 +124,14 @@ pub fn run(a: &AnalyzeArgs) -> Result<()> {
             4,
             &out.join("activations"),
         )?;
+        if let Some(maps) = &maps {
+            let layer = a.feature_maps.as_deref().unwrap_or_default();
+            files.extend(analysis::plot::write_feature_maps(
+                &format!("`{layer}` output, channel mean, for one input image ({source})"),
+                maps,
+                &out.join("maps"),
+            )?);
+        }
         let dump = out.join("analysis.json");
         quadra::profile::write_atomic(&dump, serde_json::to_string(&report)?.as_bytes())?;
         files.push(dump);
@@ -133,4 +156,48 @@ pub fn run(a: &AnalyzeArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--feature-maps LAYER`: the input image (the first of `x`) and LAYER's output for it, of
+/// `model` and of `--beside`'s model (a checkpoint's weights, or a zoo/spec model's fresh
+/// ones drawn with the same seed as the first).
+fn feature_maps(
+    a: &AnalyzeArgs,
+    model: &Model,
+    x: &Tensor,
+    device: quadra::Device,
+) -> Result<Option<Vec<FeatureMap>>> {
+    let Some(layer) = &a.feature_maps else {
+        return Ok(None);
+    };
+    let (_, c, h, w) = x.dims4("analyze input")?;
+    let one = Tensor::from_f64(&x.to_f64_vec()[..c * h * w], &[1, c, h, w], x.dtype())?;
+    let mut maps = vec![analysis::channel_mean(&one, "input", "image")?];
+    maps.push(analysis::channel_mean_map(model, &one, layer).context("--feature-maps")?);
+    if let Some(b) = &a.beside {
+        let mut other = if b.ends_with(".safetensors") {
+            Checkpoint::load_model(b)
+                .with_context(|| format!("--beside {b}"))?
+                .1
+        } else {
+            let (model, spec) = if b.ends_with(".json") {
+                (None, Some(b.into()))
+            } else {
+                (Some(b.clone()), None)
+            };
+            let spec = SpecSource {
+                model,
+                spec,
+                classes: a.classes,
+            }
+            .load()?;
+            analysis::train_briefly(&spec, 0, 1, 1)?.0
+        };
+        other.to_device(device)?;
+        maps.push(
+            analysis::channel_mean_map(&other, &one, layer)
+                .with_context(|| format!("--beside {b}: --feature-maps"))?,
+        );
+    }
+    Ok(Some(maps))
 }

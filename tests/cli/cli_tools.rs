@@ -80,6 +80,24 @@ fn analyze_writes_histograms() {
     assert!(v["entries"].as_u64().unwrap() > 0);
     assert!(d.join("activations.svg").is_file());
     assert!(d.join("analysis.json").is_file());
+
+    // feature maps of a CNN beside its quadratic twin; a layer without a map is named
+    let m = d.join("maps");
+    let v = ok_json_last(&argv(
+        "analyze --model cnn --batch 2 --feature-maps relu1 --beside qcnn -o {} --json",
+        &[s(&m)],
+    ));
+    assert!(v["files"].to_string().contains("maps.png"), "{v}");
+    assert!(std::fs::metadata(m.join("maps.png")).unwrap().len() > 2000);
+    let svg = std::fs::read_to_string(m.join("maps.svg")).unwrap();
+    assert!(
+        svg.contains("qcnn: relu1") && svg.contains("cnn: relu1"),
+        "both maps"
+    );
+    crate::support::fails(
+        &argv("analyze --model cnn --feature-maps fc -o {}", &[s(&m)]),
+        &["--feature-maps", "`fc`", "relu1"],
+    );
 }
 
 /// `analyze --checkpoint`: the trained weights on samples of the checkpoint's dataset — its

@@ -2,6 +2,7 @@
 //! back-propagation mode, measured the way ../shared/bench/torch_ref.py measures PyTorch
 //! (same model, batch, SGD settings, thread count), printed as one JSON line per mode.
 //!
+//! ```text
 //!     quadra-bench --model qresnet14 --batch 64 --steps 5 --threads 2 --backprop both
 //!     quadra-bench --device cuda --model qresnet14 --batch 256   (the CUDA backend; `emu`
 //!                                       runs the same code on the kernel emulator)
@@ -10,6 +11,7 @@
 //!     LD_LIBRARY_PATH=target/cuda-standin quadra-bench --device cuda --batch 32 --steps 1
 //!                                       (on the CUDA driver stand-in: "driver_per_step"
 //!                                       counts the last step's launches, copies, waits)
+//! ```
 
 use std::time::Instant;
 
@@ -52,7 +54,7 @@ struct Args {
     threads: usize,
     #[arg(long, value_enum, default_value_t = Modes::Both)]
     backprop: Modes,
-    /// cpu, cuda[:N] or emu (the CUDA backend's code on the kernel emulator: slow, for
+    /// cpu, cuda, cuda:N or emu (the CUDA backend's code on the kernel emulator: slow, for
     /// checking, not timing).
     #[arg(long, default_value = "cpu")]
     device: String,

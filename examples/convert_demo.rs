@@ -74,7 +74,7 @@ fn main() -> Result<()> {
             ..Default::default()
         },
     )?;
-    let (mut cnn, loss) = train(cnn, &data, 80, 0, 0.05, "cnn")?;
+    let (cnn, loss) = train(cnn, &data, 80, 0, 0.05, "cnn")?;
     let acc0 = convert::accuracy(&cnn, &val_x, &val_y)?;
     println!("== 1. first-order cnn: {} parameters, trained 80 steps, train loss {loss:.4}, val acc {:.1}%", cnn.num_params(), 100.0 * acc0);
 
@@ -156,7 +156,6 @@ fn main() -> Result<()> {
     let red = reduce(&q.spec, &state_dict_of(&q), &imp, budget)?;
     let reduced =
         convert::model_from_state_dict(&red.spec, &red.state_dict, quadra::DType::F32, 0)?;
-    let mut reduced = reduced;
     let acc3 = convert::accuracy(&reduced, &val_x, &val_y)?;
     println!("== 5. reduction");
     print!("{}", red.report.table());

@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-#[derive(Debug, Error)]
+#[derive(Error)]
 pub enum Error {
     /// A tensor has the wrong shape for the operation (names the tensor and what was expected).
     #[error("shape error in {op}: {msg}")]
@@ -34,6 +34,26 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The message, as `Display` writes it (and the variant's name): what `fn main() ->
+/// quadra::Result<()>`, `unwrap` and `expect` print, so a program's user reads
+/// "`/data/x.safetensors`: truncated …", not the enum's fields.
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            Error::Shape { .. } => "Shape",
+            Error::DType { .. } => "DType",
+            Error::Invalid { .. } => "Invalid",
+            Error::Spec(_) => "Spec",
+            Error::State(_) => "State",
+            Error::Unavailable(_) => "Unavailable",
+            Error::OutOfMemory { .. } => "OutOfMemory",
+            Error::File { .. } => "File",
+            Error::Io { .. } => "Io",
+        };
+        write!(f, "{self} [quadra::Error::{kind}]")
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -20,6 +20,9 @@ pub struct Model {
     /// were spread over several. Read by `device()`, so that a step or a prediction does not
     /// build the state dict (which copies the slices of stacked quadratic weights).
     placed: Mutex<Option<Device>>,
+    /// Trainable parameter elements, counted at the same walks as `placed` (a module
+    /// tree's parameters are visited mutably only; their count never changes after build).
+    params: usize,
 }
 
 /// What one training step measured.
@@ -64,6 +67,7 @@ impl Model {
             net,
             loss: SoftmaxCrossEntropy::new(0.0)?,
             placed: Mutex::new(None),
+            params: 0,
         };
         model.walk_device();
         Ok(model)
@@ -99,8 +103,13 @@ impl Model {
                 Some(_) => Some(None),
             }
         };
-        self.net.visit_params(&mut |_, p| note(p.value.device()));
+        let mut params = 0;
+        self.net.visit_params(&mut |_, p| {
+            params += p.value.numel();
+            note(p.value.device())
+        });
         self.net.visit_buffers(&mut |_, t| note(t.device()));
+        self.params = params;
         let found = seen.unwrap_or(Some(Device::Cpu));
         *self.placed.lock().unwrap_or_else(|e| e.into_inner()) = found;
         found
@@ -302,10 +311,8 @@ impl Model {
     }
 
     /// Number of trainable parameter elements.
-    pub fn num_params(&mut self) -> usize {
-        let mut n = 0;
-        self.net.visit_params(&mut |_, p| n += p.value.numel());
-        n
+    pub fn num_params(&self) -> usize {
+        self.params
     }
 
     /// Number of parameter segments (slices with one parameter kind; a stacked quadratic

@@ -81,7 +81,7 @@ pub struct CheckpointRun {
     /// Samples per model call.
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
-    /// auto, cpu, cuda[:N] or emu: where the model runs (default auto).
+    /// auto, cpu, cuda, cuda:N or emu: where the model runs (default auto).
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Machine-readable output: JSON on stdout.

@@ -71,7 +71,7 @@ pub fn run(a: &ImportArgs) -> Result<()> {
             .count(),
         checkpoint::Widen::Refuse => 0,
     };
-    let mut model = checkpoint::import_torch(&a.input, &spec, dtype, widen)?;
+    let model = checkpoint::import_torch(&a.input, &spec, dtype, widen)?;
     if half > 0 {
         eprintln!("note: widened {half} F16/BF16 tensors to f32 (exact)");
     }

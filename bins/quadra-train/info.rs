@@ -20,7 +20,7 @@ pub struct InfoArgs {
 
 pub fn run(a: &InfoArgs) -> Result<()> {
     let path = a.checkpoint.path();
-    let (ck, mut model) = Checkpoint::load_model(path)?;
+    let (ck, model) = Checkpoint::load_model(path)?;
     let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let mut quad = Vec::new();
     quadratic_layers(&ck.spec.layers, "", &mut quad);

@@ -10,14 +10,14 @@
 //! - [`builder`]: which layers (`Selector`: path, index, glob pattern), into which neuron,
 //!   and the function-preserving initialisation of the new layers from trained weights
 //!   (`convert_spec`, `convert_state_dict`, `convert_model`).
-//! - [`calibrate`]: set the BatchNorm statistics a conversion cannot know without data
+//! - [`calibrate`](mod@calibrate): set the BatchNorm statistics a conversion cannot know without data
 //!   (quadralib-bn's BN_a, BN_b, and BN_c without a following BatchNorm) from training
 //!   inputs, before fine-tuning (`calibrate`).
-//! - [`cost`]: parameters and multiply-accumulates per layer and in total (`cost`,
+//! - [`cost`](mod@cost): parameters and multiply-accumulates per layer and in total (`cost`,
 //!   `cost_at`, `CostReport::table`).
 //! - [`importance`]: accuracy drop when each quadratic layer is masked, and the ranking
 //!   RI = P_M·P_W/δ_A (`layer_importance`).
-//! - [`reduce`]: drop or linearise the most removable quadratic layers until a budget is
+//! - [`reduce`](mod@reduce): drop or linearise the most removable quadratic layers until a budget is
 //!   met (`reduce`).
 
 pub mod builder;

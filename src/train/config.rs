@@ -322,7 +322,7 @@ train_config! {
         /// Back-propagation of quadratic layers (default stored).
         #[arg(long, value_enum, display_order = 23)]
         backprop: BackpropMode => BackpropMode = BackpropMode::Stored, set;
-        /// auto, cpu, cuda[:N] or emu (the CUDA backend's code path run by the kernel emulator
+        /// auto, cpu, cuda, cuda:N or emu (the CUDA backend's code path run by the kernel emulator
         /// on the CPU); default auto: a usable CUDA GPU, else the CPU.
         #[arg(long, display_order = 24)]
         device: String => String = "auto".into(), set;

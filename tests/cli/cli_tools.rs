@@ -233,7 +233,7 @@ fn convert_checkpoint_then_importance() {
         ],
     ));
     assert_eq!(v["layers"], serde_json::json!(["conv1", "conv2"]));
-    let (_, mut model) = Checkpoint::load_model(&q).unwrap();
+    let (_, model) = Checkpoint::load_model(&q).unwrap();
     assert_eq!(
         model.num_params() as u64,
         v["params_after"].as_u64().unwrap()
@@ -301,8 +301,8 @@ fn convert_calibrate_check_eval_init_reduce() {
         &[&p("q.safetensors"), &p("ft")],
     ));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let (_, mut ft) = Checkpoint::load_model(d.join("ft/last.safetensors")).unwrap();
-    let (_, mut q) = Checkpoint::load_model(d.join("q.safetensors")).unwrap();
+    let (_, ft) = Checkpoint::load_model(d.join("ft/last.safetensors")).unwrap();
+    let (_, q) = Checkpoint::load_model(d.join("q.safetensors")).unwrap();
     assert_eq!(ft.spec, q.spec);
     assert_eq!(ft.num_params(), q.num_params());
     // the run resumes (its model is the checkpoint's, not a zoo model)

@@ -221,7 +221,6 @@ fn one_step_reductions_match_the_masked_accuracy_and_the_predicted_size() {
         r.spec.check().unwrap();
         let m =
             convert::model_from_state_dict(&r.spec, &r.state_dict, quadra::DType::F32, 0).unwrap();
-        let mut m = m;
         assert_eq!(m.num_params() as u64, r.report.params_after, "{}", l.path);
         assert_eq!(cost(&r.spec).unwrap().total_macs, r.report.macs_after);
         let drop = r.report.params_before - r.report.params_after;
@@ -259,8 +258,7 @@ fn reduction_to_a_budget_and_its_errors() {
     println!("{}", r.report.table());
     assert!(r.report.macs_after <= budget && !r.report.steps.is_empty());
     r.spec.check().unwrap();
-    let mut m =
-        convert::model_from_state_dict(&r.spec, &r.state_dict, quadra::DType::F32, 0).unwrap();
+    let m = convert::model_from_state_dict(&r.spec, &r.state_dict, quadra::DType::F32, 0).unwrap();
     assert_eq!(m.num_params() as u64, r.report.params_after);
     assert_eq!(cost(&r.spec).unwrap().total_params, r.report.params_after);
     // steps follow the ranking

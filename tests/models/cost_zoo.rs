@@ -125,7 +125,7 @@ fn cost_params_equal_built_models_for_every_zoo_entry_and_neuron() {
                 continue; // large: checked by the hand-count test above
             }
             let spec = models::get(name, Some(n), 10).unwrap();
-            let mut m = Model::build(&spec, BuildOptions::default()).unwrap();
+            let m = Model::build(&spec, BuildOptions::default()).unwrap();
             assert_eq!(
                 cost(&spec).unwrap().total_params,
                 m.num_params() as u64,
@@ -136,7 +136,7 @@ fn cost_params_equal_built_models_for_every_zoo_entry_and_neuron() {
     // t1, t2, t3 on the small quadratic CNN
     for n in [NeuronType::T1, NeuronType::T2, NeuronType::T3] {
         let spec = models::get("qcnn", Some(n), 10).unwrap();
-        let mut m = Model::build(&spec, BuildOptions::default()).unwrap();
+        let m = Model::build(&spec, BuildOptions::default()).unwrap();
         assert_eq!(
             cost(&spec).unwrap().total_params,
             m.num_params() as u64,

@@ -12,7 +12,7 @@
 //!   `'static`); a failure is remembered too, so asking again gives the same answer cheaply.
 //!   The runtime retains the device's primary context (binding it to each calling thread
 //!   when needed) and issues every copy, memset, launch and GEMM on ONE non-blocking stream,
-//!   which is what makes the caching [`Pool`](super::Pool) above it correct: a block
+//!   which is what makes the caching [`Pool`] above it correct: a block
 //!   handed out again is only used by work queued after the work that used it before.
 //! - **Memory**: `cuMemAlloc`/`cuMemFree` (rare: the pool keeps freed blocks);
 //!   `CUDA_ERROR_OUT_OF_MEMORY` becomes `Error::OutOfMemory`. `mem_info` is `cuMemGetInfo`.

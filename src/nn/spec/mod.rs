@@ -56,7 +56,7 @@ impl Pair {
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     pub name: String,
-    /// Per-sample input shape: [C, H, W] for images, [F] for vectors.
+    /// Per-sample input shape: `[C, H, W]` for images, `[F]` for vectors.
     pub input: Vec<usize>,
     pub num_classes: usize,
     pub layers: Vec<LayerSpec>,

@@ -224,7 +224,7 @@ pub fn backward_data_cols<T: Float>(
     }
 }
 
-/// Add bias[o] to every position of output channel o: out (M, L), bias (M).
+/// Add `bias[o]` to every position of output channel o: out (M, L), bias (M).
 pub fn add_bias<T: Float>(out: &mut [T], bias: &[T], l: usize) {
     for (o, &b) in bias.iter().enumerate() {
         for v in &mut out[o * l..(o + 1) * l] {
@@ -233,7 +233,7 @@ pub fn add_bias<T: Float>(out: &mut [T], bias: &[T], l: usize) {
     }
 }
 
-/// db[o] += Σ_l dout[o, l] for dout (M, L).
+/// `db[o] += Σ_l dout[o, l]` for dout (M, L).
 pub fn backward_bias<T: Float>(dout: &[T], l: usize, db: &mut [T]) {
     for (o, d) in db.iter_mut().enumerate() {
         *d += crate::ops::lane_sum(&dout[o * l..(o + 1) * l]);

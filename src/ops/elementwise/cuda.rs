@@ -82,7 +82,7 @@ pub fn fill(y: &mut Tensor, value: f32) -> Result<()> {
     unsafe { launch(rt, kern, LaunchConfig::elementwise(n), &args) }
 }
 
-/// y += Σ_b x[b] for x (B, n) viewed as B rows of y's n elements, added in row order; y's
+/// `y += Σ_b x[b]` for x (B, n) viewed as B rows of y's n elements, added in row order; y's
 /// storage must not be shared.
 pub fn add_batch_sum(x: &Tensor, y: &mut Tensor) -> Result<()> {
     let kern = &kernel::ADD_BATCH_SUM_F32;

@@ -6,7 +6,7 @@ use std::ops::Range;
 use super::{AdamHyper, SgdHyper};
 use crate::tensor::Float;
 
-/// SGD on p[range] (see `ops::optim::sgd_step`); `buf` is the momentum buffer when
+/// SGD on `p[range]` (see `ops::optim::sgd_step`); `buf` is the momentum buffer when
 /// momentum ≠ 0. p, g and buf: the whole parameter's elements.
 pub fn sgd<T: Float>(
     p: &mut [T],
@@ -40,7 +40,7 @@ pub fn sgd<T: Float>(
     }
 }
 
-/// Adam/AdamW/AMSGrad on p[range] (see `ops::optim::adam_step`); m, v (and vmax for
+/// Adam/AdamW/AMSGrad on `p[range]` (see `ops::optim::adam_step`); m, v (and vmax for
 /// AMSGrad): the moments, the whole parameter's elements.
 #[allow(clippy::too_many_arguments)]
 pub fn adam<T: Float>(

@@ -148,7 +148,7 @@ pub fn global_avg_forward<T: Float>(x: &[T], l: usize, y: &mut [T]) {
         .for_each(|(o, p)| *o = p.iter().copied().sum::<T>() * inv);
 }
 
-/// dx (N·C planes of `l`) = g[plane] / l broadcast over the plane.
+/// dx (N·C planes of `l`) = `g[plane]` / l broadcast over the plane.
 pub fn global_avg_backward<T: Float>(g: &[T], l: usize, dx: &mut [T]) {
     let inv = T::of(1.0 / l as f64);
     dx.par_chunks_mut(l)

@@ -1,6 +1,6 @@
 //! Slice-level drivers of single kernels, for the tests (tests/ops/emu_kernels.rs): host slices
 //! in and out, every length checked before the launch, run on the emulator directly (no
-//! pool, no tracker). Not part of the runtime: the ops launch through [`Runtime`]
+//! pool, no tracker). Not part of the runtime: the ops launch through `Runtime`
 //! (crate::device::Runtime) and device memory. `selftest` drives the emulator's own
 //! self-test kernels (`cuda/emu/selftest.cu`).
 //!

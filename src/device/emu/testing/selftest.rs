@@ -240,7 +240,7 @@ pub fn reverse_f32(x: &[f32], block: u32, sync: bool) -> Result<Vec<f32>> {
     Ok(y)
 }
 
-/// y[i] = x of the next lane of i's warp (cyclically, values past n read as 0), exchanged
+/// `y[i]` = x of the next lane of i's warp (cyclically, values past n read as 0), exchanged
 /// through dynamic shared memory and ordered by `__syncwarp()` when `sync`; `block` a
 /// multiple of 32.
 pub fn warp_shared_i32(x: &[i32], block: u32, sync: bool) -> Result<Vec<i32>> {

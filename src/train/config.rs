@@ -6,8 +6,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::builder::PossibleValue;
-use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
 use crate::nn::BackpropMode;
@@ -107,14 +105,16 @@ impl std::fmt::Display for DatasetKind {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum AugmentKind {
     None,
     Default,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum OptimKind {
     Sgd,
@@ -133,7 +133,8 @@ impl OptimKind {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum ScheduleKind {
     Cosine,
@@ -142,12 +143,13 @@ pub enum ScheduleKind {
 }
 
 /// `--backprop stored|recompute` (the mode's serde and `FromStr` names).
-impl ValueEnum for BackpropMode {
+#[cfg(feature = "cli")]
+impl clap::ValueEnum for BackpropMode {
     fn value_variants<'a>() -> &'a [Self] {
         &[BackpropMode::Stored, BackpropMode::Recompute]
     }
-    fn to_possible_value(&self) -> Option<PossibleValue> {
-        Some(PossibleValue::new(match self {
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(match self {
             BackpropMode::Stored => "stored",
             BackpropMode::Recompute => "recompute",
         }))
@@ -235,10 +237,13 @@ macro_rules! train_config {
         /// keys. Every one is optional: a value comes from the flag, else from the
         /// `--config` file, else (with `--resume`) from the checkpoint's config, else the
         /// default.
-        #[derive(Clone, Debug, Default, clap::Args)]
+        #[derive(Clone, Debug, Default)]
+        #[cfg_attr(feature = "cli", derive(clap::Args))]
         pub struct TrainOverrides {
-            $( $(#[doc = $doc])* #[arg($($arg)*)] pub $key: Option<$given>, )*
-            $( $(#[doc = $gdoc])* #[arg($($garg)*)] pub $gkey: Option<$gty>, )*
+            $( $(#[doc = $doc])* #[cfg_attr(feature = "cli", arg($($arg)*))]
+               pub $key: Option<$given>, )*
+            $( $(#[doc = $gdoc])* #[cfg_attr(feature = "cli", arg($($garg)*))]
+               pub $gkey: Option<$gty>, )*
         }
 
         impl TrainOverrides {

@@ -30,7 +30,7 @@ use crate::nn::quadratic::{NeuronType, BN_EPS};
 use crate::nn::spec::{child_name, infer_shape, join, LayerSpec};
 use crate::ops::conv::ConvGeom;
 use crate::tensor::Tensor;
-use crate::{Error, Result};
+use crate::{DType, Error, Result};
 
 use proto::{
     AttributeProto, DimValue, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
@@ -293,7 +293,7 @@ impl Lowering {
     /// The state-dict tensor `key` as a float32 initializer of the same name and shape.
     fn weight(&mut self, path: &str, key: &str) -> Result<String> {
         let t = self.take(path, key)?;
-        let data: Vec<f32> = t.to_f64_vec().into_iter().map(|v| v as f32).collect();
+        let data = host_f32(&t)?;
         Ok(self.init(key, t.shape(), data))
     }
 
@@ -585,12 +585,12 @@ impl Lowering {
                 ))
             }
         };
-        let w = wa.to_f64_vec();
+        let w = host_f32(&wa)?;
         let mut wt = vec![0f32; k * c * k];
         for o in 0..c {
             for i in 0..k {
                 for j in 0..k {
-                    wt[i * c * k + o * k + j] = w[(o * k + i) * k + j] as f32;
+                    wt[i * c * k + o * k + j] = w[(o * k + i) * k + j];
                 }
             }
         }
@@ -674,6 +674,15 @@ impl Lowering {
             }
         }
     }
+}
+
+/// A weight's values as f32 on the host (an f64 model's rounded; a GPU tensor copied
+/// back), with the read's error rather than `to_f64_vec`'s silent empty vector.
+fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(match t.dtype() {
+        DType::F32 => t.to_vec::<f32>()?,
+        DType::F64 => t.to_vec::<f64>()?.into_iter().map(|v| v as f32).collect(),
+    })
 }
 
 fn has_bias(l: &LayerSpec) -> bool {

@@ -233,6 +233,41 @@ fn specs() -> Vec<ModelSpec> {
         v.push(mixed(n));
         v.push(gap_model(n));
     }
+    // no node at all (eval-mode dropout is the identity): the graph is one Identity
+    v.push(ModelSpec {
+        name: "dropout-only".into(),
+        input: vec![5],
+        num_classes: 5,
+        layers: vec![LayerSpec::Dropout { name: None, p: 0.3 }],
+        backprop: Default::default(),
+        backprop_overrides: Default::default(),
+        preprocess: None,
+    });
+    v
+}
+
+/// The models of both tests: [`model`] of every spec, and qcnn-normalized in f64 (its
+/// weights rounded to f32 in the graph).
+fn models_under_test() -> Vec<Model> {
+    let mut v: Vec<Model> = specs().iter().map(model).collect();
+    let f32m = v.iter().find(|m| m.spec.name == "qcnn-normalized").unwrap();
+    let mut spec = f32m.spec.clone();
+    spec.name = "qcnn-normalized-f64".into();
+    let mut m64 = Model::build(
+        &spec,
+        BuildOptions {
+            dtype: DType::F64,
+            seed: 1,
+        },
+    )
+    .unwrap();
+    let mut sd: HashMap<String, Tensor> = state_dict(f32m)
+        .into_iter()
+        .map(|(k, t)| (k, t.to_dtype(DType::F64).unwrap()))
+        .collect();
+    m64.net.load_state_dict(&mut sd).unwrap();
+    m64.refresh_device();
+    v.push(m64);
     v
 }
 
@@ -493,9 +528,9 @@ fn m_meta(bytes: &[u8]) -> HashMap<String, String> {
 fn onnx_graphs_are_well_formed() {
     let dir = TempDir::new("onnx-structure");
     let mut all_ops = HashSet::new();
-    for spec in specs() {
+    for m in models_under_test() {
+        let spec = m.spec.clone();
         let file = dir.0.join(format!("{}.onnx", spec.name));
-        let m = model(&spec);
         quadra::onnx::export(&m, &file).unwrap();
         let ops = check_structure(&file, &m);
         if spec.name.starts_with("mixed-") {
@@ -520,6 +555,7 @@ fn onnx_graphs_are_well_formed() {
         assert!(all_ops.contains(op), "no {op} in any graph");
     }
     assert!(all_ops.contains("GlobalAveragePool"));
+    assert!(all_ops.contains("Identity"), "dropout-only");
 }
 
 /// The export refuses to write a graph that does not end in (N, classes) — here a spec
@@ -553,8 +589,8 @@ fn onnxruntime_matches_predict() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/onnx-check.py");
     let mut args = Vec::new();
     let mut want = Vec::new();
-    for spec in specs() {
-        let m = model(&spec);
+    for m in models_under_test() {
+        let spec = m.spec.clone();
         let file = dir.0.join(format!("{}.onnx", spec.name));
         quadra::onnx::export(&m, &file).unwrap();
         let (inp, out) = (
@@ -568,7 +604,11 @@ fn onnxruntime_matches_predict() {
         let calib = calibration_batch(&spec);
         for (k, r) in [("b3", 0..3), ("b1", 3..4)] {
             let x = samples(&calib, r);
-            logits.push((k.to_string(), m.predict(&x).unwrap()));
+            let dtype = state_dict(&m)
+                .first()
+                .map_or(DType::F32, |(_, t)| t.dtype());
+            let y = m.predict(&x.to_dtype(dtype).unwrap()).unwrap();
+            logits.push((k.to_string(), y.to_dtype(DType::F32).unwrap()));
             inputs.push((k.to_string(), x));
         }
         write_tensors(&inp, &inputs, None).unwrap();

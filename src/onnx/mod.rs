@@ -13,7 +13,7 @@
 //! - Quadratic layers are lowered to standard ops, each branch a `Conv` (conv layers) or a
 //!   `Gemm` (linear layers) with its own weights from the state dict
 //!   ([`crate::checkpoint::state_dict`], the PyTorch names), combined with `Mul`/`Add`
-//!   (and `BatchNormalization` for quadralib-bn); see [`Lowering::quad`] for each neuron.
+//!   (and `BatchNormalization` for quadralib-bn); `Lowering::quad` lists each neuron.
 //!
 //! The protobuf messages are `prost` structs with onnx.proto's field numbers ([`proto`]).
 

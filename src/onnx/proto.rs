@@ -1,7 +1,7 @@
 //! The subset of `onnx.proto` (github.com/onnx/onnx, `onnx/onnx.proto`, proto2) the exporter
-//! writes, as `prost` messages with the official field numbers. Only the fields written are
-//! declared; a reader skips none of them, and fields left out are simply absent from the file
-//! (proto2 `optional` fields are `Option`s here, so an unset field is not written at all).
+//! writes, as `prost` messages with the official field numbers. Only the fields the exporter
+//! writes are declared (decoding a file written elsewhere skips the others). proto2
+//! `optional` fields are `Option`s here, so an unset field is not written at all.
 
 /// `TensorProto.DataType.FLOAT`.
 pub const FLOAT: i32 = 1;

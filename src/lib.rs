@@ -98,6 +98,7 @@ pub mod gemm;
 pub mod model;
 pub mod models;
 pub mod nn;
+pub mod onnx;
 pub mod ops;
 pub mod optim;
 pub mod plot;

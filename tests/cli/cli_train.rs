@@ -59,6 +59,30 @@ fn import_predict_info_export() {
         assert_eq!(ka, kb);
         assert_eq!(ta.to_vec::<f32>().unwrap(), tb.to_vec::<f32>().unwrap());
     }
+
+    // export as ONNX: the same bytes as the library's exporter writes (whose graphs
+    // tests/models/onnx_export.rs checks, and runs in onnxruntime)
+    let onnx = dir.join("qresnet14.onnx");
+    let v = ok_json(&argv(
+        "export --to onnx --checkpoint {} -o {} --json",
+        &[s(&ck), s(&onnx)],
+    ));
+    assert_eq!(v[0]["format"], "onnx");
+    assert_eq!(v[0]["opset"], quadra::onnx::OPSET);
+    assert_eq!(v[0]["normalized_in_graph"], false);
+    let want = quadra::onnx::to_bytes(&Model::load(&ck).unwrap()).unwrap();
+    assert!(
+        std::fs::read(&onnx).unwrap() == want,
+        "CLI and library ONNX differ"
+    );
+    // ONNX is written, never read: import refuses it
+    fails(
+        &argv(
+            "import --from onnx --model qresnet14 {} -o {}",
+            &[s(&onnx), s(&dir.join("x.safetensors"))],
+        ),
+        &["onnx"],
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 

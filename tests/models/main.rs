@@ -8,4 +8,5 @@ mod checkpoint_format;
 mod checkpoint_torch;
 mod checkpoint_values;
 mod cost_zoo;
+mod onnx_export;
 mod spec_zoo;

@@ -8,6 +8,7 @@
 //!     quadra-train serve --checkpoint CKPT --addr 127.0.0.1:8080 --token-file token.txt
 //!     quadra-train import --model qresnet14 weights.safetensors -o ck.safetensors
 //!     quadra-train export --checkpoint CKPT -o weights.safetensors
+//!     quadra-train export --to onnx --checkpoint CKPT -o model.onnx
 //!     quadra-train info --checkpoint CKPT
 //!     quadra-train memory --model qcnn --batch 4 --steps 1 --budget-mib 2.5 --output mem
 //!     quadra-train analyze --model qcnn --batch 8 --output an
@@ -72,7 +73,8 @@ enum Cmd {
     Serve(serve::ServeArgs),
     /// Convert a PyTorch state dict (safetensors) into a checkpoint.
     Import(import::ImportArgs),
-    /// Write a checkpoint's weights as a PyTorch state dict (safetensors).
+    /// Write a checkpoint's model as a PyTorch state dict (safetensors, --to torch) or as an
+    /// ONNX graph (--to onnx: eval mode, raw inputs).
     Export(export::ExportArgs),
     /// Describe a checkpoint: model, parameters, training position.
     Info(info::InfoArgs),

@@ -158,7 +158,7 @@ macro_rules! layer_spec {
                 /// The layer's name in its parent; `None`: its index.
                 #[serde(default)]
                 name: Option<String>,
-                /// The quadratic neuron form: `"t1"`–`"t4"`, `"quadralib"`, `"quadralib-bn"`, `"fan"`.
+                /// The quadratic neuron: `"t1"`–`"t4"`, `"quadralib"`, `"quadralib-bn"`, `"fan"`.
                 neuron: NeuronType,
                 $($(#[$fa])* $f: $t,)*
             },
@@ -168,7 +168,7 @@ macro_rules! layer_spec {
                 /// The layer's name in its parent; `None`: its index.
                 #[serde(default)]
                 name: Option<String>,
-                /// The quadratic neuron form: `"t1"`–`"t4"`, `"quadralib"`, `"quadralib-bn"`, `"fan"`.
+                /// The quadratic neuron: `"t1"`–`"t4"`, `"quadralib"`, `"quadralib-bn"`, `"fan"`.
                 neuron: NeuronType,
                 /// Features per input sample.
                 in_features: usize,

@@ -39,7 +39,7 @@ pub(crate) fn draw_err(e: impl std::fmt::Display) -> Error {
 pub trait Chart {
     /// The chart's (width, height) in pixels.
     fn size(&self) -> (u32, u32);
-    /// Draw the chart onto `area`, which `to_svg` and `write_png` fill white first; drawing
+    /// Draw the chart onto `area`, which `to_svg` and `write_both` fill white first; drawing
     /// errors are returned as `Error::State`.
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<()>;
 }

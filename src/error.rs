@@ -88,7 +88,7 @@ impl std::fmt::Debug for Error {
     }
 }
 
-/// `std::result::Result` with the library's [`Error`] as the default error type.
+/// `std::result::Result` with the library's [`Error`](enum@Error) as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {

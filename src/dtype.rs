@@ -11,7 +11,9 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DType {
+    /// 32-bit IEEE float (`"f32"` in spec and config files), 4 bytes per element.
     F32,
+    /// 64-bit IEEE float (`"f64"`), 8 bytes per element.
     F64,
 }
 
@@ -48,8 +50,11 @@ pub trait Float:
     + std::iter::Sum
     + 'static
 {
+    /// The runtime tag of this type.
     const DTYPE: DType;
+    /// `v` converted to this type (rounded to nearest for f32).
     fn of(v: f64) -> Self;
+    /// The value widened to f64 (exact).
     fn f64(self) -> f64;
 }
 

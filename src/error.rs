@@ -3,17 +3,34 @@
 
 use thiserror::Error;
 
+/// Everything that can go wrong in the library; the `Display` message names what failed
+/// (the operation, layer, option, device or file) and why.
 #[derive(Error)]
 pub enum Error {
     /// A tensor has the wrong shape for the operation (names the tensor and what was expected).
     #[error("shape error in {op}: {msg}")]
-    Shape { op: String, msg: String },
+    Shape {
+        /// The operation or layer that refused the tensor.
+        op: String,
+        /// What was expected and what was given.
+        msg: String,
+    },
     /// A tensor has the wrong dtype or device for the operation.
     #[error("dtype/device error in {op}: {msg}")]
-    DType { op: String, msg: String },
+    DType {
+        /// The operation that refused the tensor.
+        op: String,
+        /// The dtype or device expected and the one given.
+        msg: String,
+    },
     /// A hyper-parameter, option or spec field is invalid.
     #[error("invalid {what}: {msg}")]
-    Invalid { what: String, msg: String },
+    Invalid {
+        /// The value that is invalid and where it was given (`"optimizer state"`).
+        what: String,
+        /// Why, with the value given.
+        msg: String,
+    },
     /// A model spec could not be parsed or does not type-check.
     #[error("model spec: {0}")]
     Spec(String),
@@ -25,12 +42,27 @@ pub enum Error {
     Unavailable(String),
     /// A device allocation did not fit: names the device, the request and what is in use.
     #[error("out of memory on {device}: {msg}")]
-    OutOfMemory { device: String, msg: String },
+    OutOfMemory {
+        /// The device that ran out (`"cuda:0"`, `"cpu"`).
+        device: String,
+        /// The request's size and the memory already in use.
+        msg: String,
+    },
+    /// A file exists but its content is wrong: truncated, another format, a missing or
+    /// inconsistent field.
     #[error("{path}: {msg}")]
-    File { path: String, msg: String },
+    File {
+        /// The file's path, as given.
+        path: String,
+        /// What is wrong with it.
+        msg: String,
+    },
+    /// An operating-system I/O call failed (open, read, write, bind, …).
     #[error("{context}: {source}")]
     Io {
+        /// What was being done, and on which path or address (`"writing /tmp/x.json"`).
         context: String,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
@@ -56,21 +88,25 @@ impl std::fmt::Debug for Error {
     }
 }
 
+/// `std::result::Result` with the library's [`Error`](enum@Error) as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// An [`Error::Shape`]: `op` (the operation or layer) refused a tensor's shape, `msg` why.
     pub fn shape(op: impl Into<String>, msg: impl Into<String>) -> Self {
         Error::Shape {
             op: op.into(),
             msg: msg.into(),
         }
     }
+    /// An [`Error::DType`]: `op` refused a tensor's dtype or device, `msg` why.
     pub fn dtype(op: impl Into<String>, msg: impl Into<String>) -> Self {
         Error::DType {
             op: op.into(),
             msg: msg.into(),
         }
     }
+    /// An [`Error::Invalid`]: `what` (the value and where) is invalid, `msg` why.
     pub fn invalid(what: impl Into<String>, msg: impl Into<String>) -> Self {
         Error::Invalid {
             what: what.into(),
@@ -84,6 +120,7 @@ impl Error {
         ))
     }
 
+    /// An [`Error::State`] with message `msg`: an operation called in the wrong order.
     pub fn state(msg: impl Into<String>) -> Self {
         Error::State(msg.into())
     }

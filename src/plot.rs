@@ -37,7 +37,10 @@ pub(crate) fn draw_err(e: impl std::fmt::Display) -> Error {
 
 /// Something drawable on any plotters backend.
 pub trait Chart {
+    /// The chart's (width, height) in pixels.
     fn size(&self) -> (u32, u32);
+    /// Draw the chart onto `area`, which `to_svg` and `write_both` fill white first; drawing
+    /// errors are returned as `Error::State`.
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<()>;
 }
 
@@ -177,7 +180,9 @@ pub fn ticks(lo: f64, hi: f64, step: f64) -> Vec<f64> {
 /// must know the step the ticks were chosen with.
 #[derive(Clone, Copy, Debug)]
 pub struct NiceAxis {
+    /// The axis's lower end.
     pub lo: f64,
+    /// The axis's upper end.
     pub hi: f64,
     /// At most this many labelled ticks.
     pub labels: usize,
@@ -261,13 +266,16 @@ impl ValueFormatter<f64> for NiceAxis {
 /// of a short range (1, 2, 3 … 9, 10 on top of each other).
 #[derive(Clone, Copy, Debug)]
 pub struct LogAxis {
+    /// The axis's lower end (> 0).
     pub lo: f64,
+    /// The axis's upper end (≥ `lo`).
     pub hi: f64,
     /// At most this many labelled ticks (a decade's 1 × 10^k is kept even beyond it).
     pub labels: usize,
 }
 
 impl LogAxis {
+    /// `lo..hi` with at most 8 labelled ticks.
     pub fn new(lo: f64, hi: f64) -> Self {
         LogAxis { lo, hi, labels: 8 }
     }

@@ -22,7 +22,9 @@ pub use crate::dtype::{DType, Float};
 /// Element storage of a host tensor.
 #[derive(Debug)]
 pub enum CpuData {
+    /// f32 elements, row-major.
     F32(TrackedVec<f32>),
+    /// f64 elements, row-major.
     F64(TrackedVec<f64>),
 }
 
@@ -67,6 +69,8 @@ enum Data {
     Gpu { buf: GpuBuf, dtype: DType },
 }
 
+/// The elements a tensor (and its clones and reshapes) shares: their device and memory, whose
+/// bytes the device's memory tracker counts.
 #[derive(Debug)]
 pub struct Storage {
     device: Device,
@@ -93,6 +97,8 @@ fn on_gpu_error(op: &str, device: Device) -> Error {
     )
 }
 
+/// An n-dimensional array: a shape, a dtype (f32 or f64) and contiguous row-major elements
+/// on a device, shared by its clones (cloning copies no elements).
 #[derive(Clone)]
 pub struct Tensor {
     shape: Vec<usize>,
@@ -190,6 +196,9 @@ impl Tensor {
         Self::from_vec_in(data, shape, Device::Cpu, Category::Workspace)
     }
 
+    /// A tensor of `shape` with every element `value`, on `device`, charged to `category`;
+    /// an error when the shape has over [`MAX_ELEMENTS`] elements (`Error::Invalid`) or the
+    /// device cannot allocate it.
     pub fn full_in(
         value: f64,
         shape: &[usize],
@@ -205,10 +214,12 @@ impl Tensor {
         with_dtype!(dtype, T => Self::from_vec_in(vec![T::of(value); n], shape, device, category))
     }
 
+    /// A host tensor of zeros, of workspace memory.
     pub fn zeros(shape: &[usize], dtype: DType) -> Result<Tensor> {
         Self::full_in(0.0, shape, dtype, Device::Cpu, Category::Workspace)
     }
 
+    /// A host tensor of zeros, charged to `category`.
     pub fn zeros_in(shape: &[usize], dtype: DType, category: Category) -> Result<Tensor> {
         Self::full_in(0.0, shape, dtype, Device::Cpu, category)
     }
@@ -246,15 +257,19 @@ impl Tensor {
         with_dtype!(dtype, T => Self::from_vec(v.iter().map(|&x| T::of(x)).collect::<Vec<T>>(), shape))
     }
 
+    /// The size of each dimension, outermost first (`[N, C, H, W]`).
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
+    /// The number of dimensions.
     pub fn rank(&self) -> usize {
         self.shape.len()
     }
+    /// The number of elements (the product of the shape; 1 for rank 0).
     pub fn numel(&self) -> usize {
         numel_of(&self.shape)
     }
+    /// The element type.
     pub fn dtype(&self) -> DType {
         match &self.storage.data {
             Data::Host(CpuData::F32(_)) => DType::F32,
@@ -262,6 +277,7 @@ impl Tensor {
             Data::Gpu { dtype, .. } => *dtype,
         }
     }
+    /// The device whose memory holds the elements.
     pub fn device(&self) -> Device {
         self.storage.device
     }
@@ -269,6 +285,7 @@ impl Tensor {
     pub fn bytes(&self) -> u64 {
         self.storage.alloc().bytes()
     }
+    /// What the storage's bytes are counted as in memory reports (parameter, gradient, …).
     pub fn category(&self) -> Category {
         self.storage.alloc().category()
     }

@@ -36,11 +36,14 @@ pub use crate::ops::stats::{slice_stats, tensor_stats, Histogram, TensorStats, E
 pub enum StatKind {
     /// A layer's output in the training-mode forward.
     Activation,
+    /// A parameter's values (weights, biases, norm scales and shifts).
     Weight,
+    /// A parameter's gradient after the backward.
     Gradient,
 }
 
 impl StatKind {
+    /// The kind's JSON and display name: `activation`, `weight` or `gradient`.
     pub fn name(self) -> &'static str {
         match self {
             StatKind::Activation => "activation",
@@ -53,29 +56,39 @@ impl StatKind {
 /// Statistics of one tensor of one layer.
 #[derive(Clone, Debug, Serialize)]
 pub struct LayerStats {
+    /// The full path of the layer the tensor belongs to.
     pub layer: String,
     /// `Module::describe()` of the layer.
     pub describe: String,
     /// Whether the layer is quadratic.
     pub quadratic: bool,
+    /// Whether the tensor is an activation, a weight or a gradient.
     pub kind: StatKind,
     /// The layer path for activations, the parameter's state name for weights/gradients.
     pub name: String,
+    /// The tensor's shape (activations include the batch dimension).
     pub shape: Vec<usize>,
+    /// Histogram, mean, std, min, max and share of extreme values.
     pub stats: TensorStats,
 }
 
 /// Statistics of every leaf layer's output, every parameter and every gradient.
 #[derive(Clone, Debug, Serialize)]
 pub struct AnalysisReport {
+    /// The spec's model name.
     pub model: String,
+    /// Samples in the analysed batch.
     pub batch: usize,
+    /// Histogram bins per entry.
     pub bins: usize,
+    /// The loss of the training-mode forward on the batch.
     pub loss: f64,
+    /// Activations in forward order, then each parameter's weight and gradient entries.
     pub entries: Vec<LayerStats>,
 }
 
 impl AnalysisReport {
+    /// The entries of `kind`, in report order.
     pub fn of_kind(&self, kind: StatKind) -> impl Iterator<Item = &LayerStats> {
         self.entries.iter().filter(move |e| e.kind == kind)
     }
@@ -275,10 +288,13 @@ pub fn train_briefly(
 pub struct FeatureMap {
     /// The model (or "input" for the image itself).
     pub model: String,
+    /// The full path of the layer whose output is shown.
     pub layer: String,
     /// Channels averaged.
     pub channels: usize,
+    /// H, in pixels.
     pub height: usize,
+    /// W, in pixels.
     pub width: usize,
     /// Row-major (H, W).
     pub values: Vec<f32>,

@@ -16,8 +16,11 @@ use crate::Result;
 /// under a legend: bar colour by layer kind, and the dashed lines at mean ± 3σ (the
 /// share of values beyond them is printed over each panel).
 pub struct HistogramGrid<'a> {
+    /// The chart's title, drawn above the legend.
     pub title: String,
+    /// One panel per entry, in order.
     pub entries: Vec<&'a LayerStats>,
+    /// Panels per row.
     pub cols: usize,
 }
 
@@ -215,7 +218,9 @@ pub fn write_histogram_grid(
 /// Heatmaps side by side, each on its own colour scale (viridis), with a colour bar that
 /// names the scale's ends.
 pub struct FeatureMapChart<'a> {
+    /// The chart's title.
     pub title: String,
+    /// One heatmap per map, left to right.
     pub maps: &'a [FeatureMap],
 }
 

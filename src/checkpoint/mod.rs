@@ -109,15 +109,19 @@ impl OptimState {
 /// Everything a checkpoint holds.
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
+    /// The model's spec (metadata `spec`), from which loading rebuilds the module tree.
     pub spec: ModelSpec,
+    /// The element type of every state tensor (metadata `dtype`: `f32` or `f64`).
     pub dtype: DType,
     /// The model's state dict (PyTorch names).
     pub state: Vec<(String, Tensor)>,
+    /// The optimizer's state (tensors under `optim.`), `None` for a weights-only checkpoint.
     pub optim: Option<OptimState>,
     /// Completed epochs.
     pub epoch: u64,
     /// Completed optimizer steps.
     pub step: u64,
+    /// The training run's seed (metadata `seed`), when a trainer recorded one.
     pub seed: Option<u64>,
     /// Where the run's random streams stand (opaque JSON chosen by the trainer).
     pub rng: Option<serde_json::Value>,

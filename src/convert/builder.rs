@@ -166,10 +166,12 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 /// What to convert, into what.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ConvertOptions {
+    /// The quadratic neuron every selected layer becomes.
     pub neuron: NeuronType,
     /// Empty: every convertible layer.
     #[serde(default)]
     pub select: Vec<Selector>,
+    /// Layers taken out of the selection (empty: none).
     #[serde(default)]
     pub exclude: Vec<Selector>,
     /// Biases of the new layers: `None` keeps each original layer's setting (t4 and fan
@@ -186,6 +188,8 @@ pub struct ConvertOptions {
 }
 
 impl ConvertOptions {
+    /// Convert every convertible layer to `neuron`, keeping each layer's bias setting,
+    /// refusing inexact conversions, seed 0.
     pub fn new(neuron: NeuronType) -> Self {
         ConvertOptions {
             neuron,
@@ -201,12 +205,15 @@ impl ConvertOptions {
 /// One converted layer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ConvertedLayer {
+    /// The layer's full path (`layer1.0.conv1`), the same before and after.
     pub path: String,
     /// Position in the forward-order list of convertible layers.
     pub index: usize,
     /// `conv2d` or `linear`.
     pub from: String,
+    /// The neuron the layer became.
     pub neuron: NeuronType,
+    /// Whether the new layer has biases.
     pub bias: bool,
     /// Does the weight initialisation reproduce the original layer exactly (see the
     /// module doc)? False only for t2/t3 converted with `approximate`.
@@ -220,19 +227,28 @@ pub struct ConvertedLayer {
 /// A converted spec and what was converted.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Conversion {
+    /// The spec with the selected layers replaced by quadratic ones.
     pub spec: ModelSpec,
+    /// The converted layers, in forward order.
     pub layers: Vec<ConvertedLayer>,
 }
 
 /// What `convert_model` did, for printing.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ConvertReport {
+    /// The spec's model name.
     pub model: String,
+    /// The neuron the layers became.
     pub neuron: NeuronType,
+    /// The converted layers, in forward order.
     pub layers: Vec<ConvertedLayer>,
+    /// Trainable parameters of the original model (`cost`'s count).
     pub params_before: u64,
+    /// Trainable parameters of the converted model.
     pub params_after: u64,
+    /// Multiply-accumulates per sample of the original model.
     pub macs_before: u64,
+    /// Multiply-accumulates per sample of the converted model.
     pub macs_after: u64,
     /// Every converted layer reproduces its original (so the model does, in eval mode).
     pub function_preserving: bool,

@@ -47,8 +47,11 @@ pub struct CalibratedBn {
 /// What `calibrate` did.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CalibrateReport {
+    /// Samples the statistics were taken over (a dropped last batch of one not counted).
     pub samples: usize,
+    /// Training-mode forwards run.
     pub batches: usize,
+    /// Each calibrated BatchNorm, with how far its statistics were off.
     pub bns: Vec<CalibratedBn>,
 }
 

@@ -31,27 +31,37 @@ use crate::Result;
 /// One row of the cost table: a leaf layer, or a residual block's add (type `residual_add`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LayerCost {
+    /// The layer's full path (the block's path for a `residual_add` row).
     pub path: String,
     /// The spec's type name (`conv2d`, `quad_conv2d`, …), with the neuron for quadratic
     /// layers (`quad_conv2d[quadralib-bn]`).
     pub kind: String,
     /// Per-sample output shape.
     pub output: Vec<usize>,
+    /// Trainable parameters (BatchNorm running statistics excluded).
     pub params: u64,
+    /// Multiply-accumulates of the layer's weight maps per sample.
     pub macs: u64,
+    /// Element-wise operations per sample (bias, BN, ReLU, pooling, add, products).
     pub other_ops: u64,
 }
 
 /// Per-layer and total cost of one sample.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CostReport {
+    /// The spec's model name.
     pub model: String,
     /// Per-sample input shape the counts are for.
     pub input: Vec<usize>,
+    /// One row per leaf layer and residual add, in forward order.
     pub layers: Vec<LayerCost>,
+    /// Sum of the rows' `params`.
     pub total_params: u64,
+    /// Sum of the rows' `macs`.
     pub total_macs: u64,
+    /// Sum of the rows' `other_ops`.
     pub total_other_ops: u64,
+    /// How the counts are defined, in words (what a MAC and an op are).
     pub convention: String,
 }
 

@@ -40,11 +40,15 @@ use crate::nn::spec::{quadratic_layers, visit_layers, LayerSpec, ModelSpec, Pair
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
+/// How a layer was masked to measure its importance (see the module doc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MaskMethod {
+    /// Taken out of the model (its output shape equals its input shape).
     Removed,
+    /// Its second-order term zeroed, its linear term kept (`quadralib`, `quadralib-bn`, `t1`).
     SecondOrderZeroed,
+    /// Every weight and bias zeroed, so it outputs 0 (neurons without a linear term).
     OutputZeroed,
 }
 
@@ -58,19 +62,26 @@ impl std::fmt::Display for MaskMethod {
     }
 }
 
+/// One quadratic layer's importance: its masked accuracy, its cost shares and its RI.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LayerImportance {
     /// 1 = most removable.
     pub rank: usize,
+    /// The layer's full path.
     pub path: String,
+    /// The layer's neuron type.
     pub neuron: NeuronType,
+    /// How the layer was masked.
     pub method: MaskMethod,
+    /// The layer's trainable parameters.
     pub params: u64,
+    /// The layer's multiply-accumulates per sample.
     pub macs: u64,
     /// Share of the model's parameters.
     pub p_m: f64,
     /// Share of the model's MACs.
     pub p_w: f64,
+    /// Validation accuracy of the masked model, a fraction in [0, 1].
     pub accuracy_masked: f64,
     /// accuracy(original) − accuracy(masked).
     pub delta_a: f64,
@@ -78,12 +89,18 @@ pub struct LayerImportance {
     pub ri: Option<f64>,
 }
 
+/// What `layer_importance` measured: the baseline and every quadratic layer, ranked.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImportanceReport {
+    /// The spec's model name.
     pub model: String,
+    /// Validation samples the accuracies are over.
     pub samples: usize,
+    /// Validation accuracy of the unmasked model, a fraction in [0, 1].
     pub baseline_accuracy: f64,
+    /// The model's trainable parameters.
     pub total_params: u64,
+    /// The model's multiply-accumulates per sample.
     pub total_macs: u64,
     /// In rank order.
     pub layers: Vec<LayerImportance>,

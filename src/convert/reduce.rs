@@ -53,30 +53,45 @@ impl std::fmt::Display for Budget {
     }
 }
 
+/// What a reduction step did to a layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReduceAction {
+    /// Taken out of the model (the identity replaces it).
     Removed,
+    /// Turned back into a Conv2d/Linear with its linear-term weights.
     FirstOrder,
 }
 
+/// One layer taken out or linearised, with the predicted size after it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReduceStep {
+    /// The layer's full path.
     pub path: String,
+    /// What was done to it.
     pub action: ReduceAction,
     /// Predicted counts after this step.
     pub params_after: u64,
+    /// Predicted multiply-accumulates per sample after this step.
     pub macs_after: u64,
 }
 
+/// What a depth reduction did: the budget, the size before and after, and each step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReduceReport {
+    /// The spec's model name.
     pub model: String,
+    /// The bound the reduction aimed for.
     pub budget: Budget,
+    /// Trainable parameters before the reduction.
     pub params_before: u64,
+    /// Trainable parameters of the reduced spec.
     pub params_after: u64,
+    /// Multiply-accumulates per sample before the reduction.
     pub macs_before: u64,
+    /// Multiply-accumulates per sample of the reduced spec.
     pub macs_after: u64,
+    /// The layers taken out or linearised, in the order done.
     pub steps: Vec<ReduceStep>,
     /// (layer, why) for ranked layers that could be neither removed nor linearised.
     pub skipped: Vec<(String, String)>,
@@ -85,8 +100,11 @@ pub struct ReduceReport {
 /// The reduced spec, its state dict and the report.
 #[derive(Clone, Debug)]
 pub struct Reduction {
+    /// The reduced model's spec.
     pub spec: ModelSpec,
+    /// Its weights, under PyTorch names (checked by loading them into the reduced model).
     pub state_dict: StateDict,
+    /// What was done.
     pub report: ReduceReport,
 }
 
@@ -275,6 +293,7 @@ pub fn reduce(
 }
 
 impl ReduceReport {
+    /// A text summary: the budget, the size before → after, then one line per step.
     pub fn table(&self) -> String {
         let mut s = format!(
             "model {} — budget: {}\nparams {} → {} ({:+.1}%), MACs {} → {} ({:+.1}%)\n",

@@ -19,6 +19,7 @@ pub struct ReLU {
 }
 
 impl ReLU {
+    /// A ReLU at layer path `path` (its name in reports; it has no parameters).
     pub fn new(path: &str) -> ReLU {
         ReLU {
             name: LayerName::new(path),
@@ -70,6 +71,7 @@ pub struct Flatten {
 }
 
 impl Flatten {
+    /// A flatten layer at layer path `path`: (N, …) → (N, product of the rest).
     pub fn new(path: &str) -> Flatten {
         Flatten {
             name: LayerName::new(path),
@@ -135,7 +137,9 @@ impl Module for Flatten {
 /// both keep each element independently with probability 1 − p.
 pub struct Dropout {
     name: LayerName,
+    /// Drop probability, in [0, 1).
     pub p: f64,
+    /// The seed every mask is drawn from (with the draw count `calls`).
     pub seed: u64,
     /// Training forwards so far: the stream the next mask is drawn from.
     pub calls: u64,

@@ -12,10 +12,12 @@ use crate::{Error, Result};
 /// Children run in order; backward runs them in reverse.
 pub struct Sequential {
     name: LayerName,
+    /// The children, in forward order.
     pub layers: Vec<Box<dyn Module>>,
 }
 
 impl Sequential {
+    /// A container at layer path `path` (`""` for a model's root) running `layers` in order.
     pub fn new(path: &str, layers: Vec<Box<dyn Module>>) -> Self {
         Sequential {
             name: LayerName::new(path),
@@ -98,8 +100,11 @@ impl Module for Sequential {
 /// the ReLU are one op (`ops::act::add_relu`).
 pub struct Residual {
     name: LayerName,
+    /// The main branch; its children are named directly under the block.
     pub main: Sequential,
+    /// The shortcut branch; `None`: the identity.
     pub shortcut: Option<Sequential>,
+    /// Whether a ReLU follows the sum.
     pub relu: bool,
     /// relu(main + shortcut) of the last training forward (the mask of the final ReLU);
     /// `None` inside when there is no final ReLU.
@@ -107,6 +112,8 @@ pub struct Residual {
 }
 
 impl Residual {
+    /// A block at layer path `path`: relu(main(x) + shortcut(x)) (no ReLU when `relu` is
+    /// false); main and shortcut outputs must have the same shape.
     pub fn new(path: &str, main: Sequential, shortcut: Option<Sequential>, relu: bool) -> Self {
         Residual {
             name: LayerName::new(path),

@@ -9,10 +9,14 @@ use crate::ops::conv::{self, ConvGeom};
 use crate::tensor::{DType, Tensor};
 use crate::Result;
 
+/// A 2-D convolution (PyTorch's `nn.Conv2d`): (N, C_in, H, W) → (N, C_out, H_out, W_out).
 pub struct Conv2d {
     name: LayerName,
+    /// Channels, kernel, stride, padding, dilation and groups.
     pub geom: ConvGeom,
+    /// W: (C_out, C_in / groups, kh, kw).
     pub weight: Param,
+    /// b: (C_out); `None` for a layer without bias.
     pub bias: Option<Param>,
     /// The input of the last training forward, x: (N, C_in, H, W).
     saved: Option<Tensor>,
@@ -26,6 +30,8 @@ pub fn default_init(shape: &[usize], fan_in: usize, dtype: DType, seed: u64) -> 
 }
 
 impl Conv2d {
+    /// A convolution at layer path `path` with PyTorch's default init drawn from `seed`; an
+    /// error when `geom` is inconsistent (channels not divisible by groups, zero sizes).
     pub fn new(path: &str, geom: ConvGeom, bias: bool, dtype: DType, seed: u64) -> Result<Conv2d> {
         geom.validate(path)?;
         let name = LayerName::new(path);

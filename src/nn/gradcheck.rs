@@ -12,14 +12,19 @@ use super::Module;
 use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
 
+/// Settings of a finite-difference gradient check; an element passes when
+/// |analytic − numeric| ≤ atol + rtol·|numeric|.
 #[derive(Clone, Debug)]
 pub struct GradCheck {
     /// Finite-difference step.
     pub h: f64,
+    /// Absolute tolerance (default 1e-7).
     pub atol: f64,
+    /// Relative tolerance (default 1e-5).
     pub rtol: f64,
     /// Most elements checked per tensor (all of them when the tensor is smaller).
     pub max_checks: usize,
+    /// Seed of the random weighting r and of the sampled element indices.
     pub seed: u64,
 }
 

@@ -10,9 +10,12 @@ use crate::ops::linear as ops;
 use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
 
+/// A fully connected layer (PyTorch's `nn.Linear`): (N, in) → (N, out), y = x·Wᵀ + b.
 pub struct Linear {
     name: LayerName,
+    /// Features per input sample.
     pub in_features: usize,
+    /// Features per output sample.
     pub out_features: usize,
     /// W: (out, in).
     pub weight: Param,

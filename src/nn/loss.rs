@@ -18,6 +18,8 @@ pub struct SoftmaxCrossEntropy {
 }
 
 impl SoftmaxCrossEntropy {
+    /// The loss with label smoothing ε = `label_smoothing`; an `Error::Invalid` outside
+    /// [0, 1).
     pub fn new(label_smoothing: f64) -> Result<SoftmaxCrossEntropy> {
         if !(0.0..1.0).contains(&label_smoothing) {
             return Err(Error::invalid(

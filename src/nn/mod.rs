@@ -131,11 +131,14 @@ pub(crate) use weight_bias_layer;
 /// the tracking allocator charges the layer's allocations to.
 #[derive(Clone, Debug)]
 pub struct LayerName {
+    /// The dotted path (`layer1.0.conv1`; `""` for a model's root).
     pub path: String,
+    /// The path's interned id in the allocation tracker.
     pub id: u32,
 }
 
 impl LayerName {
+    /// The name of the layer at `path`, interning the path in the tracker.
     pub fn new(path: &str) -> Self {
         LayerName {
             path: path.to_string(),
@@ -203,6 +206,7 @@ pub trait Module: Send + Sync + Any {
         Vec::new()
     }
 
+    /// The module as `Any`, to downcast to its concrete type (`QuadConv2d`, …).
     fn as_any(&self) -> &dyn Any;
 }
 

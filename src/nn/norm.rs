@@ -43,9 +43,13 @@ struct Saved {
 /// does not emit it, and `load_state_dict` accepts and discards it when present.
 pub struct BatchNorm {
     name: LayerName,
+    /// `BatchNorm1d` or `BatchNorm2d`: the input ranks accepted.
     pub kind: BnKind,
+    /// Channels C.
     pub num_features: usize,
+    /// Added to the variance before the square root.
     pub eps: f64,
+    /// Running-statistics update factor (PyTorch's convention, see the module doc).
     pub momentum: f64,
     /// γ: (C), init 1.
     pub weight: Param,

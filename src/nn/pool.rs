@@ -13,6 +13,7 @@ use crate::{Error, Result};
 /// The window pooling layers: `MaxPool2d` and `AvgPool2d` are `Pool2d` of their kind.
 pub struct Pool2d<K: PoolKind> {
     name: LayerName,
+    /// Window, stride and padding, in pixels.
     pub geom: PoolGeom,
     /// The input shape (N, C, H, W) of the last training forward, and for max pooling the
     /// argmax indices (N, C, Ho, Wo), each h·W + w within its plane (as PyTorch's
@@ -131,6 +132,7 @@ pub struct GlobalAvgPool {
 }
 
 impl GlobalAvgPool {
+    /// A global average pool at layer path `path`: (N, C, H, W) → (N, C).
     pub fn new(path: &str) -> GlobalAvgPool {
         GlobalAvgPool {
             name: LayerName::new(path),

@@ -34,10 +34,16 @@ use crate::{ensure_valid, Error, Result};
 /// Adam / AdamW hyper-parameters (PyTorch's names and defaults).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamConfig {
+    /// Base learning rate: positive and below 1000 at construction (a schedule may set 0).
     pub lr: f64,
+    /// (β1, β2): decay rates of the first and second moment estimates, each in [0, 1).
     pub betas: (f64, f64),
+    /// Added to the bias-corrected √v̂ in the denominator; positive.
     pub eps: f64,
+    /// Weight decay in [0, 1): added to the gradient (Adam) or applied to the weights
+    /// (AdamW).
     pub weight_decay: f64,
+    /// Divide by the running maximum of v (AMSGrad) instead of v.
     pub amsgrad: bool,
     /// AdamW (decoupled weight decay) when true.
     pub decoupled: bool,
@@ -63,6 +69,7 @@ impl AdamConfig {
             ..Self::adam(lr)
         }
     }
+    /// Check every hyper-parameter's range; an `Error::Invalid` names the first that is out.
     pub fn validate(&self) -> Result<()> {
         check_lr(self.lr)?;
         check_betas(self.betas.0, self.betas.1)?;
@@ -84,6 +91,8 @@ struct State {
     vmax: Option<Tensor>,
 }
 
+/// The Adam / AdamW optimizer (see the module doc for the update), with optional parameter
+/// groups.
 #[derive(Debug)]
 pub struct Adam {
     cfg: AdamConfig,
@@ -94,6 +103,8 @@ pub struct Adam {
 }
 
 impl Adam {
+    /// An optimizer with no state yet and no groups; an `Error::Invalid` when `cfg` is out
+    /// of range.
     pub fn new(cfg: AdamConfig) -> Result<Adam> {
         cfg.validate()?;
         Ok(Adam {
@@ -113,9 +124,11 @@ impl Adam {
         Ok(self)
     }
 
+    /// The hyper-parameters (`lr` is the current base learning rate).
     pub fn config(&self) -> &AdamConfig {
         &self.cfg
     }
+    /// The parameter groups in use (empty: every slice takes the base settings).
     pub fn groups(&self) -> &[ParamGroup] {
         &self.groups
     }

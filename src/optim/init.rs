@@ -49,10 +49,12 @@ pub enum ReLinearAction {
 /// Per quadratic layer (path, neuron, action), in forward order.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ReLinearReport {
+    /// (full layer path, its neuron type, what was done), one entry per quadratic layer.
     pub layers: Vec<(String, NeuronType, ReLinearAction)>,
 }
 
 impl ReLinearReport {
+    /// How many layers were re-initialised (`Applied`).
     pub fn applied(&self) -> usize {
         self.layers
             .iter()

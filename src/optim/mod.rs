@@ -37,6 +37,8 @@ use crate::nn::{Module, Param, ParamKind, Segment};
 use crate::tensor::Tensor;
 use crate::{ensure_valid, Error, Result};
 
+/// A parameter-update rule (SGD, Adam, the quadratic optimizer) that keeps its own state
+/// (momentum buffers, moments) per parameter name between steps.
 pub trait Optimizer: Send {
     /// Apply one update from the gradients accumulated in `net`'s parameters (the
     /// gradients are consumed: parameters have no gradient afterwards).
@@ -59,12 +61,16 @@ pub trait Optimizer: Send {
 /// `{param}.step` (Adam's per-parameter step count). `kind` is `sgd`, `adam` or `adamw`.
 #[derive(Debug, Default)]
 pub struct OptimState {
+    /// Which optimizer wrote the state: `sgd`, `adam` or `adamw`.
     pub kind: String,
+    /// State tensors by name (`{param}.exp_avg`, …), shaped as their parameter.
     pub tensors: Vec<(String, Tensor)>,
+    /// Scalar state by name (`lr`, `{param}.step`, …).
     pub scalars: Vec<(String, f64)>,
 }
 
 impl OptimState {
+    /// The scalar called `name`, `None` when the state has none.
     pub fn scalar(&self, name: &str) -> Option<f64> {
         self.scalars.iter().find(|(n, _)| n == name).map(|s| s.1)
     }
@@ -74,7 +80,9 @@ impl OptimState {
 /// lists a kind wins, kinds no group lists use the optimizer's base settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamGroup {
+    /// The group's name (`second_order`), quoted in error messages.
     pub name: String,
+    /// The parameter kinds whose slices take this group's settings.
     pub kinds: Vec<ParamKind>,
     /// Multiplier of the base learning rate (schedules move the base; ≥ 0).
     pub lr_scale: f64,
@@ -95,14 +103,17 @@ impl ParamGroup {
             betas: None,
         }
     }
+    /// The group with learning-rate multiplier `s` (checked ≥ 0 and finite by the optimizer).
     pub fn lr_scale(mut self, s: f64) -> Self {
         self.lr_scale = s;
         self
     }
+    /// The group with its own weight decay `wd` (in [0, 1)).
     pub fn weight_decay(mut self, wd: f64) -> Self {
         self.weight_decay = Some(wd);
         self
     }
+    /// The group with its own Adam betas (β1, β2), each in [0, 1); SGD refuses the group.
     pub fn betas(mut self, b1: f64, b2: f64) -> Self {
         self.betas = Some((b1, b2));
         self

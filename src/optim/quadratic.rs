@@ -22,10 +22,15 @@ use crate::{ensure_valid, Result};
 /// The optimizer the quadratic optimizer wraps.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum BaseOptimizer {
+    /// SGD with these settings (as [`Sgd::new`] takes them).
     Sgd {
+        /// Base learning rate.
         lr: f64,
+        /// Momentum factor in [0, 1).
         momentum: f64,
+        /// Weight decay in [0, 1), coupled (added to the gradient).
         weight_decay: f64,
+        /// Nesterov momentum (needs momentum > 0).
         nesterov: bool,
     },
     /// Adam or AdamW (`decoupled`).
@@ -80,6 +85,8 @@ enum Inner {
     Adam(Adam),
 }
 
+/// SGD or Adam(W) with the quadratic layers' second-order weights in their own parameter
+/// group (see the module doc); the optimizer a QDNN trains with.
 pub struct QuadraticOptimizer {
     inner: Inner,
     cfg: QuadraticConfig,
@@ -154,6 +161,7 @@ impl QuadraticOptimizer {
         Ok(o)
     }
 
+    /// The quadratic settings (second-order lr scale, weight decay, ReLinear scale).
     pub fn config(&self) -> &QuadraticConfig {
         &self.cfg
     }

@@ -19,6 +19,7 @@ use crate::{ensure_valid, Result};
 
 /// A learning rate per step index.
 pub trait Schedule: Send + Sync {
+    /// The learning rate at step index `t` (0-based).
     fn lr_at(&self, t: usize) -> f64;
 }
 
@@ -46,12 +47,14 @@ fn check_gamma(gamma: f64) -> Result<()> {
     Ok(())
 }
 
+/// The same learning rate at every step.
 #[derive(Clone, Debug)]
 pub struct Constant {
     lr: f64,
 }
 
 impl Constant {
+    /// Learning rate `lr` always; an `Error::Invalid` unless it is finite and ≥ 0.
     pub fn new(lr: f64) -> Result<Constant> {
         check_base("learning rate", lr)?;
         Ok(Constant { lr })
@@ -64,6 +67,7 @@ impl Schedule for Constant {
     }
 }
 
+/// Cosine annealing from `base` to `final_lr` over `t_max` steps, then `final_lr`.
 #[derive(Clone, Debug)]
 pub struct CosineAnnealing {
     base: f64,
@@ -72,6 +76,8 @@ pub struct CosineAnnealing {
 }
 
 impl CosineAnnealing {
+    /// Anneal `base` → `final_lr` over `t_max` steps; an `Error::Invalid` for a negative or
+    /// non-finite rate or `t_max` = 0.
     pub fn new(base: f64, final_lr: f64, t_max: usize) -> Result<CosineAnnealing> {
         check_base("learning rate", base)?;
         check_base("final learning rate", final_lr)?;
@@ -94,6 +100,7 @@ impl Schedule for CosineAnnealing {
     }
 }
 
+/// `base`·γ^⌊t / step_size⌋: the rate multiplied by γ every `step_size` steps.
 #[derive(Clone, Debug)]
 pub struct StepDecay {
     base: f64,
@@ -102,6 +109,8 @@ pub struct StepDecay {
 }
 
 impl StepDecay {
+    /// Decay `base` by `gamma` every `step_size` steps; an `Error::Invalid` for a negative
+    /// or non-finite rate, γ ≤ 0 or `step_size` = 0.
     pub fn new(base: f64, step_size: usize, gamma: f64) -> Result<StepDecay> {
         check_base("learning rate", base)?;
         check_gamma(gamma)?;
@@ -120,6 +129,7 @@ impl Schedule for StepDecay {
     }
 }
 
+/// `base`·γ^k, k the number of milestones ≤ t: the rate multiplied by γ at each milestone.
 #[derive(Clone, Debug)]
 pub struct MultiStep {
     base: f64,
@@ -128,7 +138,8 @@ pub struct MultiStep {
 }
 
 impl MultiStep {
-    /// `milestones` must be strictly increasing.
+    /// Decay `base` by `gamma` at each of `milestones` (step indices), which must be
+    /// strictly increasing; an `Error::Invalid` otherwise or for a bad rate or γ ≤ 0.
     pub fn new(base: f64, milestones: Vec<usize>, gamma: f64) -> Result<MultiStep> {
         check_base("learning rate", base)?;
         check_gamma(gamma)?;
@@ -162,6 +173,8 @@ pub struct Warmup<S: Schedule> {
 }
 
 impl<S: Schedule> Warmup<S> {
+    /// Warm `inner` up over `warmup` steps from `start_factor` (in (0, 1]) times its first
+    /// rate; an `Error::Invalid` for a factor outside (0, 1].
     pub fn new(inner: S, warmup: usize, start_factor: f64) -> Result<Warmup<S>> {
         ensure_valid!(
             start_factor.is_finite() && start_factor > 0.0 && start_factor <= 1.0,
@@ -192,16 +205,22 @@ pub enum Every {
     /// t = epoch: the lr changes between epochs.
     Epoch,
     /// t = epoch·steps_per_epoch + step: the lr changes every optimizer step.
-    Step { steps_per_epoch: usize },
+    Step {
+        /// Optimizer steps in one epoch.
+        steps_per_epoch: usize,
+    },
 }
 
 /// A schedule evaluated per epoch or per step.
 pub struct LrScheduler {
+    /// The learning rate as a function of the index `t`.
     pub schedule: Box<dyn Schedule>,
+    /// What `t` counts: epochs or optimizer steps.
     pub every: Every,
 }
 
 impl LrScheduler {
+    /// `schedule` indexed by epoch or by step, as `every` says.
     pub fn new(schedule: Box<dyn Schedule>, every: Every) -> LrScheduler {
         LrScheduler { schedule, every }
     }
@@ -212,6 +231,7 @@ impl LrScheduler {
             Every::Step { steps_per_epoch } => epoch * steps_per_epoch + step,
         }
     }
+    /// The learning rate at (epoch, step within the epoch), both 0-based.
     pub fn lr(&self, epoch: usize, step: usize) -> f64 {
         self.schedule.lr_at(self.index(epoch, step))
     }

@@ -23,12 +23,18 @@ use crate::ops::optim::{SegmentTables, SgdHyper, SgdUpdates};
 use crate::tensor::Tensor;
 use crate::{ensure_valid, Error, Result};
 
+/// SGD with momentum, dampening, Nesterov and weight decay (see the module doc for the
+/// update), with optional parameter groups.
 #[derive(Debug)]
 pub struct Sgd {
     lr: f64,
+    /// Momentum factor μ in [0, 1) (0: plain SGD).
     pub momentum: f64,
+    /// Dampening of the momentum's new gradient term (0 after `new`, as PyTorch's default).
     pub dampening: f64,
+    /// Weight decay in [0, 1), added to the gradient as wd·p.
     pub weight_decay: f64,
+    /// Nesterov momentum (needs momentum > 0).
     pub nesterov: bool,
     groups: Vec<ParamGroup>,
     /// Momentum buffer per parameter name.
@@ -39,6 +45,9 @@ pub struct Sgd {
 }
 
 impl Sgd {
+    /// An optimizer with no momentum buffers yet, dampening 0 and no groups; an
+    /// `Error::Invalid` when lr, momentum or weight decay is out of range or `nesterov` is
+    /// set without momentum.
     pub fn new(lr: f64, momentum: f64, weight_decay: f64, nesterov: bool) -> Result<Sgd> {
         check_lr(lr)?;
         ensure_valid!(
@@ -78,6 +87,7 @@ impl Sgd {
         Ok(self)
     }
 
+    /// The parameter groups in use (empty: every slice takes the base settings).
     pub fn groups(&self) -> &[ParamGroup] {
         &self.groups
     }

@@ -28,6 +28,8 @@ pub const MODE_COLORS: [RGBColor; 6] = [
     RGBColor(23, 190, 207),
 ];
 
+/// The colour of configuration `label`, the `i`-th drawn: fixed for `stored`, `recompute`
+/// and `planned`, the other three colours in turn for other labels.
 pub fn mode_color(label: &str, i: usize) -> RGBColor {
     match label {
         "stored" => MODE_COLORS[0],
@@ -37,6 +39,7 @@ pub fn mode_color(label: &str, i: usize) -> RGBColor {
     }
 }
 
+/// The fill colour of phase `p` in the timeline's phase strips.
 pub fn phase_color(p: Phase) -> RGBColor {
     match p {
         Phase::Forward => RGBColor(158, 202, 225),
@@ -51,6 +54,7 @@ pub fn phase_color(p: Phase) -> RGBColor {
 /// Total allocated bytes (MiB) against the allocation sequence of one training step, one
 /// line per configuration, with a strip per configuration showing its phases.
 pub struct TimelineChart<'a> {
+    /// The profiles whose recorded steps are drawn.
     pub comparison: &'a ModeComparison,
 }
 
@@ -210,6 +214,7 @@ impl Chart for TimelineChart<'_> {
 
 /// Saved-for-backward MiB per layer (rows) for each configuration (grouped bars).
 pub struct LayerChart<'a> {
+    /// The profiles whose per-layer saved bytes are drawn.
     pub comparison: &'a ModeComparison,
     /// Show only quadratic layers.
     pub quadratic_only: bool,

@@ -11,9 +11,13 @@ use crate::{Error, Result};
 /// One configuration's headline numbers.
 #[derive(Clone, Debug, Serialize)]
 pub struct ModeSummary {
+    /// The profile's label: `stored`, `recompute`, `planned` or a caller's.
     pub label: String,
+    /// Peak total bytes allocated on the device during the measured steps.
     pub peak_total: u64,
+    /// Bytes kept for backward at the end of the forward pass, summed over layers.
     pub saved_for_backward: u64,
+    /// Median wall time of a timed step, seconds.
     pub step_time_s: f64,
     /// step time / stored step time (the recompute overhead for `recompute`).
     pub time_vs_stored: f64,
@@ -26,22 +30,34 @@ pub struct ModeSummary {
 /// One layer's saved-for-backward bytes in each configuration (same order as `modes`).
 #[derive(Clone, Debug, Serialize)]
 pub struct LayerComparison {
+    /// The layer's full path (`layer1.0.conv1`).
     pub layer: String,
+    /// The layer's `Module::describe()`.
     pub kind: String,
+    /// Whether the layer is quadratic (has a back-propagation mode).
     pub quadratic: bool,
+    /// Saved-for-backward bytes in each configuration (0 where a profile lacks the layer).
     pub saved: Vec<u64>,
+    /// Quadratic layers: FLOPs the backward spends recomputing in `recompute` mode.
     pub recompute_flops: Option<u64>,
 }
 
 /// Stored vs recompute (vs planned) for one model, batch and thread count.
 #[derive(Clone, Debug, Serialize)]
 pub struct ModeComparison {
+    /// The spec's model name.
     pub model: String,
+    /// Samples per step.
     pub batch: usize,
+    /// Worker threads the steps ran with.
     pub threads: usize,
+    /// Timed steps per configuration.
     pub steps: usize,
+    /// One summary per configuration, in the order of `profiles`.
     pub modes: Vec<ModeSummary>,
+    /// Every layer that holds bytes in any profile, in forward order.
     pub layers: Vec<LayerComparison>,
+    /// The full profile of each configuration.
     pub profiles: Vec<MemoryProfile>,
 }
 

@@ -16,6 +16,7 @@ use crate::{Device, Error, Result};
 /// A predicted peak beside the device's available memory.
 #[derive(Clone, Debug, Serialize)]
 pub struct FitEstimate {
+    /// The batch size the estimate is for (samples per step).
     pub batch: usize,
     /// Bytes at the peak that do not depend on the batch.
     pub fixed: u64,
@@ -25,6 +26,8 @@ pub struct FitEstimate {
     pub predicted_peak: u64,
     /// Bytes the device can still give, and where that figure comes from.
     pub available: u64,
+    /// Where `available` comes from (e.g. /proc/meminfo), or `not reported` (then
+    /// `available` is `u64::MAX`).
     pub available_source: String,
     /// The largest batch whose predicted peak fits `available`.
     pub max_batch: u64,

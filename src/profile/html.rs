@@ -14,12 +14,19 @@ use crate::Result;
 
 /// What goes into the report.
 pub struct ReportInputs<'a> {
+    /// The profiles of the back-propagation modes (the `mode-comparison`, `timeline` and
+    /// `per-layer` sections).
     pub comparison: &'a ModeComparison,
+    /// Budget plans for the `planner` section (empty: no section).
     pub plans: &'a [BudgetPlan],
+    /// Weight and activation statistics for the `analysis` section.
     pub analysis: Option<&'a AnalysisReport>,
+    /// Feature maps for the `feature-maps` section.
     pub feature_maps: Option<&'a [FeatureMap]>,
 }
 
+/// `s` with `&`, `<`, `>` and `"` replaced by HTML entities, safe in element text and in
+/// double-quoted attributes.
 pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")

@@ -49,6 +49,7 @@ pub use crate::plot::{temp_path, write_atomic};
 /// Label of the row holding bytes charged to no layer.
 pub const OUTSIDE_LAYERS: &str = "(outside layers)";
 
+/// The median of `v` (the mean of the two middle values for an even length); 0 when empty.
 pub fn median(v: &[f64]) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -63,6 +64,7 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// `bytes` in MiB (2^20 bytes).
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / 1048576.0
 }

@@ -27,9 +27,11 @@ use crate::{Error, Result};
 /// One quadratic layer as the planner sees it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Candidate {
+    /// The quadratic layer's full path.
     pub layer: String,
     /// Saved-for-backward bytes in `stored` minus in `recompute`.
     pub bytes_saved: u64,
+    /// FLOPs the backward spends recomputing the layer in `recompute` mode.
     pub recompute_flops: u64,
 }
 
@@ -37,22 +39,33 @@ pub struct Candidate {
 /// measurement.
 #[derive(Clone, Debug, Serialize)]
 pub struct BudgetPlan {
+    /// The spec's model name.
     pub model: String,
+    /// The peak the plan must fit under, bytes.
     pub budget: u64,
     /// Every quadratic layer's mode, usable as `ModelSpec.backprop_overrides`.
     pub plan: BTreeMap<String, BackpropMode>,
+    /// How many layers the plan recomputes.
     pub recomputed_layers: usize,
+    /// Total FLOPs the plan's recomputed layers cost per step.
     pub recompute_flops: u64,
+    /// The peak the planner's model predicts for the plan, bytes.
     pub predicted_peak: u64,
+    /// Whether `predicted_peak` ≤ `budget`.
     pub fits_predicted: bool,
     /// The measured peaks of the two full modes the plan was made from.
     pub stored_peak: u64,
+    /// The measured peak of the all-`recompute` profile, bytes.
     pub recompute_peak: u64,
+    /// The plan's measured peak, bytes (`None` until `plan_and_verify` ran it).
     pub measured_peak: Option<u64>,
+    /// Whether the measured peak is ≤ `budget` (`None` until measured).
     pub fits_measured: Option<bool>,
+    /// The plan's measured median step time, seconds (`None` until measured).
     pub measured_step_time_s: Option<f64>,
     /// Planning rounds (1 unless the first measurement was over budget).
     pub rounds: usize,
+    /// Every quadratic layer the planner chose among, with its saving and cost.
     pub candidates: Vec<Candidate>,
 }
 

@@ -13,6 +13,7 @@ use crate::Device;
 /// How to run the profiled training steps.
 #[derive(Clone, Debug, Serialize)]
 pub struct ProfileOptions {
+    /// Samples per training step (default 64).
     pub batch: usize,
     /// Timed steps (after the warm-up and the recorded step).
     pub steps: usize,
@@ -22,6 +23,7 @@ pub struct ProfileOptions {
     pub threads: usize,
     /// Seed of the weights and of the random batch.
     pub seed: u64,
+    /// The element type of the weights and the batch (default f32).
     #[serde(skip)]
     pub dtype: DType,
     /// Where the steps run: the CPU engine, or the CUDA backend (`cuda:N`, `emu`); the
@@ -66,6 +68,7 @@ pub struct DeviceCheck {
     /// (device_used − device_used_before) − (pool_reserved − pool_reserved_before), signed:
     /// memory the device lost during the run that the pool does not account for.
     pub unaccounted: i64,
+    /// The device's total memory, bytes.
     pub device_total: u64,
 }
 
@@ -73,6 +76,7 @@ pub struct DeviceCheck {
 /// named `(outside layers)` holds what no layer asked for: the input batch, the loss).
 #[derive(Clone, Debug, Serialize)]
 pub struct LayerRow {
+    /// The layer's full path (`layer1.0.conv1`), or `(outside layers)`.
     pub layer: String,
     /// `Module::describe()`.
     pub kind: String,
@@ -80,9 +84,11 @@ pub struct LayerRow {
     pub mode: Option<BackpropMode>,
     /// Kept for backward at the end of the forward pass.
     pub saved_for_backward: u64,
+    /// Bytes of the layer's parameters.
     pub parameters: u64,
     /// Peak gradient bytes during the step (gradients are freed by the optimizer).
     pub gradients: u64,
+    /// Bytes of optimizer state for the layer's parameters (e.g. Adam's moments).
     pub optimizer_state: u64,
     /// Peak workspace bytes charged to the layer during the step.
     pub workspace_peak: u64,
@@ -96,24 +102,33 @@ pub struct LayerRow {
 pub struct TimelinePoint {
     /// Index of the event within the step (allocation sequence).
     pub index: usize,
+    /// Bytes allocated on the device after the event.
     pub total: u64,
+    /// The phase of the step the event happened in.
     pub phase: Phase,
 }
 
 /// A run of consecutive events of one phase: `start..end` indexes `timeline`.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct PhaseSpan {
+    /// The phase of every event in the run.
     pub phase: Phase,
+    /// Index of the run's first event.
     pub start: usize,
+    /// One past the index of its last event.
     pub end: usize,
 }
 
 /// Bytes allocated and freed in one phase for one category during the recorded step.
 #[derive(Clone, Debug, Serialize)]
 pub struct PhaseRow {
+    /// The phase of the step.
     pub phase: Phase,
+    /// What the bytes are for.
     pub category: Category,
+    /// Bytes allocated (summed over events).
     pub allocated: u64,
+    /// Bytes freed (summed over events).
     pub freed: u64,
 }
 
@@ -122,16 +137,22 @@ pub struct PhaseRow {
 /// one category and an allocation in the other).
 #[derive(Clone, Debug, Serialize)]
 pub struct LayerPhaseRow {
+    /// The layer's full path the bytes were charged to, or `(outside layers)`.
     pub layer: String,
+    /// The phase of the step.
     pub phase: Phase,
+    /// What the bytes are for.
     pub category: Category,
+    /// Bytes allocated (summed over events).
     pub allocated: u64,
+    /// Bytes freed (summed over events).
     pub freed: u64,
 }
 
 /// What `profile_training` measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct MemoryProfile {
+    /// The spec's model name.
     pub model: String,
     /// The device the steps ran on (`cpu`, `cuda:0`, `emu`).
     pub device: String,
@@ -139,9 +160,13 @@ pub struct MemoryProfile {
     pub device_check: Option<DeviceCheck>,
     /// "stored", "recompute", "planned", or a caller's label.
     pub label: String,
+    /// The spec's back-propagation mode of quadratic layers.
     pub backprop: BackpropMode,
+    /// The spec's per-layer mode overrides (full layer path → mode).
     pub overrides: BTreeMap<String, BackpropMode>,
+    /// Samples per step.
     pub batch: usize,
+    /// Worker threads the steps ran with (rayon's pool size).
     pub threads: usize,
     /// Bytes allocated on the device before the recorded step (parameters, optimizer
     /// state, the batch, anything else alive in the process).
@@ -162,15 +187,19 @@ pub struct MemoryProfile {
     /// Per-layer table; `saved_for_backward` sums to the device's saved-for-backward
     /// bytes at the end of the forward pass minus what was saved before the step (0).
     pub layers: Vec<LayerRow>,
+    /// Category × phase of every event of the recorded step.
     pub phases: Vec<PhaseRow>,
     /// Category × layer × phase of every event of the recorded step.
     pub by_layer_phase: Vec<LayerPhaseRow>,
+    /// Total allocated bytes after each event of the recorded step, in order.
     pub timeline: Vec<TimelinePoint>,
+    /// The recorded step's events grouped into runs of one phase, in order.
     pub phase_spans: Vec<PhaseSpan>,
     /// Wall time of each timed step, seconds.
     pub step_times_s: Vec<f64>,
     /// Median of `step_times_s`.
     pub step_time_s: f64,
+    /// The training loss of the last step run.
     pub loss: f64,
 }
 

@@ -291,6 +291,7 @@ impl Server {
         })
     }
 
+    /// The address the server listens on (the port chosen when `start` was given port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }

@@ -398,6 +398,9 @@ pub struct QuadConv2d(Core);
 pub struct QuadLinear(Core);
 
 impl QuadConv2d {
+    /// A quadratic convolution at layer path `path` with `neuron`'s branches of geometry
+    /// `geom`, fresh weights from `seed`; an `Error::Invalid` for an inconsistent geometry
+    /// or groups the neuron does not support.
     pub fn new(
         path: &str,
         neuron: NeuronType,
@@ -416,6 +419,8 @@ impl QuadConv2d {
 }
 
 impl QuadLinear {
+    /// A quadratic fully connected layer at layer path `path`, fresh weights from `seed`; an
+    /// `Error::Invalid` when a feature count is 0.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         path: &str,
@@ -430,9 +435,11 @@ impl QuadLinear {
         let geom = dense_geom(in_features, out_features);
         Core::new(path, neuron, geom, true, bias, mode, dtype, seed).map(QuadLinear)
     }
+    /// Features per input sample.
     pub fn in_features(&self) -> usize {
         self.0.geom.c_in
     }
+    /// Features per output sample.
     pub fn out_features(&self) -> usize {
         self.0.geom.c_out
     }
@@ -441,12 +448,15 @@ impl QuadLinear {
 macro_rules! quad_layer {
     ($ty:ident) => {
         impl $ty {
+            /// The back-propagation mode: keep the branch outputs (`stored`) or recompute them.
             pub fn mode(&self) -> BackpropMode {
                 self.0.mode
             }
+            /// Set the back-propagation mode.
             pub fn set_mode(&mut self, mode: BackpropMode) {
                 self.0.mode = mode;
             }
+            /// The neuron type of the layer's outputs.
             pub fn neuron(&self) -> NeuronType {
                 self.0.neuron
             }

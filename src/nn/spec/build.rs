@@ -18,7 +18,10 @@ use crate::Result;
 /// Build-time options.
 #[derive(Clone, Copy, Debug)]
 pub struct BuildOptions {
+    /// The element type of every parameter (default f32).
     pub dtype: DType,
+    /// The seed the initial weights derive from (default 0); the same spec and seed give the
+    /// same weights.
     pub seed: u64,
 }
 

@@ -37,108 +37,173 @@ fn shortcut_name() -> String {
 /// [`LayerSpec::conv`] reads out of either variant.
 macro_rules! layer_spec {
     ($($(#[$fa:meta])* $f:ident: $t:ty,)*) => {
+        /// One layer of a spec, tagged by `type` in spec files (`"conv2d"`, `"linear"`, …);
+        /// every variant has an optional `name` (its attribute name in its parent; the index in
+        /// the parent when absent). Unknown fields are refused.
         #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
         #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
         pub enum LayerSpec {
+            /// `conv2d`: a 2-D convolution, (N, C_in, H, W) → (N, C_out, H_out, W_out).
             Conv2d {
+                /// The layer's name in its parent (`"conv1"`); `None`: its index.
                 #[serde(default)]
                 name: Option<String>,
                 $($(#[$fa])* $f: $t,)*
             },
+            /// `linear`: a fully connected layer, (N, in_features) → (N, out_features); needs a
+            /// flat per-sample input.
             Linear {
+                /// The layer's name in its parent (`"fc"`); `None`: its index.
                 #[serde(default)]
                 name: Option<String>,
+                /// Features per input sample.
                 in_features: usize,
+                /// Features per output sample.
                 out_features: usize,
+                /// Whether the layer adds a learned bias (default `true`).
                 #[serde(default = "yes")]
                 bias: bool,
             },
+            /// `batch_norm2d`: batch normalization over the channels of (N, C, H, W) inputs.
             BatchNorm2d {
+                /// The layer's name in its parent (`"bn1"`); `None`: its index.
                 #[serde(default)]
                 name: Option<String>,
+                /// The number of channels C, which must match the input's.
                 num_features: usize,
+                /// Added to the variance before the square root (default 1e-5).
                 #[serde(default = "bn_eps")]
                 eps: f64,
+                /// Running-statistics update factor, PyTorch's convention:
+                /// `running = (1 − momentum)·running + momentum·batch` (default 0.1).
                 #[serde(default = "bn_momentum")]
                 momentum: f64,
             },
+            /// `batch_norm1d`: batch normalization over the features of (N, C) or (N, C, L)
+            /// inputs.
             BatchNorm1d {
+                /// The layer's name in its parent; `None`: its index.
                 #[serde(default)]
                 name: Option<String>,
+                /// The number of features C, which must match the input's.
                 num_features: usize,
+                /// Added to the variance before the square root (default 1e-5).
                 #[serde(default = "bn_eps")]
                 eps: f64,
+                /// Running-statistics update factor, PyTorch's convention:
+                /// `running = (1 − momentum)·running + momentum·batch` (default 0.1).
                 #[serde(default = "bn_momentum")]
                 momentum: f64,
             },
+            /// `relu`: max(x, 0) elementwise; any shape.
             Relu {
+                /// The layer's name in its parent; `None`: its index.
                 #[serde(default)]
                 name: Option<String>,
             },
+            /// `max_pool2d`: max pooling of (N, C, H, W); kernel, stride and padding must be
+            /// square.
             MaxPool2d {
+                /// The layer's name in its parent; `None`: its index.
                 #[serde(default)]
                 name: Option<String>,
+                /// Pooling window, in pixels.
                 kernel_size: Pair,
                 /// Defaults to `kernel_size`, as in PyTorch.
                 #[serde(default)]
                 stride: Option<Pair>,
+                /// Padding on each side, in pixels (default 0).
                 #[serde(default = "zero")]
                 padding: Pair,
             },
+            /// `avg_pool2d`: average pooling of (N, C, H, W); kernel, stride and padding must
+            /// be square.
             AvgPool2d {
+                /// The layer's name in its parent; `None`: its index.
                 #[serde(default)]
                 name: Option<String>,
+                /// Pooling window, in pixels.
                 kernel_size: Pair,
+                /// Window step, in pixels; defaults to `kernel_size`, as in PyTorch.
                 #[serde(default)]
                 stride: Option<Pair>,
+                /// Padding on each side, in pixels (default 0).
                 #[serde(default = "zero")]
                 padding: Pair,
             },
             /// (N, C, H, W) → (N, C): adaptive average pooling to 1×1, then flatten.
             GlobalAvgPool {
+                /// The layer's name in its parent; `None`: its index.
                 #[serde(default)]
                 name: Option<String>,
             },
+            /// `flatten`: (N, …) → (N, product of the rest).
             Flatten {
+                /// The layer's name in its parent; `None`: its index.
                 #[serde(default)]
                 name: Option<String>,
             },
+            /// `dropout`: in training, zeroes each element with probability `p` and scales the
+            /// rest by 1/(1 − p); the identity in evaluation.
             Dropout {
+                /// The layer's name in its parent; `None`: its index.
                 #[serde(default)]
                 name: Option<String>,
+                /// Drop probability, in [0, 1) (anything else is a spec error).
                 p: f64,
             },
+            /// `quad_conv2d`: a quadratic convolution, (N, C_in, H, W) → (N, C_out, H_out,
+            /// W_out), with the same geometry fields as `conv2d`.
             QuadConv2d {
+                /// The layer's name in its parent; `None`: its index.
                 #[serde(default)]
                 name: Option<String>,
+                /// The quadratic neuron: `"t1"`–`"t4"`, `"quadralib"`, `"quadralib-bn"`, `"fan"`.
                 neuron: NeuronType,
                 $($(#[$fa])* $f: $t,)*
             },
+            /// `quad_linear`: a quadratic fully connected layer, (N, in_features) →
+            /// (N, out_features); needs a flat per-sample input.
             QuadLinear {
+                /// The layer's name in its parent; `None`: its index.
                 #[serde(default)]
                 name: Option<String>,
+                /// The quadratic neuron: `"t1"`–`"t4"`, `"quadralib"`, `"quadralib-bn"`, `"fan"`.
                 neuron: NeuronType,
+                /// Features per input sample.
                 in_features: usize,
+                /// Features per output sample.
                 out_features: usize,
+                /// Whether the layer adds learned biases (default `true`).
                 #[serde(default = "yes")]
                 bias: bool,
             },
+            /// `sequential`: the child layers applied in order (PyTorch's `nn.Sequential`).
             Sequential {
+                /// The block's name in its parent (`"layer1"`); `None`: its index.
                 #[serde(default)]
                 name: Option<String>,
+                /// The child layers, in forward order.
                 layers: Vec<LayerSpec>,
             },
             /// relu(layers(x) + shortcut(x)); the shortcut is the identity when absent. The
             /// children of `layers` are named directly under the block (PyTorch's BasicBlock);
             /// the shortcut's under `{block}.{shortcut_name}`.
             Residual {
+                /// The block's name in its parent (`"0"`); `None`: its index.
                 #[serde(default)]
                 name: Option<String>,
+                /// The main branch, in forward order.
                 layers: Vec<LayerSpec>,
+                /// The shortcut branch (e.g. a strided 1×1 conv and a batch norm); `None`: the
+                /// identity.
                 #[serde(default)]
                 shortcut: Option<Vec<LayerSpec>>,
+                /// The name the shortcut's layers are nested under (default `"shortcut"`;
+                /// torchvision writes `"downsample"`).
                 #[serde(default = "shortcut_name")]
                 shortcut_name: String,
+                /// Whether a ReLU follows the sum (default `true`).
                 #[serde(default = "yes")]
                 relu: bool,
             },
@@ -167,17 +232,25 @@ macro_rules! layer_spec {
 }
 
 layer_spec! {
+    /// Channels C_in of the input, which must match the previous layer's output.
     in_channels: usize,
+    /// Channels C_out of the output.
     out_channels: usize,
+    /// Kernel size, in pixels.
     kernel_size: Pair,
+    /// Kernel step, in pixels (default 1).
     #[serde(default = "one")]
     stride: Pair,
+    /// Zero padding on each side, in pixels (default 0).
     #[serde(default = "zero")]
     padding: Pair,
+    /// Spacing between kernel taps, in pixels (default 1).
     #[serde(default = "one")]
     dilation: Pair,
+    /// Channel groups; C_in and C_out must both divide by it (default 1).
     #[serde(default = "one_group")]
     groups: usize,
+    /// Whether the layer adds learned biases (default `true`).
     #[serde(default = "yes")]
     bias: bool,
 }
@@ -206,6 +279,8 @@ macro_rules! name_field {
 }
 
 impl LayerSpec {
+    /// The layer's own name in its parent (`"conv1"`), `None` when the spec gives none (it is
+    /// then named by its index).
     pub fn name(&self) -> Option<&str> {
         name_field!(self).as_deref()
     }

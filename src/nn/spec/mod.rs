@@ -38,11 +38,14 @@ pub use size::SpecSize;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Pair {
+    /// One number for both axes: `3` means 3×3.
     One(usize),
+    /// `[height, width]`, e.g. `[1, 0]`.
     Two([usize; 2]),
 }
 
 impl Pair {
+    /// The size as (height, width).
     pub fn hw(self) -> (usize, usize) {
         match self {
             Pair::One(v) => (v, v),
@@ -55,10 +58,13 @@ impl Pair {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
+    /// The model's name (`"resnet18"`), which error messages quote.
     pub name: String,
     /// Per-sample input shape: `[C, H, W]` for images, `[F]` for vectors.
     pub input: Vec<usize>,
+    /// The number of classes; the last layer must output `[num_classes]` per sample.
     pub num_classes: usize,
+    /// The top-level layers, in forward order.
     pub layers: Vec<LayerSpec>,
     /// Back-propagation mode of every quadratic layer…
     #[serde(default)]
@@ -119,6 +125,7 @@ impl ModelSpec {
         serde_json::from_str(text).map_err(|e| Error::Spec(e.to_string()))
     }
 
+    /// The spec as pretty-printed JSON, which [`ModelSpec::from_json`] reads back.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a ModelSpec always serialises")
     }

@@ -22,6 +22,22 @@ pub fn im2col<T: Float>(
     wo: usize,
     cols: &mut [T],
 ) {
+    im2col_ld(g, x, h, w, ho, wo, cols, ho * wo);
+}
+
+/// `im2col` into a wider matrix: row r of this image's columns starts at `cols[r · ld]`
+/// (ld ≥ Ho·Wo), so several images can sit side by side in one (K, B·L) matrix.
+#[allow(clippy::too_many_arguments)]
+fn im2col_ld<T: Float>(
+    g: &ConvGeom,
+    x: &[T],
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+    cols: &mut [T],
+    ld: usize,
+) {
     let l = ho * wo;
     let (sh, sw) = g.stride;
     let (ph, pw) = g.padding;
@@ -31,7 +47,7 @@ pub fn im2col<T: Float>(
         for ky in 0..g.kh {
             for kx in 0..g.kw {
                 let row = (c * g.kh + ky) * g.kw + kx;
-                let dst = &mut cols[row * l..(row + 1) * l];
+                let dst = &mut cols[row * ld..row * ld + l];
                 for oy in 0..ho {
                     let iy = (oy * sh + ky * dh) as isize - ph as isize;
                     let drow = &mut dst[oy * wo..(oy + 1) * wo];
@@ -79,6 +95,21 @@ pub fn col2im<T: Float>(
     wo: usize,
     dx: &mut [T],
 ) {
+    col2im_ld(g, dcols, h, w, ho, wo, dx, ho * wo);
+}
+
+/// `col2im` from a wider matrix (row r at `dcols[r · ld]`), the adjoint of `im2col_ld`.
+#[allow(clippy::too_many_arguments)]
+fn col2im_ld<T: Float>(
+    g: &ConvGeom,
+    dcols: &[T],
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+    dx: &mut [T],
+    ld: usize,
+) {
     let l = ho * wo;
     let (sh, sw) = g.stride;
     let (ph, pw) = g.padding;
@@ -88,7 +119,7 @@ pub fn col2im<T: Float>(
         for ky in 0..g.kh {
             for kx in 0..g.kw {
                 let row = (c * g.kh + ky) * g.kw + kx;
-                let src = &dcols[row * l..(row + 1) * l];
+                let src = &dcols[row * ld..row * ld + l];
                 for oy in 0..ho {
                     let iy = (oy * sh + ky * dh) as isize - ph as isize;
                     if iy < 0 || iy >= h as isize {
@@ -240,8 +271,56 @@ pub fn backward_bias<T: Float>(dout: &[T], l: usize, db: &mut [T]) {
     }
 }
 
+/// Columns one GEMM should see at least. Below this a per-image product (M × L by K) is
+/// dominated by the GEMM's edge microkernels and packing (the late layers of the CIFAR nets
+/// have L = 64 or 16), so small images are laid side by side: cols (K, B·L), one GEMM for B
+/// images.
+const MIN_GEMM_COLS: usize = 512;
+/// Cap on a batched column buffer (elements, 8 MiB of f32), so batching never asks for much
+/// more workspace than one large image's columns would.
+const MAX_BATCHED_COLS: usize = 1 << 21;
+
+/// How many images one GEMM covers for K column rows of L positions, when a chunk holds
+/// up to `chunk` images: 1 for large images, else enough for `MIN_GEMM_COLS` columns
+/// within `MAX_BATCHED_COLS`.
+fn images_per_gemm(k: usize, l: usize, chunk: usize) -> usize {
+    if l == 0 || l >= MIN_GEMM_COLS {
+        return 1;
+    }
+    let want = MIN_GEMM_COLS.div_ceil(l);
+    let cap = (MAX_BATCHED_COLS / (k * l).max(1)).max(1);
+    want.min(cap).min(chunk).max(1)
+}
+
+/// The image blocks [start, start + len) of a chunk of `cnt` images for blocks of at most
+/// `per` images, balanced (32 images at 24 per block: 16 + 16, not 24 + 8).
+fn image_blocks(cnt: usize, per: usize) -> impl Iterator<Item = (usize, usize)> {
+    let nblocks = cnt.div_ceil(per.max(1)).max(1);
+    let (base, extra) = (cnt / nblocks, cnt % nblocks);
+    (0..nblocks).scan(0, move |start, i| {
+        let len = base + usize::from(i < extra);
+        let blk = (*start, len);
+        *start += len;
+        Some(blk)
+    })
+}
+
+/// A 1×1 convolution with unit stride and no padding: its columns are the image itself,
+/// (C_in, H·W), so im2col and col2im are skipped.
+fn is_pointwise(g: &ConvGeom) -> bool {
+    g.kh == 1 && g.kw == 1 && g.stride == (1, 1) && g.padding == (0, 0)
+}
+
+/// The chunks' sizes and the images per GEMM of a batched convolution over `n` images.
+fn plan(g: &ConvGeom, n: usize, l: usize) -> (usize, usize) {
+    let ranges = crate::ops::chunk_ranges(n);
+    let chunk = ranges.iter().map(|r| r.len()).max().unwrap_or(1);
+    (ranges.len(), images_per_gemm(g.k_total(), l, chunk))
+}
+
 /// Batched forward: out (N, nb·C_out, Ho, Wo) = conv(x) (+ bias (nb·C_out)).
-/// x: (N, C_in, H, W); wt: (nb·C_out, C_in/G, kh, kw). Parallel over images.
+/// x: (N, C_in, H, W); wt: (nb·C_out, C_in/G, kh, kw). Parallel over chunks of images;
+/// small images go B at a time through one GEMM (`images_per_gemm`).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward<T: Float>(
     g: &ConvGeom,
@@ -255,18 +334,54 @@ pub fn conv2d_forward<T: Float>(
 ) {
     let l = ho * wo;
     let m = nb * g.c_out;
-    let chunks = crate::ops::chunk_ranges(n).len();
-    let mut cols: Vec<_> = (0..chunks)
-        .map(|_| crate::ops::workspace::<T>(g.k_total() * l))
+    let k = g.k_total();
+    let chw = g.c_in * h * w;
+    let (chunks, per) = plan(g, n, l);
+    let pointwise = is_pointwise(g) && per == 1;
+    // per chunk: the columns (K, B·L) and, when batching, the product (M, B·L)
+    let mut scratch: Vec<_> = (0..chunks)
+        .map(|_| {
+            let cols = if pointwise { 0 } else { k * l * per };
+            let prod = if per > 1 { m * l * per } else { 0 };
+            (
+                crate::ops::workspace::<T>(cols),
+                crate::ops::workspace::<T>(prod),
+            )
+        })
         .collect();
-    crate::ops::par_item_chunks(out, m * l, n, &mut cols, |imgs, out, cols| {
-        for (j, i) in imgs.enumerate() {
-            let xi = &x[i * g.c_in * h * w..(i + 1) * g.c_in * h * w];
-            let oi = &mut out[j * m * l..(j + 1) * m * l];
-            im2col(g, xi, h, w, ho, wo, cols);
-            forward_cols(g, nb, wt, cols, l, oi);
-            if let Some(b) = bias {
-                add_bias(oi, b, l);
+    crate::ops::par_item_chunks(out, m * l, n, &mut scratch, |imgs, out, (cols, prod)| {
+        for (j0, b) in image_blocks(imgs.len(), per) {
+            let x0 = (imgs.start + j0) * chw;
+            let oblk = &mut out[j0 * m * l..(j0 + b) * m * l];
+            if b == 1 {
+                let xi = &x[x0..x0 + chw];
+                let c: &[T] = if pointwise {
+                    xi
+                } else {
+                    im2col(g, xi, h, w, ho, wo, cols);
+                    cols
+                };
+                forward_cols(g, nb, wt, c, l, oblk);
+                if let Some(bias) = bias {
+                    add_bias(oblk, bias, l);
+                }
+                continue;
+            }
+            let p = b * l;
+            for j in 0..b {
+                let xj = &x[x0 + j * chw..x0 + (j + 1) * chw];
+                im2col_ld(g, xj, h, w, ho, wo, &mut cols[j * l..], p);
+            }
+            forward_cols(g, nb, wt, &cols[..k * p], p, &mut prod[..m * p]);
+            // (M, B·L) → (B, M, L), adding the bias on the way
+            for j in 0..b {
+                for o in 0..m {
+                    let d = &mut oblk[(j * m + o) * l..(j * m + o + 1) * l];
+                    d.copy_from_slice(&prod[o * p + j * l..o * p + (j + 1) * l]);
+                    if let Some(bias) = bias {
+                        d.iter_mut().for_each(|v| *v += bias[o]);
+                    }
+                }
             }
         }
     });
@@ -274,7 +389,8 @@ pub fn conv2d_forward<T: Float>(
 
 /// Batched backward. Returns (dW (nb·C_out·Kg), db (nb·C_out)) and writes dx (N, C_in, H, W)
 /// when given. Per-thread partial weight gradients are summed in chunk order, so results
-/// are deterministic for a given thread count.
+/// are deterministic for a given thread count. Small images go B at a time through each
+/// GEMM, as in the forward.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward<T: Float>(
     g: &ConvGeom,
@@ -288,41 +404,92 @@ pub fn conv2d_backward<T: Float>(
 ) -> (Vec<T>, Vec<T>) {
     let l = ho * wo;
     let m = nb * g.c_out;
+    let k = g.k_total();
     let kg = g.k_group();
-    let chunks = crate::ops::chunk_ranges(n).len();
+    let chw = g.c_in * h * w;
+    let (chunks, per) = plan(g, n, l);
+    let pointwise = is_pointwise(g) && per == 1;
+    let want_dx = dx.is_some();
+    // per chunk: the columns and their gradient (K, B·L) and, when batching, dout's block
+    // (M, B·L)
     let mut scratch: Vec<_> = (0..chunks)
         .map(|_| {
+            let cols = if pointwise { 0 } else { k * l * per };
+            let dcols = if pointwise || !want_dx {
+                0
+            } else {
+                k * l * per
+            };
+            let gblk = if per > 1 { m * l * per } else { 0 };
             (
-                crate::ops::workspace::<T>(g.k_total() * l),
-                crate::ops::workspace::<T>(g.k_total() * l),
+                crate::ops::workspace::<T>(cols),
+                crate::ops::workspace::<T>(dcols),
+                crate::ops::workspace::<T>(gblk),
             )
         })
         .collect();
-    let chw = g.c_in * h * w;
     let mut dummy = Vec::new();
-    let (dx_buf, per_img, want_dx) = match dx {
-        Some(d) => (d, chw, true),
-        None => (&mut dummy[..], 0, false),
+    let (dx_buf, per_img) = match dx {
+        Some(d) => (d, chw),
+        None => (&mut dummy[..], 0),
     };
     let parts = crate::ops::par_item_chunks(
         dx_buf,
         per_img,
         n,
         &mut scratch,
-        |imgs, dxc, (cols, dcols)| {
+        |imgs, dxc, (cols, dcols, gblk)| {
             let mut dw = vec![T::zero(); m * kg];
             let mut db = vec![T::zero(); m];
-            for (j, i) in imgs.enumerate() {
-                let xi = &x[i * chw..(i + 1) * chw];
-                let di = &dout[i * m * l..(i + 1) * m * l];
-                im2col(g, xi, h, w, ho, wo, cols);
-                backward_weight_cols(g, nb, di, cols, l, &mut dw);
-                backward_bias(di, l, &mut db);
+            for (j0, b) in image_blocks(imgs.len(), per) {
+                let i0 = imgs.start + j0;
+                if b == 1 {
+                    let xi = &x[i0 * chw..(i0 + 1) * chw];
+                    let di = &dout[i0 * m * l..(i0 + 1) * m * l];
+                    let c: &[T] = if pointwise {
+                        xi
+                    } else {
+                        im2col(g, xi, h, w, ho, wo, cols);
+                        cols
+                    };
+                    backward_weight_cols(g, nb, di, c, l, &mut dw);
+                    backward_bias(di, l, &mut db);
+                    if want_dx {
+                        let dxi = &mut dxc[j0 * chw..(j0 + 1) * chw];
+                        if pointwise {
+                            // dcols (C_in, H·W) is dx itself
+                            backward_data_cols(g, nb, wt, di, l, dxi, false);
+                        } else {
+                            backward_data_cols(g, nb, wt, di, l, dcols, false);
+                            dxi.fill(T::zero());
+                            col2im(g, dcols, h, w, ho, wo, dxi);
+                        }
+                    }
+                    continue;
+                }
+                let p = b * l;
+                // dout (B, M, L) → (M, B·L)
+                for j in 0..b {
+                    for o in 0..m {
+                        let src = ((i0 + j) * m + o) * l;
+                        gblk[o * p + j * l..o * p + (j + 1) * l]
+                            .copy_from_slice(&dout[src..src + l]);
+                    }
+                }
+                for j in 0..b {
+                    let xj = &x[(i0 + j) * chw..(i0 + j + 1) * chw];
+                    im2col_ld(g, xj, h, w, ho, wo, &mut cols[j * l..], p);
+                }
+                let gb = &gblk[..m * p];
+                backward_weight_cols(g, nb, gb, &cols[..k * p], p, &mut dw);
+                backward_bias(gb, p, &mut db);
                 if want_dx {
-                    backward_data_cols(g, nb, wt, di, l, dcols, false);
-                    let dxi = &mut dxc[j * chw..(j + 1) * chw];
-                    dxi.fill(T::zero());
-                    col2im(g, dcols, h, w, ho, wo, dxi);
+                    backward_data_cols(g, nb, wt, gb, p, &mut dcols[..k * p], false);
+                    for j in 0..b {
+                        let dxj = &mut dxc[(j0 + j) * chw..(j0 + j + 1) * chw];
+                        dxj.fill(T::zero());
+                        col2im_ld(g, &dcols[j * l..], h, w, ho, wo, dxj, p);
+                    }
                 }
             }
             (dw, db)
@@ -370,5 +537,97 @@ mod tests {
                 "k={k} s={s} p={p} d={d}: {lhs} vs {rhs}"
             );
         }
+    }
+
+    /// The batched paths (several small images per GEMM, pointwise convolutions without
+    /// im2col) against the per-image composition they replace: im2col, one GEMM, col2im.
+    #[test]
+    fn batched_and_pointwise_paths_match_the_per_image_composition() {
+        // (c_in, c_out, k, stride, pad, groups, nb, h): small L (batched), large L
+        // (per image), pointwise at both sizes, depthwise, stacked branches
+        for (ci, co, k, s, p, gr, nb, hw) in [
+            (3, 4, 3, 1, 1, 1, 1, 5),
+            (4, 6, 3, 2, 1, 2, 2, 7),
+            (4, 4, 3, 1, 1, 4, 1, 4),
+            (5, 3, 1, 1, 0, 1, 3, 6),
+            (2, 3, 1, 1, 0, 1, 1, 24),
+            (2, 2, 3, 1, 1, 1, 1, 24),
+        ] {
+            let mut g = ConvGeom::square(ci, co, k, s, p);
+            g.groups = gr;
+            let n = 7;
+            let (ho, wo) = g.out_hw(hw, hw, "t").unwrap();
+            let (l, m, kt, chw) = (ho * wo, nb * co, g.k_total(), ci * hw * hw);
+            let x: Vec<f64> = (0..n * chw).map(|i| (i as f64 * 0.37).sin()).collect();
+            let wt: Vec<f64> = (0..m * g.k_group())
+                .map(|i| (i as f64 * 0.53).cos())
+                .collect();
+            let bias: Vec<f64> = (0..m).map(|i| i as f64 * 0.1 - 0.2).collect();
+            let dout: Vec<f64> = (0..n * m * l).map(|i| (i as f64 * 0.29).sin()).collect();
+
+            let mut out = vec![0.0; n * m * l];
+            conv2d_forward(
+                &g,
+                nb,
+                &x,
+                (n, hw, hw),
+                (ho, wo),
+                &wt,
+                Some(&bias),
+                &mut out,
+            );
+            let mut dx = vec![0.0; n * chw];
+            let (dw, db) =
+                conv2d_backward(&g, nb, &x, (n, hw, hw), (ho, wo), &wt, &dout, Some(&mut dx));
+
+            let (mut cols, mut dcols) = (vec![0.0; kt * l], vec![0.0; kt * l]);
+            let (mut rdw, mut rdb) = (vec![0.0; dw.len()], vec![0.0; m]);
+            for i in 0..n {
+                let xi = &x[i * chw..(i + 1) * chw];
+                let di = &dout[i * m * l..(i + 1) * m * l];
+                im2col(&g, xi, hw, hw, ho, wo, &mut cols);
+                let mut oi = vec![0.0; m * l];
+                forward_cols(&g, nb, &wt, &cols, l, &mut oi);
+                add_bias(&mut oi, &bias, l);
+                backward_weight_cols(&g, nb, di, &cols, l, &mut rdw);
+                backward_bias(di, l, &mut rdb);
+                backward_data_cols(&g, nb, &wt, di, l, &mut dcols, false);
+                let mut dxi = vec![0.0; chw];
+                col2im(&g, &dcols, hw, hw, ho, wo, &mut dxi);
+                let case = format!("case ({ci},{co},{k},{s},{p},{gr},{nb},{hw}) image {i}");
+                close(
+                    &out[i * m * l..(i + 1) * m * l],
+                    &oi,
+                    &format!("{case}: out"),
+                );
+                close(&dx[i * chw..(i + 1) * chw], &dxi, &format!("{case}: dx"));
+            }
+            close(&dw, &rdw, "dw");
+            close(&db, &rdb, "db");
+        }
+    }
+
+    fn close(a: &[f64], b: &[f64], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}: length");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-10 * (1.0 + y.abs()),
+                "{what}[{i}]: {x} vs {y}"
+            );
+        }
+    }
+
+    #[test]
+    fn image_blocks_cover_a_chunk_in_balanced_blocks() {
+        let blocks: Vec<_> = image_blocks(32, 24).collect();
+        assert_eq!(blocks, [(0, 16), (16, 16)]);
+        let blocks: Vec<_> = image_blocks(7, 3).collect();
+        assert_eq!(blocks, [(0, 3), (3, 2), (5, 2)]);
+        assert_eq!(image_blocks(5, 1).count(), 5);
+        assert_eq!(images_per_gemm(9, 1024, 32), 1);
+        assert_eq!(images_per_gemm(9, 16, 32), 32);
+        assert_eq!(images_per_gemm(9, 16, 5), 5);
+        // the column buffer's cap: K·L = 2^20 allows 2 images
+        assert_eq!(images_per_gemm(1 << 12, 256, 32), 2);
     }
 }

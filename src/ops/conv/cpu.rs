@@ -332,6 +332,9 @@ pub fn conv2d_forward<T: Float>(
     bias: Option<&[T]>,
     out: &mut [T],
 ) {
+    if super::depthwise::applies(g, nb) {
+        return super::depthwise::forward(g, x, (n, h, w), (ho, wo), wt, bias, out);
+    }
     let l = ho * wo;
     let m = nb * g.c_out;
     let k = g.k_total();
@@ -402,6 +405,9 @@ pub fn conv2d_backward<T: Float>(
     dout: &[T],
     dx: Option<&mut [T]>,
 ) -> (Vec<T>, Vec<T>) {
+    if super::depthwise::applies(g, nb) {
+        return super::depthwise::backward(g, x, (n, h, w), (ho, wo), wt, dout, dx);
+    }
     let l = ho * wo;
     let m = nb * g.c_out;
     let k = g.k_total();
@@ -549,6 +555,12 @@ mod tests {
             (3, 4, 3, 1, 1, 1, 1, 5),
             (4, 6, 3, 2, 1, 2, 2, 7),
             (4, 4, 3, 1, 1, 4, 1, 4),
+            (3, 3, 3, 2, 1, 3, 1, 7),
+            (3, 3, 3, 1, 0, 3, 1, 6),
+            (2, 2, 5, 1, 2, 2, 1, 24),
+            (8, 8, 3, 1, 1, 8, 1, 32),
+            (8, 8, 3, 2, 1, 8, 1, 32),
+            (8, 8, 3, 1, 1, 8, 1, 2),
             (5, 3, 1, 1, 0, 1, 3, 6),
             (2, 3, 1, 1, 0, 1, 1, 24),
             (2, 2, 3, 1, 1, 1, 1, 24),

@@ -3,11 +3,13 @@
 //! for all its first-order branches.
 //!
 //! This file is the family's tensor-level API and its one `match` on the device: `geom.rs`
-//! the geometry, `cpu.rs` the CPU engine's math (generic over f32/f64), `cuda.rs` the launch
+//! the geometry, `cpu.rs` the CPU engine's math (generic over f32/f64; `depthwise.rs` its direct
+//! depthwise kernel), `cuda.rs` the launch
 //! wrappers of `cuda/conv.cu` and cuBLAS (run on `Device::Cuda(n)` and `Device::Emu`).
 
 pub mod cpu;
 pub mod cuda;
+mod depthwise;
 mod geom;
 
 pub use cpu::{

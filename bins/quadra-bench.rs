@@ -1,9 +1,12 @@
 //! Training-step benchmark: images/s and memory kept for backward of a zoo model, in each
 //! back-propagation mode, measured the way ../shared/bench/torch_ref.py measures PyTorch
 //! (same model, batch, SGD settings, thread count), printed as one JSON line per mode.
+//! `--mode infer` times eval-mode forward passes instead, as `torch_ref.py infer` does:
+//! images/s at `--batch` and the batch-1 latency (median and p90), one JSON line.
 //!
 //! ```text
 //!     quadra-bench --model qresnet14 --batch 64 --steps 5 --threads 2 --backprop both
+//!     quadra-bench --mode infer --model resnet32 --batch 64 --threads 2
 //!     quadra-bench --device cuda --model qresnet14 --batch 256   (the CUDA backend; `emu`
 //!                                       runs the same code on the kernel emulator)
 //!     quadra-bench --device emu --model qresnet10 --batch 2 --steps 1 --launches
@@ -32,18 +35,31 @@ enum Modes {
     Both,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Mode {
+    /// Full training steps: forward, loss, backward, SGD.
+    Train,
+    /// Eval-mode forward passes: images/s at --batch, then the batch-1 latency.
+    Infer,
+}
+
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about = "Time full training steps (forward, loss, backward, SGD) of a zoo model"
+    about = "Time training steps (forward, loss, backward, SGD) or eval-mode inference of a zoo model"
 )]
 struct Args {
+    /// What to time: training steps (one JSON line per back-propagation mode) or
+    /// inference (one JSON line: images/s at --batch, batch-1 latency median and p90).
+    #[arg(long, value_enum, default_value_t = Mode::Train)]
+    mode: Mode,
     /// Zoo model (see `quadra::models::MODELS`).
     #[arg(long, default_value = "qresnet14")]
     model: String,
+    /// Images per step (per forward pass in --mode infer).
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    /// Timed steps.
+    /// Timed steps (forward passes in --mode infer; the batch-1 latency takes at least 20).
     #[arg(long, default_value_t = 5)]
     steps: usize,
     /// Untimed steps first.
@@ -52,6 +68,7 @@ struct Args {
     /// Worker threads (0: all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Back-propagation mode(s) timed in --mode train.
     #[arg(long, value_enum, default_value_t = Modes::Both)]
     backprop: Modes,
     /// cpu, cuda, cuda:N or emu (the CUDA backend's code on the kernel emulator: slow, for
@@ -158,6 +175,79 @@ fn run(args: &Args, device: Device, mode: BackpropMode) -> Result<serde_json::Va
     Ok(out)
 }
 
+/// Eval-mode forward passes of a freshly built model on one random batch: throughput at
+/// `--batch`, then the latency of single images (each pass waited for), as
+/// `torch_ref.py infer` measures them.
+fn run_infer(args: &Args, device: Device) -> Result<serde_json::Value> {
+    let spec = quadra::models::get(&args.model, None, 10)?;
+    let mut model = Model::build(
+        &spec,
+        BuildOptions {
+            dtype: DType::F32,
+            seed: 0,
+        },
+    )?;
+    let params = model.num_params();
+    let mut shape = vec![args.batch];
+    shape.extend(&spec.input);
+    let x = Tensor::randn(&shape, DType::F32, 1.0, 1)?;
+    let mut shape1 = vec![1];
+    shape1.extend(&spec.input);
+    let x1 = Tensor::randn(&shape1, DType::F32, 1.0, 2)?;
+    model.to_device(device)?;
+    let (x, x1) = (x.to_device(device)?, x1.to_device(device)?);
+    let rt = quadra::device::runtime(device).ok();
+    let sync = || -> Result<()> {
+        if let Some(rt) = rt {
+            rt.synchronize()?;
+        }
+        Ok(())
+    };
+    for _ in 0..args.warmup {
+        model.predict_normalized(&x)?;
+        model.predict_normalized(&x1)?;
+    }
+    sync()?;
+    let t0 = Instant::now();
+    let mut logits = None;
+    for _ in 0..args.steps {
+        logits = Some(model.predict_normalized(&x)?);
+    }
+    sync()?;
+    let dt = t0.elapsed().as_secs_f64();
+    let mut lat = Vec::new();
+    for _ in 0..args.steps.max(20) {
+        let t1 = Instant::now();
+        model.predict_normalized(&x1)?;
+        sync()?;
+        lat.push(t1.elapsed().as_secs_f64());
+    }
+    lat.sort_by(f64::total_cmp);
+    let norm = match logits {
+        Some(l) => l
+            .to_device(Device::Cpu)?
+            .to_f64_vec()
+            .iter()
+            .map(|v| v * v)
+            .sum::<f64>()
+            .sqrt(),
+        None => 0.0,
+    };
+    Ok(serde_json::json!({
+        "engine": format!("quadra-{}", env!("CARGO_PKG_VERSION")),
+        "model": args.model,
+        "device": device.to_string(),
+        "mode": "infer",
+        "batch": args.batch,
+        "threads": rayon::current_num_threads(),
+        "params": params,
+        "images_per_s": (args.batch * args.steps) as f64 / dt,
+        "batch1_latency_ms_median": 1000.0 * lat[lat.len() / 2],
+        "batch1_latency_ms_p90": 1000.0 * lat[lat.len() * 9 / 10],
+        "logits_norm": norm,
+    }))
+}
+
 /// The stand-in's counters of the driver calls since its last reset (launches, GEMMs,
 /// copies and bytes each way, memsets, host waits, allocations), when cuda:N runs on the
 /// CUDA stand-in (cuda/standin); `null` on a real driver, the emulator and the CPU.
@@ -210,6 +300,10 @@ fn main() -> Result<()> {
         Modes::Recompute => &[BackpropMode::Recompute],
         Modes::Both => &[BackpropMode::Stored, BackpropMode::Recompute],
     };
+    if let Mode::Infer = args.mode {
+        println!("{}", run_infer(&args, device)?);
+        return Ok(());
+    }
     for &m in modes {
         println!("{}", run(&args, device, m)?);
     }

@@ -132,6 +132,31 @@ where
         .collect()
 }
 
+/// A convolution backward's parallel loop: `par_item_chunks` over an optional per-image
+/// output `dx` (`per_img` elements each; nothing is written when it is None), where each
+/// chunk returns its (dW, db) partials; the partials are summed in chunk order.
+pub fn par_grad_chunks<T, S, F>(
+    dx: Option<&mut [T]>,
+    per_img: usize,
+    n: usize,
+    scratch: &mut [S],
+    f: F,
+) -> (Vec<T>, Vec<T>)
+where
+    T: Float,
+    S: Send,
+    F: Fn(Range<usize>, &mut [T], &mut S) -> (Vec<T>, Vec<T>) + Sync,
+{
+    let mut dummy = Vec::new();
+    let (buf, per) = match dx {
+        Some(d) => (d, per_img),
+        None => (&mut dummy[..], 0),
+    };
+    let parts = par_item_chunks(buf, per, n, scratch, f);
+    let (dws, dbs): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+    (reduce_partials(dws), reduce_partials(dbs))
+}
+
 /// Sum per-chunk partial buffers into the first one and return it.
 pub fn reduce_partials<T: Float>(mut parts: Vec<Vec<T>>) -> Vec<T> {
     let mut acc = parts.remove(0);

@@ -437,14 +437,9 @@ pub fn conv2d_backward<T: Float>(
             )
         })
         .collect();
-    let mut dummy = Vec::new();
-    let (dx_buf, per_img) = match dx {
-        Some(d) => (d, chw),
-        None => (&mut dummy[..], 0),
-    };
-    let parts = crate::ops::par_item_chunks(
-        dx_buf,
-        per_img,
+    crate::ops::par_grad_chunks(
+        dx,
+        chw,
         n,
         &mut scratch,
         |imgs, dxc, (cols, dcols, gblk)| {
@@ -503,11 +498,6 @@ pub fn conv2d_backward<T: Float>(
             }
             (dw, db)
         },
-    );
-    let (dws, dbs): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
-    (
-        crate::ops::reduce_partials(dws),
-        crate::ops::reduce_partials(dbs),
     )
 }
 

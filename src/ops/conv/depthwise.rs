@@ -175,13 +175,8 @@ pub fn backward<T: Float>(
 ) -> (Vec<T>, Vec<T>) {
     let (chw, per_out) = (g.c_in * h * w, g.c_out * ho * wo);
     let want_dx = dx.is_some();
-    let mut dummy = Vec::new();
-    let (dx_buf, per_img) = match dx {
-        Some(d) => (d, chw),
-        None => (&mut dummy[..], 0),
-    };
     let mut scratch = vec![(); crate::ops::chunk_ranges(n).len()];
-    let parts = crate::ops::par_item_chunks(dx_buf, per_img, n, &mut scratch, |imgs, dxc, _| {
+    crate::ops::par_grad_chunks(dx, chw, n, &mut scratch, |imgs, dxc, _| {
         let mut dw = vec![T::zero(); g.c_out * g.kh * g.kw];
         let mut db = vec![T::zero(); g.c_out];
         for (j, i) in imgs.enumerate() {
@@ -191,10 +186,5 @@ pub fn backward<T: Float>(
             backward_image(g, xi, (h, w), (ho, wo), wt, di, dxi, &mut dw, &mut db);
         }
         (dw, db)
-    });
-    let (dws, dbs): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
-    (
-        crate::ops::reduce_partials(dws),
-        crate::ops::reduce_partials(dbs),
-    )
+    })
 }

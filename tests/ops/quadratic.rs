@@ -1038,3 +1038,106 @@ fn f32_matches_f64() {
         }
     }
 }
+
+#[test]
+fn image_blocks_equal_the_per_image_layers() {
+    // Small images go B at a time through each GEMM in a (M, B·L) block layout and are
+    // gathered/scattered at the unit's edges. In a 1-thread pool the whole batch is one
+    // chunk, so a batch of 6 makes blocks of 6 (and a pass with padding, stride and groups
+    // on 5×4 images keeps L small): the batch's y and dx must equal the layer run on each
+    // image alone, and its weight gradients the sum of the per-image ones. quadralib-bn's
+    // training couples images through the batch statistics, so it is checked in inference
+    // here and by the finite-difference check below on a blocked batch.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let (n, h, w) = (6, 5, 4);
+        for neuron in NeuronType::ALL {
+            let g = if neuron == NeuronType::T1 {
+                geom(2, 3, (3, 3), (1, 1), (1, 1), (1, 1), 1)
+            } else {
+                geom(4, 6, (3, 2), (2, 1), (1, 1), (1, 1), 2)
+            };
+            let x = Tensor::randn(&[n, g.c_in, h, w], DType::F64, 1.0, 91).unwrap();
+            let xv = x.to_f64_vec();
+            let per = g.c_in * h * w;
+            let img = |i: usize| {
+                Tensor::from_f64(&xv[i * per..(i + 1) * per], &[1, g.c_in, h, w], DType::F64)
+                    .unwrap()
+            };
+            for mode in MODES {
+                let what = format!("{neuron} {mode}");
+                let mut m = QuadConv2d::new("q", neuron, g, true, mode, DType::F64, 7).unwrap();
+                randomize_bn(&mut m, 3);
+                if neuron == NeuronType::QuadraLibBn {
+                    m.forward(&x).unwrap();
+                    m.clear_saved();
+                    let y = m.infer(&x).unwrap().to_f64_vec();
+                    let each: Vec<f64> = (0..n)
+                        .flat_map(|i| m.infer(&img(i)).unwrap().to_f64_vec())
+                        .collect();
+                    assert_close(&y, &each, &format!("{what} infer"));
+                    let first3 =
+                        Tensor::from_f64(&xv[..3 * per], &[3, g.c_in, h, w], DType::F64).unwrap();
+                    let rep = GradCheck::default()
+                        .run(&mut m, &first3)
+                        .unwrap_or_else(|e| panic!("{what}: {e}"));
+                    assert!(rep.checked > 40, "{what}: checked only {}", rep.checked);
+                    continue;
+                }
+                let gy = {
+                    let y = m.forward(&x).unwrap();
+                    m.clear_saved();
+                    Tensor::randn(y.shape(), DType::F64, 1.0, 92).unwrap()
+                };
+                let gv = gy.to_f64_vec();
+                let gper = gv.len() / n;
+                m.visit_params(&mut |_, p| p.zero_grad());
+                let y = m.forward(&x).unwrap().to_f64_vec();
+                let dx = m.backward(&gy).unwrap().to_f64_vec();
+                let mut grads = Vec::new();
+                m.visit_params(&mut |_, p| grads.push(p.grad.as_ref().unwrap().to_f64_vec()));
+                let (mut y1, mut dx1) = (Vec::new(), Vec::new());
+                let mut sums: Vec<Vec<f64>> = grads.iter().map(|v| vec![0.0; v.len()]).collect();
+                for i in 0..n {
+                    m.visit_params(&mut |_, p| p.zero_grad());
+                    let yi = m.forward(&img(i)).unwrap();
+                    let gi =
+                        Tensor::from_f64(&gv[i * gper..(i + 1) * gper], yi.shape(), DType::F64)
+                            .unwrap();
+                    y1.extend(yi.to_f64_vec());
+                    dx1.extend(m.backward(&gi).unwrap().to_f64_vec());
+                    let mut k = 0;
+                    m.visit_params(&mut |_, p| {
+                        for (s, v) in sums[k]
+                            .iter_mut()
+                            .zip(p.grad.as_ref().unwrap().to_f64_vec())
+                        {
+                            *s += v;
+                        }
+                        k += 1;
+                    });
+                }
+                assert_close_abs(&y, &y1, &format!("{what} y"));
+                assert_close_abs(&dx, &dx1, &format!("{what} dx"));
+                for (k, (a, b)) in grads.iter().zip(&sums).enumerate() {
+                    assert_close_abs(a, b, &format!("{what} grad {k}"));
+                }
+            }
+        }
+    });
+}
+
+/// Equal up to f64 summation order: 1e-12 of the largest magnitude.
+fn assert_close_abs(a: &[f64], b: &[f64], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    let scale = a.iter().map(|v| v.abs()).fold(1e-300, f64::max);
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() <= 1e-12 * scale,
+            "{what}[{i}]: {x:e} vs {y:e}"
+        );
+    }
+}

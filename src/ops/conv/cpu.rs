@@ -28,7 +28,7 @@ pub fn im2col<T: Float>(
 /// `im2col` into a wider matrix: row r of this image's columns starts at `cols[r · ld]`
 /// (ld ≥ Ho·Wo), so several images can sit side by side in one (K, B·L) matrix.
 #[allow(clippy::too_many_arguments)]
-fn im2col_ld<T: Float>(
+pub(crate) fn im2col_ld<T: Float>(
     g: &ConvGeom,
     x: &[T],
     h: usize,
@@ -100,7 +100,7 @@ pub fn col2im<T: Float>(
 
 /// `col2im` from a wider matrix (row r at `dcols[r · ld]`), the adjoint of `im2col_ld`.
 #[allow(clippy::too_many_arguments)]
-fn col2im_ld<T: Float>(
+pub(crate) fn col2im_ld<T: Float>(
     g: &ConvGeom,
     dcols: &[T],
     h: usize,
@@ -286,7 +286,7 @@ const MAX_BATCHED_COLS: usize = 1 << 21;
 /// How many images one GEMM covers for K column rows of L positions, when a chunk holds
 /// up to `chunk` images: 1 for large images, else enough for `MIN_GEMM_COLS` columns
 /// within `MAX_BATCHED_COLS`.
-fn images_per_gemm(k: usize, l: usize, chunk: usize) -> usize {
+pub(crate) fn images_per_gemm(k: usize, l: usize, chunk: usize) -> usize {
     if l == 0 || l >= MIN_GEMM_COLS {
         return 1;
     }
@@ -297,7 +297,7 @@ fn images_per_gemm(k: usize, l: usize, chunk: usize) -> usize {
 
 /// The image blocks [start, start + len) of a chunk of `cnt` images for blocks of at most
 /// `per` images, balanced (32 images at 24 per block: 16 + 16, not 24 + 8).
-fn image_blocks(cnt: usize, per: usize) -> impl Iterator<Item = (usize, usize)> {
+pub(crate) fn image_blocks(cnt: usize, per: usize) -> impl Iterator<Item = (usize, usize)> {
     let nblocks = cnt.div_ceil(per.max(1)).max(1);
     let (base, extra) = (cnt / nblocks, cnt % nblocks);
     (0..nblocks).scan(0, move |start, i| {

@@ -255,51 +255,124 @@ impl QuadOp {
             _ => self.map1(),
         }
     }
-    /// Lifted features per position.
-    /// The work units of a chunk of images: one per image (conv), the chunk (dense).
-    pub(super) fn units(&self, imgs: Range<usize>) -> Vec<Range<usize>> {
-        if self.dense {
-            vec![imgs]
-        } else {
-            imgs.map(|i| i..i + 1).collect()
+    /// Images per conv unit for a batch of `n`: small images go B at a time through each
+    /// GEMM, as in `conv::cpu` (the late layers of the CIFAR nets have L = 64 or 16, where a
+    /// per-image GEMM is all edge microkernels), sized over the widest column matrix the
+    /// unit makes (K rows, or K lifted rows for x ⊙ x). t1's outer-product lift stays per
+    /// image: its stored lift is (K², L) per image and K² rows leave no room to batch.
+    pub(super) fn images_per_unit(&self, n: usize) -> usize {
+        if self.dense || self.neuron.lift() == Lift::Outer {
+            return 1;
         }
+        let chunk = chunk_ranges(n).iter().map(|r| r.len()).max().unwrap_or(1);
+        convops::images_per_gemm(self.k(), self.l(), chunk)
+    }
+    /// The work units of a chunk of images out of a batch of `n`: balanced blocks of up to
+    /// `images_per_unit(n)` images (conv), the whole chunk (dense).
+    pub(super) fn units(&self, imgs: Range<usize>, n: usize) -> Vec<Range<usize>> {
+        if self.dense {
+            return vec![imgs];
+        }
+        convops::image_blocks(imgs.len(), self.images_per_unit(n))
+            .map(|(j0, b)| imgs.start + j0..imgs.start + j0 + b)
+            .collect()
     }
     /// Most positions P a unit has.
     pub(super) fn pmax(&self, n: usize) -> usize {
         if self.dense {
             chunk_ranges(n).iter().map(|r| r.len()).max().unwrap_or(0)
         } else {
-            self.l()
+            self.images_per_unit(n) * self.l()
         }
     }
-    pub(super) fn cols_len(&self) -> usize {
+    /// Elements of a unit's column buffer (none for dense: its columns are the input rows).
+    pub(super) fn cols_len(&self, n: usize) -> usize {
         if self.dense {
             0
         } else {
-            self.k() * self.l()
+            self.k() * self.pmax(n)
         }
     }
-    /// The columns of unit `u`: im2col(x_i) in `buf` (conv) or the input rows (dense).
+    /// Positions per plane of a unit's planes: a block of B conv images is laid out
+    /// (M, B·L), one plane of P = B·L positions per channel (the GEMM's own layout); a
+    /// dense unit of P rows is (P, M), P planes of one position.
+    pub(super) fn unit_l(&self, u: &Range<usize>) -> usize {
+        if self.dense {
+            1
+        } else {
+            u.len() * self.l()
+        }
+    }
+    /// Whether unit `u`'s layout (M, B·L) differs from the tensors' (B, M, L), so planes
+    /// must be gathered into it and scattered out of it.
+    pub(super) fn blocked(&self, u: &Range<usize>) -> bool {
+        !self.dense && u.len() > 1
+    }
+    /// The columns of unit `u` of `x` (the input, or a tensor shaped like it): im2col of
+    /// its B images side by side (K, B·L) in `buf` (conv), or the input rows (dense).
     pub(super) fn unit_cols<'a, T: Float>(
         &self,
         x: &'a [T],
         u: &Range<usize>,
         buf: &'a mut [T],
     ) -> &'a [T] {
-        let xs = &x[u.start * self.in_len()..u.end * self.in_len()];
+        let in_len = self.in_len();
+        let xs = &x[u.start * in_len..u.end * in_len];
         if self.dense {
-            xs
-        } else {
-            convops::im2col(&self.geom, xs, self.h, self.w, self.ho, self.wo, buf);
-            buf
+            return xs;
+        }
+        let (l, p) = (self.l(), u.len() * self.l());
+        let buf = &mut buf[..self.k() * p];
+        for (j, xj) in xs.chunks_exact(in_len).enumerate() {
+            let (g, (h, w), (ho, wo)) = (&self.geom, (self.h, self.w), (self.ho, self.wo));
+            convops::im2col_ld(g, xj, h, w, ho, wo, &mut buf[j * l..], p);
+        }
+        buf
+    }
+    /// dx of unit `u`'s images (B, C_in, H, W) = col2im of its column gradient (K, B·L);
+    /// overwrites. Conv only.
+    pub(super) fn unit_col2im<T: Float>(&self, dcols: &[T], u: &Range<usize>, dx: &mut [T]) {
+        let p = u.len() * self.l();
+        dx.fill(T::zero());
+        for (j, dxj) in dx.chunks_exact_mut(self.in_len()).enumerate() {
+            let (g, (h, w), (ho, wo)) = (&self.geom, (self.h, self.w), (self.ho, self.wo));
+            convops::col2im_ld(g, &dcols[j * self.l()..], h, w, ho, wo, dxj, p);
         }
     }
 }
 
-/// Step 3 for one unit: y = f(z, q), z (nu, nb·C, L) the first-order planes (biases
-/// added), q (nu, C, L) the lifted branch (bias added), y (nu, C, L); `None` (t2): y = q.
-fn epilogue_fwd<T: Float>(op: &QuadOp, kind: Option<Epilogue>, z: &[T], q: &[T], y: &mut [T]) {
-    let (c, l, m) = (op.c(), op.l(), op.m());
+/// (B, rows, L) image planes → the block layout (rows, B·L) of a conv unit.
+pub(super) fn gather<T: Copy>(src: &[T], rows: usize, l: usize, dst: &mut [T]) {
+    let p = src.len() / rows;
+    for (j, img) in src.chunks_exact(rows * l).enumerate() {
+        for (o, plane) in img.chunks_exact(l).enumerate() {
+            dst[o * p + j * l..o * p + (j + 1) * l].copy_from_slice(plane);
+        }
+    }
+}
+
+/// The block layout (rows, B·L) → (B, rows, L) image planes: the inverse of `gather`.
+pub(super) fn scatter<T: Copy>(src: &[T], rows: usize, l: usize, dst: &mut [T]) {
+    let p = dst.len() / rows;
+    for (j, img) in dst.chunks_exact_mut(rows * l).enumerate() {
+        for (o, plane) in img.chunks_exact_mut(l).enumerate() {
+            plane.copy_from_slice(&src[o * p + j * l..o * p + (j + 1) * l]);
+        }
+    }
+}
+
+/// Step 3 for one unit: y = f(z, q), z (nu, nb·C, l) the first-order planes (biases
+/// added), q (nu, C, l) the lifted branch (bias added), y (nu, C, l); `None` (t2): y = q.
+/// `l` is the unit's plane length (`QuadOp::unit_l`).
+fn epilogue_fwd<T: Float>(
+    op: &QuadOp,
+    kind: Option<Epilogue>,
+    l: usize,
+    z: &[T],
+    q: &[T],
+    y: &mut [T],
+) {
+    let (c, m) = (op.c(), op.m());
     let nu = y.len() / (c * l);
     for j in 0..nu {
         for o in 0..c {
@@ -339,10 +412,17 @@ fn epilogue_fwd<T: Float>(op: &QuadOp, kind: Option<Epilogue>, z: &[T], q: &[T],
 }
 
 /// Backward step 3 for one unit: the closed-form gradients of the product/square terms,
-/// from the planes backward reads (nu, R·C, L) and g (nu, C, L), into dz (nu, nb·C, L).
-/// Not for t1 (gz is g itself).
-fn epilogue_bwd<T: Float>(op: &QuadOp, kind: Epilogue, planes: &[T], g: &[T], dz: &mut [T]) {
-    let (c, l, m, r) = (op.c(), op.l(), op.m(), op.neuron.planes_read());
+/// from the planes backward reads (nu, R·C, l) and g (nu, C, l), into dz (nu, nb·C, l),
+/// `l` the unit's plane length. Not for t1 (gz is g itself).
+fn epilogue_bwd<T: Float>(
+    op: &QuadOp,
+    kind: Epilogue,
+    l: usize,
+    planes: &[T],
+    g: &[T],
+    dz: &mut [T],
+) {
+    let (c, m, r) = (op.c(), op.m(), op.neuron.planes_read());
     let nu = g.len() / (c * l);
     let two = T::of(2.0);
     for j in 0..nu {
@@ -380,6 +460,8 @@ struct FwdScratch<'a, T> {
     lc: TrackedVec<T>,
     z: TrackedVec<T>,
     q: TrackedVec<T>,
+    /// A blocked unit's output (C, B·L) before it is scattered into y.
+    y: TrackedVec<T>,
     kp: &'a mut [T],
     kl: &'a mut [T],
 }
@@ -407,7 +489,9 @@ pub(super) fn forward<T: Float>(
     let in_len = op.in_len();
     let ranges = chunk_ranges(n);
     let pmax = op.pmax(n);
-    // t3, t4, fan: the stored planes are all of z; GEMM straight into them
+    let batched = op.images_per_unit(n) > 1;
+    // t3, t4, fan: the stored planes are all of z; a per-image unit's GEMM goes straight
+    // into them
     let direct = stored && r == nb && nb > 0;
     let kp_per = if stored { r * c * l } else { 0 };
     let kl_per = if stored {
@@ -421,14 +505,15 @@ pub(super) fn forward<T: Float>(
         .into_iter()
         .zip(kls)
         .map(|(kp, kl)| FwdScratch {
-            cols: ws(op.cols_len()),
+            cols: ws(op.cols_len(n)),
             lc: ws(if lift == Lift::Outer && stored {
                 0
             } else {
                 op.lift_rows() * pmax
             }),
-            z: ws(if direct { 0 } else { m * pmax }),
+            z: ws(if direct && !batched { 0 } else { m * pmax }),
             q: ws(if lift == Lift::None { 0 } else { c * pmax }),
+            y: ws(if batched { c * pmax } else { 0 }),
             kp,
             kl,
         })
@@ -436,29 +521,36 @@ pub(super) fn forward<T: Float>(
     let (map1, map2) = (op.map1(), op.map2());
     par_item_chunks(y, c * l, n, &mut scratch, |imgs, yc, s| {
         let c0 = imgs.start;
-        for u in op.units(imgs) {
+        for u in op.units(imgs, n) {
             let (a, b) = (u.start - c0, u.end - c0);
-            let p = u.len() * l;
+            let (p, lu, blocked) = (u.len() * l, op.unit_l(&u), op.blocked(&u));
+            let into_kept = direct && !blocked;
             let cols = op.unit_cols(x, &u, &mut s.cols);
             if nb > 0 {
-                let zb: &mut [T] = if direct {
+                let zb: &mut [T] = if into_kept {
                     &mut s.kp[a * m * l..b * m * l]
                 } else {
                     &mut s.z[..m * p]
                 };
                 map1.fwd(nb, wt.w1, cols, p, zb);
                 if let Some(b1) = wt.b1 {
-                    add_bias_planes(zb, l, b1);
+                    add_bias_planes(zb, lu, b1);
                 }
-                if stored && !direct && r > 0 {
-                    // quadralib keeps a, b but not c
+                if stored && !into_kept && r > 0 {
+                    // the R leading branches (quadralib keeps a, b but not c)
                     let kp = &mut s.kp[a * r * c * l..b * r * c * l];
-                    for (dst, src) in kp.chunks_exact_mut(r * c * l).zip(s.z.chunks_exact(m * l)) {
-                        dst.copy_from_slice(&src[..r * c * l]);
+                    if blocked {
+                        scatter(&s.z[..r * c * p], r * c, l, kp);
+                    } else {
+                        for (dst, src) in
+                            kp.chunks_exact_mut(r * c * l).zip(s.z.chunks_exact(m * l))
+                        {
+                            dst.copy_from_slice(&src[..r * c * l]);
+                        }
                     }
                 }
             }
-            let zb: &[T] = if direct {
+            let zb: &[T] = if into_kept {
                 &s.kp[a * m * l..b * m * l]
             } else {
                 &s.z[..m * p]
@@ -476,6 +568,7 @@ pub(super) fn forward<T: Float>(
                     map2.fwd(1, wt.w2, lc, p, q);
                 }
                 Lift::Outer => {
+                    // per image (`images_per_unit`), so the stored layout is the unit's
                     let lc: &mut [T] = if stored {
                         &mut s.kl[a * k * k * l..b * k * k * l]
                     } else {
@@ -486,9 +579,15 @@ pub(super) fn forward<T: Float>(
                 }
             }
             if let (Some(b2), false) = (wt.b2, lift == Lift::None) {
-                add_bias_planes(q, l, b2);
+                add_bias_planes(q, lu, b2);
             }
-            epilogue_fwd(op, neuron.epilogue(), zb, q, &mut yc[a * c * l..b * c * l]);
+            let yu = &mut yc[a * c * l..b * c * l];
+            if blocked {
+                epilogue_fwd(op, neuron.epilogue(), lu, zb, q, &mut s.y[..c * p]);
+                scatter(&s.y[..c * p], c, l, yu);
+            } else {
+                epilogue_fwd(op, neuron.epilogue(), lu, zb, q, yu);
+            }
         }
     });
 }
@@ -497,6 +596,8 @@ struct BwdScratch<T> {
     cols: TrackedVec<T>,
     lc: TrackedVec<T>,
     z: TrackedVec<T>,
+    /// A blocked unit's g (C, B·L).
+    g: TrackedVec<T>,
     dz: TrackedVec<T>,
     dcols: TrackedVec<T>,
     dlc: TrackedVec<T>,
@@ -523,19 +624,21 @@ pub(super) fn backward<T: Float>(
     let lift = neuron.lift();
     let in_len = op.in_len();
     let pmax = op.pmax(n);
+    let batched = op.images_per_unit(n) > 1;
     let chunks = chunk_ranges(n).len();
     let needs_dz = !matches!(neuron.epilogue(), Some(Epilogue::T1) | None);
     let mut scratch: Vec<BwdScratch<T>> = (0..chunks)
         .map(|_| BwdScratch {
-            cols: ws(op.cols_len()),
+            cols: ws(op.cols_len(n)),
             lc: ws(match lift {
                 Lift::Outer if stored => 0,
                 Lift::Square if stored && op.dense => 0,
                 _ => op.lift_rows() * pmax,
             }),
-            z: ws(if stored { 0 } else { r * c * pmax }),
+            z: ws(if stored && !batched { 0 } else { r * c * pmax }),
+            g: ws(if batched { c * pmax } else { 0 }),
             dz: ws(if needs_dz { m * pmax } else { 0 }),
-            dcols: ws(op.cols_len()),
+            dcols: ws(op.cols_len(n)),
             dlc: ws(op.lift_rows() * pmax),
         })
         .collect();
@@ -550,21 +653,35 @@ pub(super) fn backward<T: Float>(
             ..Grads::default()
         };
         let c0 = imgs.start;
-        for u in op.units(imgs) {
+        for u in op.units(imgs, n) {
             let (a, b) = (u.start - c0, u.end - c0);
-            let p = u.len() * l;
+            let (p, lu, blocked) = (u.len() * l, op.unit_l(&u), op.blocked(&u));
             let cols = op.unit_cols(x, &u, &mut s.cols);
-            let gs = &g[u.start * c * l..u.end * c * l];
+            let gs: &[T] = {
+                let gi = &g[u.start * c * l..u.end * c * l];
+                if blocked {
+                    gather(gi, c, l, &mut s.g[..c * p]);
+                    &s.g[..c * p]
+                } else {
+                    gi
+                }
+            };
             // the branch planes backward reads: kept, or recomputed with one GEMM
             let pl: &[T] = if r == 0 {
                 &[]
             } else if stored {
-                &planes[u.start * r * c * l..u.end * r * c * l]
+                let kept = &planes[u.start * r * c * l..u.end * r * c * l];
+                if blocked {
+                    gather(kept, r * c, l, &mut s.z[..r * c * p]);
+                    &s.z[..r * c * p]
+                } else {
+                    kept
+                }
             } else {
                 let z = &mut s.z[..r * c * p];
                 map1.fwd(r, wt.w1, cols, p, z);
                 if let Some(b1) = wt.b1 {
-                    add_bias_planes(z, l, &b1[..r * c]);
+                    add_bias_planes(z, lu, &b1[..r * c]);
                 }
                 z
             };
@@ -572,7 +689,7 @@ pub(super) fn backward<T: Float>(
                 Some(Epilogue::T1) => gs,
                 None => &[],
                 Some(kind) => {
-                    epilogue_bwd(op, kind, pl, gs, &mut s.dz[..m * p]);
+                    epilogue_bwd(op, kind, lu, pl, gs, &mut s.dz[..m * p]);
                     &s.dz[..m * p]
                 }
             };
@@ -580,12 +697,12 @@ pub(super) fn backward<T: Float>(
                 let dc: &mut [T] = if op.dense {
                     &mut dxc[a * in_len..b * in_len]
                 } else {
-                    &mut s.dcols[..]
+                    &mut s.dcols[..k * p]
                 };
                 if nb > 0 {
                     map1.bwd_w(nb, dzs, cols, p, &mut gr.w1);
                     if wt.b1.is_some() {
-                        rowsum_planes(dzs, l, &mut gr.b1);
+                        rowsum_planes(dzs, lu, &mut gr.b1);
                     }
                     map1.bwd_in(nb, wt.w1, dzs, p, dc);
                 } else {
@@ -594,16 +711,8 @@ pub(super) fn backward<T: Float>(
                 if lift != Lift::None {
                     let lr = op.lift_rows();
                     let lc: &[T] = match lift {
-                        Lift::Square if stored => {
-                            let xx = &lifted[u.start * in_len..u.end * in_len];
-                            if op.dense {
-                                xx
-                            } else {
-                                let buf = &mut s.lc[..lr * p];
-                                convops::im2col(&op.geom, xx, op.h, op.w, op.ho, op.wo, buf);
-                                buf
-                            }
-                        }
+                        // x ⊙ x is shaped like x: its columns are the lifted columns
+                        Lift::Square if stored => op.unit_cols(lifted, &u, &mut s.lc),
                         Lift::Outer if stored => &lifted[u.start * lr * l..u.end * lr * l],
                         Lift::Square => {
                             let buf = &mut s.lc[..lr * p];
@@ -618,7 +727,7 @@ pub(super) fn backward<T: Float>(
                     };
                     map2.bwd_w(1, gs, lc, p, &mut gr.w2);
                     if wt.b2.is_some() {
-                        rowsum_planes(gs, l, &mut gr.b2);
+                        rowsum_planes(gs, lu, &mut gr.b2);
                     }
                     let dlc = &mut s.dlc[..lr * p];
                     map2.bwd_in(1, wt.w2, gs, p, dlc);
@@ -633,9 +742,7 @@ pub(super) fn backward<T: Float>(
                 }
             }
             if !op.dense {
-                let dxi = &mut dxc[a * in_len..b * in_len];
-                dxi.fill(T::zero());
-                convops::col2im(&op.geom, &s.dcols, op.h, op.w, op.ho, op.wo, dxi);
+                op.unit_col2im(&s.dcols[..k * p], &u, &mut dxc[a * in_len..b * in_len]);
             }
         }
         gr

@@ -3,10 +3,11 @@
 //! epilogue (no normalised tensor is made), inference with the running statistics and the
 //! two-pass backward.
 
-use super::cpu::{add_bias_planes, reduce_grads, rowsum_planes, split_by, ws, Grads, Weights};
+use super::cpu::{
+    add_bias_planes, gather, reduce_grads, rowsum_planes, scatter, split_by, ws, Grads, Weights,
+};
 use super::QuadOp;
 use crate::device::alloc::TrackedVec;
-use crate::ops::conv::cpu as convops;
 use crate::ops::{chunk_ranges, par_item_chunks};
 use crate::tensor::Float;
 
@@ -130,6 +131,43 @@ fn epilogue_bn_fwd<T: Float>(
     }
 }
 
+/// Per chunk: a unit's columns and, when units are blocked, its stacked planes (3C, B·L).
+fn stacked_scratch<T: Float>(op: &QuadOp, n: usize) -> Vec<(TrackedVec<T>, TrackedVec<T>)> {
+    let blk = if op.images_per_unit(n) > 1 {
+        op.m() * op.pmax(n)
+    } else {
+        0
+    };
+    chunk_ranges(n)
+        .iter()
+        .map(|_| (ws(op.cols_len(n)), ws(blk)))
+        .collect()
+}
+
+/// zu (B, 3C, L) = W1·x (+ b1) for unit `u`: one GEMM, through `zblk` when the unit is
+/// blocked (its product is (3C, B·L)).
+fn stacked_map<T: Float>(
+    op: &QuadOp,
+    x: &[T],
+    wt: &Weights<T>,
+    u: &std::ops::Range<usize>,
+    cbuf: &mut [T],
+    zblk: &mut [T],
+    zu: &mut [T],
+) {
+    let (p, m) = (u.len() * op.l(), op.m());
+    let cols = op.unit_cols(x, u, cbuf);
+    if op.blocked(u) {
+        op.map1().fwd(3, wt.w1, cols, p, &mut zblk[..m * p]);
+        scatter(&zblk[..m * p], m, op.l(), zu);
+    } else {
+        op.map1().fwd(3, wt.w1, cols, p, zu);
+    }
+    if let Some(b1) = wt.b1 {
+        add_bias_planes(zu, op.l(), b1);
+    }
+}
+
 /// Training forward of quadralib-bn. Pass 1: z (N, 3C, L) = W1·x (+ b1), one GEMM per
 /// unit, with the per-channel moments of each unit taken while it is hot. Pass 2: the fused
 /// epilogue from z and the batch statistics (no normalised tensor is made), writing
@@ -148,19 +186,13 @@ pub(super) fn bn_forward<T: Float>(
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let (c, l, m) = (op.c(), op.l(), op.m());
     let ranges = chunk_ranges(n);
-    let map1 = op.map1();
-    let mut cols: Vec<TrackedVec<T>> = ranges.iter().map(|_| ws(op.cols_len())).collect();
-    let parts = par_item_chunks(z, m * l, n, &mut cols, |imgs, zc, cbuf| {
+    let mut scratch = stacked_scratch(op, n);
+    let parts = par_item_chunks(z, m * l, n, &mut scratch, |imgs, zc, (cbuf, zblk)| {
         let c0 = imgs.start;
         let mut mo = Moments::empty(m);
-        for u in op.units(imgs) {
-            let p = u.len() * l;
+        for u in op.units(imgs, n) {
             let zu = &mut zc[(u.start - c0) * m * l..(u.end - c0) * m * l];
-            let cols = op.unit_cols(x, &u, cbuf);
-            map1.fwd(3, wt.w1, cols, p, zu);
-            if let Some(b1) = wt.b1 {
-                add_bias_planes(zu, l, b1);
-            }
+            stacked_map(op, x, wt, &u, cbuf, zblk, zu);
             mo.merge(&Moments::of(zu, m, l));
         }
         mo
@@ -201,24 +233,34 @@ pub(super) fn bn_infer<T: Float>(
 ) {
     let (c, l, m) = (op.c(), op.l(), op.m());
     let pmax = op.pmax(n);
+    let yblk = if op.images_per_unit(n) > 1 {
+        c * pmax
+    } else {
+        0
+    };
     let map1 = op.map1();
     let (s, t) = scale_shift(wt.gamma, wt.beta, mean, rstd);
-    let mut scratch: Vec<(TrackedVec<T>, TrackedVec<T>)> = chunk_ranges(n)
+    let mut scratch: Vec<_> = chunk_ranges(n)
         .iter()
-        .map(|_| (ws(op.cols_len()), ws(m * pmax)))
+        .map(|_| (ws(op.cols_len(n)), ws(m * pmax), ws(yblk)))
         .collect();
-    par_item_chunks(y, c * l, n, &mut scratch, |imgs, yc, (cbuf, zbuf)| {
+    par_item_chunks(y, c * l, n, &mut scratch, |imgs, yc, (cbuf, zbuf, ybuf)| {
         let c0 = imgs.start;
-        for u in op.units(imgs) {
-            let p = u.len() * l;
+        for u in op.units(imgs, n) {
+            let (p, lu) = (u.len() * l, op.unit_l(&u));
             let cols = op.unit_cols(x, &u, cbuf);
             let zu = &mut zbuf[..m * p];
             map1.fwd(3, wt.w1, cols, p, zu);
             if let Some(b1) = wt.b1 {
-                add_bias_planes(zu, l, b1);
+                add_bias_planes(zu, lu, b1);
             }
             let yu = &mut yc[(u.start - c0) * c * l..(u.end - c0) * c * l];
-            epilogue_bn_fwd(c, l, zu, &s, &t, yu, None);
+            if op.blocked(&u) {
+                epilogue_bn_fwd(c, lu, zu, &s, &t, &mut ybuf[..c * p], None);
+                scatter(&ybuf[..c * p], c, l, yu);
+            } else {
+                epilogue_bn_fwd(c, lu, zu, &s, &t, yu, None);
+            }
         }
     });
 }
@@ -462,7 +504,7 @@ pub(super) fn bn_backward<T: Float>(
     let (s, t) = scale_shift(wt.gamma, wt.beta, mean, rstd);
     // pass 1: sums (recomputing z when not kept)
     let mut zw = ws::<T>(if kept.is_some() { 0 } else { n * m * l });
-    let mut cols: Vec<TrackedVec<T>> = (0..chunks).map(|_| ws(op.cols_len())).collect();
+    let mut cols = stacked_scratch(op, n);
     let parts: Vec<Vec<f64>> = match kept {
         Some((z, ab)) => par_item_chunks(&mut [] as &mut [T], 0, n, &mut cols, |imgs, _, _| {
             let mut acc = vec![0.0; 2 * m];
@@ -480,17 +522,12 @@ pub(super) fn bn_backward<T: Float>(
             );
             acc
         }),
-        None => par_item_chunks(&mut zw, m * l, n, &mut cols, |imgs, zc, cbuf| {
+        None => par_item_chunks(&mut zw, m * l, n, &mut cols, |imgs, zc, (cbuf, zblk)| {
             let mut acc = vec![0.0; 2 * m];
             let c0 = imgs.start;
-            for u in op.units(imgs) {
-                let p = u.len() * l;
+            for u in op.units(imgs, n) {
                 let zu = &mut zc[(u.start - c0) * m * l..(u.end - c0) * m * l];
-                let cols = op.unit_cols(x, &u, cbuf);
-                map1.fwd(3, wt.w1, cols, p, zu);
-                if let Some(b1) = wt.b1 {
-                    add_bias_planes(zu, l, b1);
-                }
+                stacked_map(op, x, wt, &u, cbuf, zblk, zu);
                 let gu = &g[u.start * c * l..u.end * c * l];
                 bn_sums(c, l, zu, None, gu, mean, rstd, &s, &t, &mut acc);
             }
@@ -511,9 +548,18 @@ pub(super) fn bn_backward<T: Float>(
         Some((z, ab)) => (z, Some(ab)),
         None => (&zw[..], None),
     };
-    // pass 2: dz, then the stacked conv backward
-    let mut scratch: Vec<(TrackedVec<T>, TrackedVec<T>, TrackedVec<T>)> = (0..chunks)
-        .map(|_| (ws(op.cols_len()), ws(m * pmax), ws(op.cols_len())))
+    // pass 2: dz, then the stacked conv backward; per chunk: columns, dz (B, 3C, L), its
+    // block (3C, B·L) when blocked, the column gradient
+    let dzblk = if op.images_per_unit(n) > 1 {
+        m * pmax
+    } else {
+        0
+    };
+    let mut scratch: Vec<_> = (0..chunks)
+        .map(|_| {
+            let cols = op.cols_len(n);
+            (ws(cols), ws(m * pmax), ws(dzblk), ws(cols))
+        })
         .collect();
     let w1n = wt.w1.len();
     let parts = par_item_chunks(
@@ -521,16 +567,16 @@ pub(super) fn bn_backward<T: Float>(
         in_len,
         n,
         &mut scratch,
-        |imgs, dxc, (cbuf, dzb, dcb)| {
+        |imgs, dxc, (cbuf, dzb, dzblk, dcb)| {
             let mut gr = Grads {
                 w1: vec![T::zero(); w1n],
                 b1: vec![T::zero(); wt.b1.map_or(0, |b| b.len())],
                 ..Grads::default()
             };
             let c0 = imgs.start;
-            for u in op.units(imgs) {
+            for u in op.units(imgs, n) {
                 let (a, b) = (u.start - c0, u.end - c0);
-                let p = u.len() * l;
+                let (p, lu) = (u.len() * l, op.unit_l(&u));
                 let dz = &mut dzb[..m * p];
                 bn_dz(
                     c,
@@ -547,18 +593,23 @@ pub(super) fn bn_backward<T: Float>(
                     &m2,
                     dz,
                 );
+                let dz: &[T] = if op.blocked(&u) {
+                    gather(dz, m, l, &mut dzblk[..m * p]);
+                    &dzblk[..m * p]
+                } else {
+                    dz
+                };
                 let cols = op.unit_cols(x, &u, cbuf);
                 map1.bwd_w(3, dz, cols, p, &mut gr.w1);
                 if wt.b1.is_some() {
-                    rowsum_planes(dz, l, &mut gr.b1);
+                    rowsum_planes(dz, lu, &mut gr.b1);
                 }
                 if op.dense {
                     map1.bwd_in(3, wt.w1, dz, p, &mut dxc[a * in_len..b * in_len]);
                 } else {
-                    map1.bwd_in(3, wt.w1, dz, p, dcb);
-                    let dxi = &mut dxc[a * in_len..b * in_len];
-                    dxi.fill(T::zero());
-                    convops::col2im(&op.geom, dcb, op.h, op.w, op.ho, op.wo, dxi);
+                    let dcols = &mut dcb[..op.k() * p];
+                    map1.bwd_in(3, wt.w1, dz, p, dcols);
+                    op.unit_col2im(dcols, &u, &mut dxc[a * in_len..b * in_len]);
                 }
             }
             gr

@@ -14,14 +14,20 @@
 //!
 //! Work is split into chunks of images (`par_item_chunks`, one scratch per chunk, GEMMs
 //! single-threaded inside), and a chunk into *units*:
-//! - conv: a unit is one image; its columns are im2col(x_i): (K, L), K = C_in·kh·kw
-//!   (feature-major) and z_i (nb·C, L) = W1 · cols (`ops::conv::cpu::forward_cols`, groups
+//! - conv: a unit is a block of B images (`QuadOp::images_per_unit`: B = 1 for large
+//!   images, enough for 256 GEMM columns for small ones, as in `ops::conv::cpu`); its
+//!   columns are the B images' im2col side by side, (K, B·L), K = C_in·kh·kw
+//!   (feature-major), and z (nb·C, B·L) = W1 · cols (`ops::conv::cpu::forward_cols`, groups
 //!   per branch);
 //! - linear: a unit is the whole chunk of P images; its columns are the input rows
 //!   X (P, F) themselves (position-major) and z (P, nb·C) = X · W1ᵀ.
 //!
-//! Either way a unit's planes are a contiguous (nu, M, L) block with M·P elements,
-//! P = nu·L, so the epilogues below are written once for both.
+//! Either way a unit's planes are a contiguous (nu, M, lu) block with M·P elements: one
+//! plane of lu = B·L positions per channel for conv (nu = 1), P planes of one position for
+//! linear (`QuadOp::unit_l`), so the epilogues below are written once for both. Tensors
+//! are (N, M, L) per image, so a conv block of B > 1 images gathers g and the kept planes
+//! into its layout and scatters y and the kept planes out of it (`gather`, `scatter`);
+//! for B = 1 the layouts coincide and nothing is copied.
 //!
 //! Weight gradients are per-chunk partials reduced in chunk order (deterministic for a
 //! given thread count).

@@ -388,20 +388,23 @@ fn json_body_memory() {
 }
 
 /// /health answers while a long prediction runs: the model computes on the batcher's
-/// threads, never on the reactor's.
+/// threads, never on the reactor's. (192 samples: about 0.6 s of qresnet14 on 2 threads,
+/// long enough that probes land inside it however fast the engine gets; 48 samples ended
+/// before the first probe once the CPU engine sped up.)
 #[test]
 fn health_answers_during_a_long_prediction() {
     let model = Arc::new(client::model("qresnet14", 2));
     let server = Server::start(model.clone(), "127.0.0.1:0", ServerConfig::default()).unwrap();
     let addr = server.local_addr();
-    let x = quadra::Tensor::randn(&[48, 3, 32, 32], quadra::DType::F32, 1.0, 1).unwrap();
+    let n = 192;
+    let x = quadra::Tensor::randn(&[n, 3, 32, 32], quadra::DType::F32, 1.0, 1).unwrap();
     let raw = client::f32_le(&x);
     let t0 = Instant::now();
     let long = std::thread::spawn(move || {
         let r = client::post(addr, OCTET, &raw);
         (r.code, t0.elapsed())
     });
-    std::thread::sleep(Duration::from_millis(150));
+    std::thread::sleep(Duration::from_millis(30));
     let mut probes = Vec::new();
     while !long.is_finished() && probes.len() < 20 {
         let t = Instant::now();
@@ -418,7 +421,7 @@ fn health_answers_during_a_long_prediction() {
         .map(|p| p.1)
         .collect();
     eprintln!(
-        "prediction of 48 samples took {took:?}; {} /health probes during it, slowest {:?}",
+        "prediction of {n} samples took {took:?}; {} /health probes during it, slowest {:?}",
         during.len(),
         during.iter().max()
     );

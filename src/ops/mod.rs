@@ -81,6 +81,12 @@ pub fn par_zeros<T: Float>(n: usize) -> Vec<T> {
     v
 }
 
+/// One scratch value per chunk, each built by `make` on a pool thread, so the zero fills
+/// of large workspaces run in parallel instead of serially before the parallel loop.
+pub fn par_scratch<S: Send>(chunks: usize, make: impl Fn() -> S + Sync) -> Vec<S> {
+    (0..chunks).into_par_iter().map(|_| make()).collect()
+}
+
 /// Split `0..n` into at most one contiguous range per rayon thread.
 pub fn chunk_ranges(n: usize) -> Vec<Range<usize>> {
     let t = rayon::current_num_threads().max(1).min(n.max(1));
@@ -157,13 +163,30 @@ where
     (reduce_partials(dws), reduce_partials(dbs))
 }
 
-/// Sum per-chunk partial buffers into the first one and return it.
+/// Sum per-chunk partial buffers into the first one and return it. Each element is summed
+/// in chunk order (the same result however the elements are split over threads); large
+/// buffers (a VGG layer's dW is 2.4M elements) are split over the pool.
 pub fn reduce_partials<T: Float>(mut parts: Vec<Vec<T>>) -> Vec<T> {
+    const SPLIT: usize = 1 << 14;
     let mut acc = parts.remove(0);
-    for p in parts {
-        for (a, b) in acc.iter_mut().zip(p) {
-            *a += b;
+    if parts.is_empty() {
+        return acc;
+    }
+    let add = |ci: usize, a: &mut [T]| {
+        let o = ci * SPLIT;
+        let len = a.len();
+        for p in &parts {
+            for (a, &b) in a.iter_mut().zip(&p[o..o + len]) {
+                *a += b;
+            }
         }
+    };
+    if acc.len() <= SPLIT {
+        add(0, &mut acc);
+    } else {
+        acc.par_chunks_mut(SPLIT)
+            .enumerate()
+            .for_each(|(ci, a)| add(ci, a));
     }
     acc
 }

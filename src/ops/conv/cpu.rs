@@ -196,7 +196,10 @@ pub fn forward_cols<T: Float>(
     }
 }
 
-/// dW (nb·C_out, Kg) += dout (nb·C_out, L) · colsᵀ, per group.
+/// dW (nb·C_out, Kg) [+]= dout (nb·C_out, L) · colsᵀ, per group; overwrites `dw` unless
+/// `accumulate`. (A unit's first product overwrites: accumulating into a fresh zeroed
+/// buffer reads its pages before writing them, which maps the zero page and then takes a
+/// copy-on-write fault with a TLB shootdown on every page.)
 pub fn backward_weight_cols<T: Float>(
     g: &ConvGeom,
     nb: usize,
@@ -204,6 +207,7 @@ pub fn backward_weight_cols<T: Float>(
     cols: &[T],
     l: usize,
     dw: &mut [T],
+    accumulate: bool,
 ) {
     let kg = g.k_group();
     for gi in 0..g.groups {
@@ -215,7 +219,7 @@ pub fn backward_weight_cols<T: Float>(
                 l,
                 &mut dw[r0 * kg..(r0 + m) * kg],
                 kg,
-                true,
+                accumulate,
                 MatRef::new(&dout[r0 * l..], l),
                 MatRef::trans(cols_g, l),
                 1,
@@ -345,16 +349,14 @@ pub fn conv2d_forward<T: Float>(
     let (chunks, per) = plan(g, n, l);
     let pointwise = is_pointwise(g) && per == 1;
     // per chunk: the columns (K, B·L) and, when batching, the product (M, B·L)
-    let mut scratch: Vec<_> = (0..chunks)
-        .map(|_| {
-            let cols = if pointwise { 0 } else { k * l * per };
-            let prod = if per > 1 { m * l * per } else { 0 };
-            (
-                crate::ops::workspace::<T>(cols),
-                crate::ops::workspace::<T>(prod),
-            )
-        })
-        .collect();
+    let mut scratch = crate::ops::par_scratch(chunks, || {
+        let cols = if pointwise { 0 } else { k * l * per };
+        let prod = if per > 1 { m * l * per } else { 0 };
+        (
+            crate::ops::workspace::<T>(cols),
+            crate::ops::workspace::<T>(prod),
+        )
+    });
     crate::ops::par_item_chunks(out, m * l, n, &mut scratch, |imgs, out, (cols, prod)| {
         for (j0, b) in image_blocks(imgs.len(), per) {
             let x0 = (imgs.start + j0) * chw;
@@ -421,22 +423,20 @@ pub fn conv2d_backward<T: Float>(
     let want_dx = dx.is_some();
     // per chunk: the columns and their gradient (K, B·L) and, when batching, dout's block
     // (M, B·L)
-    let mut scratch: Vec<_> = (0..chunks)
-        .map(|_| {
-            let cols = if pointwise { 0 } else { k * l * per };
-            let dcols = if pointwise || !want_dx {
-                0
-            } else {
-                k * l * per
-            };
-            let gblk = if per > 1 { m * l * per } else { 0 };
-            (
-                crate::ops::workspace::<T>(cols),
-                crate::ops::workspace::<T>(dcols),
-                crate::ops::workspace::<T>(gblk),
-            )
-        })
-        .collect();
+    let mut scratch = crate::ops::par_scratch(chunks, || {
+        let cols = if pointwise { 0 } else { k * l * per };
+        let dcols = if pointwise || !want_dx {
+            0
+        } else {
+            k * l * per
+        };
+        let gblk = if per > 1 { m * l * per } else { 0 };
+        (
+            crate::ops::workspace::<T>(cols),
+            crate::ops::workspace::<T>(dcols),
+            crate::ops::workspace::<T>(gblk),
+        )
+    });
     crate::ops::par_grad_chunks(
         dx,
         chw,
@@ -445,7 +445,8 @@ pub fn conv2d_backward<T: Float>(
         |imgs, dxc, (cols, dcols, gblk)| {
             let mut dw = vec![T::zero(); m * kg];
             let mut db = vec![T::zero(); m];
-            for (j0, b) in image_blocks(imgs.len(), per) {
+            for (bi, (j0, b)) in image_blocks(imgs.len(), per).enumerate() {
+                let acc = bi > 0;
                 let i0 = imgs.start + j0;
                 if b == 1 {
                     let xi = &x[i0 * chw..(i0 + 1) * chw];
@@ -456,7 +457,7 @@ pub fn conv2d_backward<T: Float>(
                         im2col(g, xi, h, w, ho, wo, cols);
                         cols
                     };
-                    backward_weight_cols(g, nb, di, c, l, &mut dw);
+                    backward_weight_cols(g, nb, di, c, l, &mut dw, acc);
                     backward_bias(di, l, &mut db);
                     if want_dx {
                         let dxi = &mut dxc[j0 * chw..(j0 + 1) * chw];
@@ -485,7 +486,7 @@ pub fn conv2d_backward<T: Float>(
                     im2col_ld(g, xj, h, w, ho, wo, &mut cols[j * l..], p);
                 }
                 let gb = &gblk[..m * p];
-                backward_weight_cols(g, nb, gb, &cols[..k * p], p, &mut dw);
+                backward_weight_cols(g, nb, gb, &cols[..k * p], p, &mut dw, acc);
                 backward_bias(gb, p, &mut db);
                 if want_dx {
                     backward_data_cols(g, nb, wt, gb, p, &mut dcols[..k * p], false);
@@ -594,7 +595,7 @@ mod tests {
                 let mut oi = vec![0.0; m * l];
                 forward_cols(&g, nb, &wt, &cols, l, &mut oi);
                 add_bias(&mut oi, &bias, l);
-                backward_weight_cols(&g, nb, di, &cols, l, &mut rdw);
+                backward_weight_cols(&g, nb, di, &cols, l, &mut rdw, true);
                 backward_bias(di, l, &mut rdb);
                 backward_data_cols(&g, nb, &wt, di, l, &mut dcols, false);
                 let mut dxi = vec![0.0; chw];

@@ -34,6 +34,8 @@
 
 use std::ops::Range;
 
+use rayon::prelude::*;
+
 use super::{dense_geom, Epilogue, Lift, QuadOp};
 use crate::device::alloc::TrackedVec;
 use crate::ops::conv::cpu as convops;
@@ -71,8 +73,18 @@ impl Map {
         }
     }
 
-    /// dW (nb·C, Kg) += dout ⋅ inp.
-    pub(super) fn bwd_w<T: Float>(&self, nb: usize, dout: &[T], inp: &[T], p: usize, dw: &mut [T]) {
+    /// dW (nb·C, Kg) [+]= dout ⋅ inp; overwrites unless `accumulate` (a chunk's first unit
+    /// overwrites, see `convops::backward_weight_cols`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn bwd_w<T: Float>(
+        &self,
+        nb: usize,
+        dout: &[T],
+        inp: &[T],
+        p: usize,
+        dw: &mut [T],
+        accumulate: bool,
+    ) {
         if self.dense {
             let (k, m) = (self.geom.c_in, nb * self.geom.c_out);
             matmul(
@@ -81,13 +93,13 @@ impl Map {
                 p,
                 dw,
                 k,
-                true,
+                accumulate,
                 MatRef::trans(dout, m),
                 MatRef::new(inp, k),
                 1,
             );
         } else {
-            convops::backward_weight_cols(&self.geom, nb, dout, inp, p, dw);
+            convops::backward_weight_cols(&self.geom, nb, dout, inp, p, dw, accumulate);
         }
     }
 
@@ -507,8 +519,9 @@ pub(super) fn forward<T: Float>(
     };
     let kps = split_by(keep_planes, kp_per, &ranges);
     let kls = split_by(keep_lifted, kl_per, &ranges);
+    // built on the pool threads, so the zero fills run in parallel (`ops::par_scratch`)
     let mut scratch: Vec<FwdScratch<T>> = kps
-        .into_iter()
+        .into_par_iter()
         .zip(kls)
         .map(|(kp, kl)| FwdScratch {
             cols: ws(op.cols_len(n)),
@@ -633,21 +646,19 @@ pub(super) fn backward<T: Float>(
     let batched = op.images_per_unit(n) > 1;
     let chunks = chunk_ranges(n).len();
     let needs_dz = !matches!(neuron.epilogue(), Some(Epilogue::T1) | None);
-    let mut scratch: Vec<BwdScratch<T>> = (0..chunks)
-        .map(|_| BwdScratch {
-            cols: ws(op.cols_len(n)),
-            lc: ws(match lift {
-                Lift::Outer if stored => 0,
-                Lift::Square if stored && op.dense => 0,
-                _ => op.lift_rows() * pmax,
-            }),
-            z: ws(if stored && !batched { 0 } else { r * c * pmax }),
-            g: ws(if batched { c * pmax } else { 0 }),
-            dz: ws(if needs_dz { m * pmax } else { 0 }),
-            dcols: ws(op.cols_len(n)),
-            dlc: ws(op.lift_rows() * pmax),
-        })
-        .collect();
+    let mut scratch: Vec<BwdScratch<T>> = crate::ops::par_scratch(chunks, || BwdScratch {
+        cols: ws(op.cols_len(n)),
+        lc: ws(match lift {
+            Lift::Outer if stored => 0,
+            Lift::Square if stored && op.dense => 0,
+            _ => op.lift_rows() * pmax,
+        }),
+        z: ws(if stored && !batched { 0 } else { r * c * pmax }),
+        g: ws(if batched { c * pmax } else { 0 }),
+        dz: ws(if needs_dz { m * pmax } else { 0 }),
+        dcols: ws(op.cols_len(n)),
+        dlc: ws(op.lift_rows() * pmax),
+    });
     let (map1, map2) = (op.map1(), op.map2());
     let (w1n, w2n) = (wt.w1.len(), wt.w2.len());
     let parts = par_item_chunks(dx, in_len, n, &mut scratch, |imgs, dxc, s| {
@@ -661,6 +672,7 @@ pub(super) fn backward<T: Float>(
         let c0 = imgs.start;
         for u in op.units(imgs, n) {
             let (a, b) = (u.start - c0, u.end - c0);
+            let acc = u.start > c0;
             let (p, lu, blocked) = (u.len() * l, op.unit_l(&u), op.blocked(&u));
             let cols = op.unit_cols(x, &u, &mut s.cols);
             let gs: &[T] = {
@@ -706,7 +718,7 @@ pub(super) fn backward<T: Float>(
                     &mut s.dcols[..k * p]
                 };
                 if nb > 0 {
-                    map1.bwd_w(nb, dzs, cols, p, &mut gr.w1);
+                    map1.bwd_w(nb, dzs, cols, p, &mut gr.w1, acc);
                     if wt.b1.is_some() {
                         rowsum_planes(dzs, lu, &mut gr.b1);
                     }
@@ -731,7 +743,7 @@ pub(super) fn backward<T: Float>(
                             buf
                         }
                     };
-                    map2.bwd_w(1, gs, lc, p, &mut gr.w2);
+                    map2.bwd_w(1, gs, lc, p, &mut gr.w2, acc);
                     if wt.b2.is_some() {
                         rowsum_planes(gs, lu, &mut gr.b2);
                     }

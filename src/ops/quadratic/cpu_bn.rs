@@ -8,7 +8,7 @@ use super::cpu::{
 };
 use super::QuadOp;
 use crate::device::alloc::TrackedVec;
-use crate::ops::{chunk_ranges, par_item_chunks};
+use crate::ops::{chunk_ranges, par_item_chunks, par_scratch};
 use crate::tensor::Float;
 
 // ---------------------------------------------------------------------------------------
@@ -138,10 +138,7 @@ fn stacked_scratch<T: Float>(op: &QuadOp, n: usize) -> Vec<(TrackedVec<T>, Track
     } else {
         0
     };
-    chunk_ranges(n)
-        .iter()
-        .map(|_| (ws(op.cols_len(n)), ws(blk)))
-        .collect()
+    par_scratch(chunk_ranges(n).len(), || (ws(op.cols_len(n)), ws(blk)))
 }
 
 /// zu (B, 3C, L) = W1·x (+ b1) for unit `u`: one GEMM, through `zblk` when the unit is
@@ -240,10 +237,9 @@ pub(super) fn bn_infer<T: Float>(
     };
     let map1 = op.map1();
     let (s, t) = scale_shift(wt.gamma, wt.beta, mean, rstd);
-    let mut scratch: Vec<_> = chunk_ranges(n)
-        .iter()
-        .map(|_| (ws(op.cols_len(n)), ws(m * pmax), ws(yblk)))
-        .collect();
+    let mut scratch = par_scratch(chunk_ranges(n).len(), || {
+        (ws(op.cols_len(n)), ws(m * pmax), ws(yblk))
+    });
     par_item_chunks(y, c * l, n, &mut scratch, |imgs, yc, (cbuf, zbuf, ybuf)| {
         let c0 = imgs.start;
         for u in op.units(imgs, n) {
@@ -555,12 +551,10 @@ pub(super) fn bn_backward<T: Float>(
     } else {
         0
     };
-    let mut scratch: Vec<_> = (0..chunks)
-        .map(|_| {
-            let cols = op.cols_len(n);
-            (ws(cols), ws(m * pmax), ws(dzblk), ws(cols))
-        })
-        .collect();
+    let mut scratch = par_scratch(chunks, || {
+        let cols = op.cols_len(n);
+        (ws(cols), ws(m * pmax), ws(dzblk), ws(cols))
+    });
     let w1n = wt.w1.len();
     let parts = par_item_chunks(
         dx,
@@ -600,7 +594,7 @@ pub(super) fn bn_backward<T: Float>(
                     dz
                 };
                 let cols = op.unit_cols(x, &u, cbuf);
-                map1.bwd_w(3, dz, cols, p, &mut gr.w1);
+                map1.bwd_w(3, dz, cols, p, &mut gr.w1, u.start > c0);
                 if wt.b1.is_some() {
                     rowsum_planes(dz, lu, &mut gr.b1);
                 }

@@ -22,11 +22,12 @@ use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
 use quadra::device::standin;
 use quadra::model::Model;
+
 use quadra::nn::spec::BuildOptions;
 use quadra::nn::BackpropMode;
 use quadra::ops::counters;
 use quadra::optim::Sgd;
-use quadra::{Category, DType, Device, Tensor};
+use quadra::{Category, DType, Device, ModelSpec, Tensor};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Modes {
@@ -82,26 +83,12 @@ struct Args {
 }
 
 fn run(args: &Args, device: Device, mode: BackpropMode) -> Result<serde_json::Value> {
-    let mut spec = quadra::models::get(&args.model, None, 10)?;
-    spec.backprop = mode;
-    let mut model = Model::build(
-        &spec,
-        BuildOptions {
-            dtype: DType::F32,
-            seed: 0,
-        },
-    )?;
+    let (spec, mut model, params) = build_model(args, Some(mode), device)?;
     let mut opt = Sgd::new(0.1, 0.9, 5e-4, false)?;
-    let mut shape = vec![args.batch];
-    shape.extend(&spec.input);
-    let x = Tensor::randn(&shape, DType::F32, 1.0, 1)?;
-    x.retag(Category::Data);
+    let x = random_batch(&spec, args.batch, 1, device)?;
     let y: Vec<usize> = (0..args.batch)
         .map(|i| (i * 7 + 3) % spec.num_classes)
         .collect();
-    let params = model.num_params();
-    model.to_device(device)?;
-    let x = x.to_device(device)?;
 
     // bytes kept for backward by one forward pass (each storage once; parameters apart)
     let tracker = device.tracker()?;
@@ -175,11 +162,17 @@ fn run(args: &Args, device: Device, mode: BackpropMode) -> Result<serde_json::Va
     Ok(out)
 }
 
-/// Eval-mode forward passes of a freshly built model on one random batch: throughput at
-/// `--batch`, then the latency of single images (each pass waited for), as
-/// `torch_ref.py infer` measures them.
-fn run_infer(args: &Args, device: Device) -> Result<serde_json::Value> {
-    let spec = quadra::models::get(&args.model, None, 10)?;
+/// The benchmarked zoo model (10 classes), built with seed 0 in f32 (in back-propagation
+/// `mode` where given, else the spec's own) and moved to `device`, with its parameter count.
+fn build_model(
+    args: &Args,
+    mode: Option<BackpropMode>,
+    device: Device,
+) -> Result<(ModelSpec, Model, usize)> {
+    let mut spec = quadra::models::get(&args.model, None, 10)?;
+    if let Some(mode) = mode {
+        spec.backprop = mode;
+    }
     let mut model = Model::build(
         &spec,
         BuildOptions {
@@ -188,14 +181,26 @@ fn run_infer(args: &Args, device: Device) -> Result<serde_json::Value> {
         },
     )?;
     let params = model.num_params();
-    let mut shape = vec![args.batch];
-    shape.extend(&spec.input);
-    let x = Tensor::randn(&shape, DType::F32, 1.0, 1)?;
-    let mut shape1 = vec![1];
-    shape1.extend(&spec.input);
-    let x1 = Tensor::randn(&shape1, DType::F32, 1.0, 2)?;
     model.to_device(device)?;
-    let (x, x1) = (x.to_device(device)?, x1.to_device(device)?);
+    Ok((spec, model, params))
+}
+
+/// A standard-normal input batch, (batch, *spec.input), tracked as data, on `device`.
+fn random_batch(spec: &ModelSpec, batch: usize, seed: u64, device: Device) -> Result<Tensor> {
+    let mut shape = vec![batch];
+    shape.extend(&spec.input);
+    let x = Tensor::randn(&shape, DType::F32, 1.0, seed)?;
+    x.retag(Category::Data);
+    Ok(x.to_device(device)?)
+}
+
+/// Eval-mode forward passes of a freshly built model on one random batch: throughput at
+/// `--batch`, then the latency of single images (each pass waited for), as
+/// `torch_ref.py infer` measures them.
+fn run_infer(args: &Args, device: Device) -> Result<serde_json::Value> {
+    let (spec, model, params) = build_model(args, None, device)?;
+    let x = random_batch(&spec, args.batch, 1, device)?;
+    let x1 = random_batch(&spec, 1, 2, device)?;
     let rt = quadra::device::runtime(device).ok();
     let sync = || -> Result<()> {
         if let Some(rt) = rt {

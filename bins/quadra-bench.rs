@@ -22,7 +22,6 @@ use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
 use quadra::device::standin;
 use quadra::model::Model;
-
 use quadra::nn::spec::BuildOptions;
 use quadra::nn::BackpropMode;
 use quadra::ops::counters;
